@@ -1,0 +1,61 @@
+"""GoogLeNet, Inception v1 (Szegedy et al., 2015), without the auxiliary classifiers."""
+
+from __future__ import annotations
+
+from keras import layers
+
+from kcnn.backbones.base import backbone_model, image_input, register
+from kcnn.blocks import conv_bn_act, inception
+from kcnn.layers import LocalResponseNormalization
+
+PAPER = "Szegedy et al., CVPR 2015, Table 1 and Figure 3"
+
+# Table 1: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj; "pool" is a 3x3/2 max pool.
+INCEPTIONS = [
+    ("3a", (64, 96, 128, 16, 32, 32)),
+    ("3b", (128, 128, 192, 32, 96, 64)),
+    "pool",
+    ("4a", (192, 96, 208, 16, 48, 64)),
+    ("4b", (160, 112, 224, 24, 64, 64)),
+    ("4c", (128, 128, 256, 24, 64, 64)),
+    ("4d", (112, 144, 288, 32, 64, 64)),
+    ("4e", (256, 160, 320, 32, 128, 128)),
+    "pool",
+    ("5a", (256, 160, 320, 32, 128, 128)),
+    ("5b", (384, 192, 384, 48, 128, 128)),
+]
+
+
+@register("googlenet", input_shape=(224, 224, 3), head="gap_linear", head_kwargs={"dropout": 0.4}, paper=PAPER)
+def googlenet(input_shape=(224, 224, 3), *, batch_norm=False, lrn=None, name="googlenet"):
+    """Stem (7x7/2, pool, LRN, 1x1, 3x3, LRN, pool) and nine Inception modules.
+
+    As in the paper there is no batch norm and LRN follows the first pool and the
+    second convolution; ``batch_norm=True`` adds BN and, unless ``lrn`` says
+    otherwise, drops LRN. Outputs: conv1 (stride 2), conv2 (4), 3b (8), 4e (16), 5b (32).
+    """
+    lrn = (not batch_norm) if lrn is None else lrn
+    inputs = image_input(input_shape)
+    common = dict(batch_norm=batch_norm)
+    x = conv_bn_act(inputs, 64, 7, 2, padding="same", name="conv1", **common)
+    features = [x]
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
+    if lrn:
+        x = LocalResponseNormalization(name="norm1")(x)
+    x = conv_bn_act(x, 64, 1, name="conv2_reduce", **common)
+    x = conv_bn_act(x, 192, 3, name="conv2", **common)
+    if lrn:
+        x = LocalResponseNormalization(name="norm2")(x)
+    features.append(x)
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool2")(x)
+    pools = 2
+    for item in INCEPTIONS:
+        if item == "pool":
+            features.append(x)
+            pools += 1
+            x = layers.MaxPooling2D(3, strides=2, padding="same", name=f"pool{pools}")(x)
+            continue
+        label, filters = item
+        x = inception(x, *filters, name=f"inception_{label}", **common)
+    features.append(x)
+    return backbone_model(inputs, features, name)

@@ -1,0 +1,27 @@
+"""Blocks: plain functions ``tensor -> tensor`` built from standard Keras layers.
+
+Every block takes a ``name`` prefix so the layers it creates read like the paper.
+"""
+
+from kcnn.blocks.common import activation_layer, conv_bn_act, get_activation, make_divisible
+from kcnn.blocks.densenet import dense_block, transition
+from kcnn.blocks.inception import inception
+from kcnn.blocks.mobilenet import depthwise_separable, inverted_residual, squeeze_excite
+from kcnn.blocks.resnet import residual_basic, residual_bottleneck
+from kcnn.blocks.squeezenet import fire
+
+__all__ = [
+    "activation_layer",
+    "conv_bn_act",
+    "dense_block",
+    "depthwise_separable",
+    "fire",
+    "get_activation",
+    "inception",
+    "inverted_residual",
+    "make_divisible",
+    "residual_basic",
+    "residual_bottleneck",
+    "squeeze_excite",
+    "transition",
+]

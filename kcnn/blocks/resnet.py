@@ -1,0 +1,54 @@
+"""ResNet blocks (He et al., 2016): basic (two 3x3) and bottleneck (1x1-3x3-1x1)."""
+
+from __future__ import annotations
+
+from keras import layers
+
+from kcnn.blocks.common import Activation, activation_layer, channels, conv_bn_act
+
+
+def _shortcut(x, out_channels: int, strides: int, weight_decay: float, name: str):
+    """Identity when shapes agree, else a projection (1x1 conv + BN, the paper's option B)."""
+    if strides == 1 and channels(x) == out_channels:
+        return x
+    return conv_bn_act(
+        x, out_channels, 1, strides, activation=None, weight_decay=weight_decay, name=f"{name}_shortcut"
+    )
+
+
+def residual_basic(
+    x, filters: int, strides: int = 1, *, activation: Activation = "relu", weight_decay: float = 0.0, name: str
+):
+    """Two 3x3 conv-BN layers with a shortcut; ResNet-18/34."""
+    shortcut = _shortcut(x, filters, strides, weight_decay, name)
+    x = conv_bn_act(x, filters, 3, strides, activation=activation, weight_decay=weight_decay, name=f"{name}_1")
+    x = conv_bn_act(x, filters, 3, activation=None, weight_decay=weight_decay, name=f"{name}_2")
+    x = layers.Add(name=f"{name}_add")([shortcut, x])
+    return activation_layer(x, activation, f"{name}_out")
+
+
+def residual_bottleneck(
+    x,
+    filters: int,
+    strides: int = 1,
+    *,
+    expansion: int = 4,
+    stride_in_3x3: bool = False,
+    activation: Activation = "relu",
+    weight_decay: float = 0.0,
+    name: str,
+):
+    """1x1 reduce, 3x3, 1x1 expand to ``filters * expansion``; ResNet-50 and deeper.
+
+    The paper strides the first 1x1 convolution; ``stride_in_3x3=True`` gives the
+    later "v1.5" variant that strides the 3x3 instead.
+    """
+    out = filters * expansion
+    shortcut = _shortcut(x, out, strides, weight_decay, name)
+    s1, s3 = (1, strides) if stride_in_3x3 else (strides, 1)
+    common = dict(weight_decay=weight_decay)
+    x = conv_bn_act(x, filters, 1, s1, activation=activation, name=f"{name}_1", **common)
+    x = conv_bn_act(x, filters, 3, s3, activation=activation, name=f"{name}_2", **common)
+    x = conv_bn_act(x, out, 1, activation=None, name=f"{name}_3", **common)
+    x = layers.Add(name=f"{name}_add")([shortcut, x])
+    return activation_layer(x, activation, f"{name}_out")

@@ -1,0 +1,71 @@
+"""The two layers kcnn needs that Keras does not ship; both are registered for safe loading."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="kcnn")
+class LocalResponseNormalization(keras.layers.Layer):
+    """Cross-channel local response normalisation (Krizhevsky et al., 2012, section 3.3).
+
+    ``b = a / (k + alpha * sum_{j in window} a_j^2) ** beta`` over ``size``
+    neighbouring channels, with the paper's constants as defaults (k=2, n=5,
+    alpha=1e-4, beta=0.75). Channels-last input.
+    """
+
+    def __init__(self, size: int = 5, k: float = 2.0, alpha: float = 1e-4, beta: float = 0.75, **kwargs):
+        super().__init__(**kwargs)
+        if size < 1 or size % 2 == 0:
+            raise ValueError(f"LocalResponseNormalization size must be an odd integer >= 1, got {size}")
+        self.size = size
+        self.k = k
+        self.alpha = alpha
+        self.beta = beta
+
+    def call(self, inputs):
+        squared = ops.square(inputs)
+        half = self.size // 2
+        channels = inputs.shape[-1]
+        padded = ops.pad(squared, [[0, 0], [0, 0], [0, 0], [half, half]])
+        window = padded[..., 0:channels]
+        for offset in range(1, self.size):
+            window = window + padded[..., offset : offset + channels]
+        return inputs / ops.power(self.k + self.alpha * window, self.beta)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size, "k": self.k, "alpha": self.alpha, "beta": self.beta}
+
+
+@keras.saving.register_keras_serializable(package="kcnn")
+class MatchSpatial(keras.layers.Layer):
+    """Crop or zero-pad ``x`` (bottom and right) to the height and width of ``reference``.
+
+    FCN upsampling of a map whose size was floored by a stride-2 layer comes back
+    one pixel short or long; this aligns it with the skip it is fused with. Works
+    with spatial sizes unknown until run time.
+    """
+
+    def call(self, inputs):
+        x, reference = inputs
+        static = (x.shape[1], x.shape[2], reference.shape[1], reference.shape[2])
+        if None not in static:  # constant crop and pad amounts when every size is known
+            x_h, x_w, height, width = static
+            x = x[:, : min(x_h, height), : min(x_w, width), :]
+            pad_h, pad_w = max(0, height - x_h), max(0, width - x_w)
+            if pad_h or pad_w:
+                x = ops.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+            return x
+        height, width = ops.shape(reference)[1], ops.shape(reference)[2]
+        x = x[:, :height, :width, :]
+        pad_h = height - ops.shape(x)[1]
+        pad_w = width - ops.shape(x)[2]
+        return ops.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+
+    def compute_output_shape(self, input_shapes):
+        x_shape, ref_shape = input_shapes
+        return (x_shape[0], ref_shape[1], ref_shape[2], x_shape[3])

@@ -1,0 +1,1 @@
+"""Data sources, augmentation and training pipelines (TensorFlow)."""

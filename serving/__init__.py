@@ -1,0 +1,1 @@
+"""Export for TensorFlow Serving, clients and a local TF-Serving-compatible server."""

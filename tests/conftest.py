@@ -1,0 +1,49 @@
+"""Shared fixtures and assertions (in the spirit of KerasHub's run_backbone_test helpers)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import kcnn  # noqa: E402
+
+
+def small_input_shape(name: str) -> tuple:
+    """A small input for fast tests: the paper's size capped at 64 pixels (every backbone builds there)."""
+    height, width, channels = kcnn.backbones.BACKBONES.entry(name).metadata["input_shape"]
+    return (min(height, 64), min(width, 64), channels)
+
+
+def random_images(shape: tuple, batch: int = 2, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((batch, *shape), dtype=np.float32)
+
+
+def assert_probabilities(outputs: np.ndarray, expected_shape: tuple) -> None:
+    assert outputs.shape == expected_shape
+    assert np.all(np.isfinite(outputs))
+    np.testing.assert_allclose(outputs.sum(axis=-1), 1.0, rtol=1e-4)
+
+
+def assert_save_load_round_trip(model: keras.Model, inputs: np.ndarray, directory) -> None:
+    """Saving as .keras and loading with safe_mode=True gives identical outputs."""
+    path = os.path.join(directory, f"{model.name}.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_array_equal(model.predict(inputs, verbose=0), restored.predict(inputs, verbose=0))
+    assert [layer.name for layer in restored.layers] == [layer.name for layer in model.layers]
+
+
+@pytest.fixture
+def mixed_precision():
+    """Set the global mixed_float16 policy for one test and restore float32 after it."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
