@@ -1,0 +1,435 @@
+"""Augmentations, each usable alone, and the named recipes that combine them.
+
+Every random op is stateless: it takes a ``seed`` tensor of shape ``[2]`` and gives
+the same result for the same seed, so a pipeline with a fixed seed repeats exactly
+whatever its parallelism. Images are float32 in [0, 1], channels last.
+
+Per-image ops (``[H, W, C]`` in, ``[size, size, C]`` out) change the geometry of one
+image: ``pad_and_crop``, ``random_resized_crop``, ``resize_and_random_crop``,
+``randaugment``. Batch ops (``[B, S, S, C]``) are vectorised over the batch with a
+separate draw per image: ``flip``, ``color_jitter``, ``pca_lighting``, ``affine``,
+``random_erasing``; ``mixup`` and ``cutmix`` also mix the one-hot labels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from pipelines.preprocess import Preprocessing, resize_and_center_crop
+
+# ---------------------------------------------------------------------------- seeds
+
+
+def split_seed(seed: tf.Tensor, count: int) -> list[tf.Tensor]:
+    """``count`` independent seeds from one."""
+    return tf.unstack(tf.random.experimental.stateless_split(seed, count))
+
+
+def _uniform(shape, seed, low=0.0, high=1.0):
+    return tf.random.stateless_uniform(shape, seed, minval=low, maxval=high)
+
+
+def _beta(shape, seed, alpha: float):
+    """Beta(alpha, alpha) samples from two stateless gamma draws."""
+    s1, s2 = split_seed(seed, 2)
+    a = tf.random.stateless_gamma(shape, s1, alpha)
+    b = tf.random.stateless_gamma(shape, s2, alpha)
+    return a / (a + b)
+
+
+# ------------------------------------------------------------------ per-image geometry
+
+
+def pad_and_crop(image, seed, size: int, pad: int = 4):
+    """Zero-pad by ``pad`` pixels on every side and take a random ``size`` x ``size`` crop (CIFAR)."""
+    image = _resize_if_needed(image, size)
+    padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+    return tf.image.stateless_random_crop(padded, [size, size, tf.shape(image)[-1]], seed)
+
+
+def _resize_if_needed(image, size):
+    """Images from a source of another size are first resized to ``size``."""
+    shape = tf.shape(image)
+    same = tf.logical_and(tf.equal(shape[0], size), tf.equal(shape[1], size))
+    return tf.cond(same, lambda: tf.cast(image, tf.float32),
+                   lambda: tf.image.resize(image, [size, size], antialias=True))
+
+
+def crop_window(image_shape, seed, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    """A random crop box ``(offset_y, offset_x, height, width)`` covering ``scale`` of the area at ``ratio``."""
+    begin, box_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        image_shape, tf.zeros([1, 0, 4], tf.float32), seed, min_object_covered=0.0,
+        aspect_ratio_range=ratio, area_range=scale, max_attempts=10, use_image_if_no_bounding_boxes=True)
+    return begin[0], begin[1], box_size[0], box_size[1]
+
+
+def random_resized_crop(image, seed, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    """Inception-style crop: a random region of ``scale`` of the area and ``ratio`` aspect, resized to ``size``."""
+    y, x, h, w = crop_window(tf.shape(image), seed, scale, ratio)
+    crop = image[y:y + h, x:x + w, :]
+    return tf.image.resize(crop, [size, size], antialias=True)
+
+
+def decode_random_resized_crop(encoded, seed, size: int, channels: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    """``random_resized_crop`` straight from encoded bytes; JPEGs decode only the crop window."""
+
+    def jpeg():
+        shape = tf.image.extract_jpeg_shape(encoded)
+        y, x, h, w = crop_window(shape, seed, scale, ratio)
+        crop = tf.image.decode_and_crop_jpeg(encoded, tf.stack([y, x, h, w]), channels=channels)
+        return tf.image.resize(tf.cast(crop, tf.float32) / 255.0, [size, size], antialias=True)
+
+    def other():
+        image = tf.io.decode_image(encoded, channels=channels, expand_animations=False, dtype=tf.uint8)
+        image.set_shape([None, None, channels])
+        return random_resized_crop(tf.cast(image, tf.float32) / 255.0, seed, size, scale, ratio)
+
+    return tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
+
+
+def resize_and_random_crop(image, seed, size: int, resize_to: int):
+    """AlexNet: resize the shorter side to ``resize_to`` (256 for 224 crops), take a random ``size`` crop."""
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = resize_to / tf.reduce_min(shape)
+    new = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), size)
+    resized = tf.image.resize(image, new, antialias=True)
+    return tf.image.stateless_random_crop(resized, [size, size, tf.shape(image)[-1]], seed)
+
+
+def center_crop(image, size: int, crop_fraction: float = 1.0):
+    """The evaluation geometry for one image (the shared ``resize_and_center_crop``)."""
+    return resize_and_center_crop(image[tf.newaxis], size, crop_fraction)[0]
+
+
+# ------------------------------------------------------------------------ batch ops
+
+
+def flip(images, seed, probability: float = 0.5):
+    """Mirror each image left-right with ``probability``."""
+    coin = _uniform([tf.shape(images)[0], 1, 1, 1], seed) < probability
+    return tf.where(coin, tf.reverse(images, axis=[2]), images)
+
+
+def color_jitter(images, seed, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1):
+    """Random brightness (additive), contrast and saturation (factor in [1 - x, 1 + x]) and hue shift per image."""
+    batch = tf.shape(images)[0]
+    sb, sc, ss, sh = split_seed(seed, 4)
+    shape = [batch, 1, 1, 1]
+    if brightness:
+        images = images + _uniform(shape, sb, -brightness, brightness)
+    if contrast:
+        mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
+        images = (images - mean) * _uniform(shape, sc, 1 - contrast, 1 + contrast) + mean
+    if images.shape[-1] == 3:
+        if saturation:
+            grey = tf.reduce_sum(images * tf.constant([0.299, 0.587, 0.114]), axis=-1, keepdims=True)
+            images = (images - grey) * _uniform(shape, ss, 1 - saturation, 1 + saturation) + grey
+        if hue:
+            hsv = tf.image.rgb_to_hsv(tf.clip_by_value(images, 0.0, 1.0))
+            shift = _uniform([batch, 1, 1], sh, -hue, hue)
+            h = tf.math.floormod(hsv[..., 0] + shift, 1.0)
+            images = tf.image.hsv_to_rgb(tf.stack([h, hsv[..., 1], hsv[..., 2]], axis=-1))
+    return tf.clip_by_value(images, 0.0, 1.0)
+
+
+def rgb_principal_components(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues and eigenvectors (columns) of the RGB covariance of ``images`` (uint8 or [0, 1] float)."""
+    pixels = np.asarray(images, dtype=np.float64).reshape(-1, images.shape[-1])
+    if images.dtype == np.uint8:
+        pixels = pixels / 255.0
+    if pixels.shape[-1] != 3:
+        raise ValueError(f"PCA lighting needs RGB images, got {pixels.shape[-1]} channel(s)")
+    values, vectors = np.linalg.eigh(np.cov(pixels, rowvar=False))
+    order = np.argsort(values)[::-1]
+    return values[order].astype(np.float32), vectors[:, order].astype(np.float32)
+
+
+def pca_lighting(images, seed, eigenvalues, eigenvectors, std: float = 0.1):
+    """AlexNet's colour augmentation: add ``eigenvectors @ (alpha * eigenvalues)``, alpha ~ N(0, std) per image.
+
+    Krizhevsky et al. 2012, section 4.1: the components come from the RGB
+    covariance of the training set; each image draws its own alpha once.
+    """
+    alpha = tf.random.stateless_normal([tf.shape(images)[0], 3], seed, stddev=std)
+    shift = tf.linalg.matvec(tf.constant(eigenvectors, tf.float32), alpha * tf.constant(eigenvalues, tf.float32))
+    return tf.clip_by_value(images + shift[:, tf.newaxis, tf.newaxis, :], 0.0, 1.0)
+
+
+def affine(images, seed, rotation: float = 15.0, translation: float = 0.1, zoom: float = 0.1):
+    """Random rotation (degrees), translation (fraction of the size) and zoom per image, zero fill."""
+    batch = tf.shape(images)[0]
+    size = tf.cast(tf.shape(images)[1:3], tf.float32)
+    sr, st, sz = split_seed(seed, 3)
+    angle = _uniform([batch], sr, -rotation, rotation) * (math.pi / 180)
+    shift = _uniform([batch, 2], st, -translation, translation) * size
+    scale = _uniform([batch], sz, 1 - zoom, 1 + zoom)
+    return _transform(images, angle, shift, scale, tf.zeros([batch]), tf.zeros([batch]))
+
+
+def _transform(images, angle, shift, scale, shear_x, shear_y):
+    """Apply per-image rotation/scale/shear about the centre, then a shift (output -> input mapping)."""
+    height, width = tf.cast(tf.shape(images)[1], tf.float32), tf.cast(tf.shape(images)[2], tf.float32)
+    cy, cx = (height - 1) / 2, (width - 1) / 2
+    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
+    a0, a1 = cos + shear_x * sin, -sin + shear_x * cos
+    b0, b1 = sin + shear_y * cos, cos - shear_y * sin
+    a2 = cx - a0 * cx - a1 * cy - shift[:, 1]
+    b2 = cy - b0 * cx - b1 * cy - shift[:, 0]
+    zeros = tf.zeros_like(a0)
+    matrix = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=matrix, output_shape=tf.shape(images)[1:3], fill_value=0.0,
+        interpolation="BILINEAR", fill_mode="CONSTANT")
+
+
+def _boxes(batch, height, width, seed, area, ratio=None):
+    """Per-image boxes of ``area`` (fraction, ``[B]``) clipped to the image; returns a ``[B, H, W, 1]`` mask."""
+    sr, sy, sx = split_seed(seed, 3)
+    aspect = tf.exp(_uniform([batch], sr, math.log(ratio[0]), math.log(ratio[1]))) if ratio else tf.ones([batch])
+    h = tf.sqrt(area * aspect) * tf.cast(height, tf.float32)
+    w = tf.sqrt(area / aspect) * tf.cast(width, tf.float32)
+    cy = _uniform([batch], sy) * tf.cast(height, tf.float32)
+    cx = _uniform([batch], sx) * tf.cast(width, tf.float32)
+    y0, y1 = tf.round(tf.maximum(cy - h / 2, 0.0)), tf.round(tf.minimum(cy + h / 2, tf.cast(height, tf.float32)))
+    x0, x1 = tf.round(tf.maximum(cx - w / 2, 0.0)), tf.round(tf.minimum(cx + w / 2, tf.cast(width, tf.float32)))
+    rows = tf.range(tf.cast(height, tf.float32))[tf.newaxis, :, tf.newaxis]
+    cols = tf.range(tf.cast(width, tf.float32))[tf.newaxis, tf.newaxis, :]
+    inside = ((rows >= y0[:, None, None]) & (rows < y1[:, None, None])
+              & (cols >= x0[:, None, None]) & (cols < x1[:, None, None]))
+    return tf.cast(inside, tf.float32)[..., tf.newaxis]
+
+
+def random_erasing(images, seed, probability: float = 0.25, area=(0.02, 0.33), ratio=(0.3, 3.3)):
+    """Zhong et al. 2020: with ``probability``, replace a random box of each image with uniform noise."""
+    shape = tf.shape(images)
+    sp, sa, sb, sn = split_seed(seed, 4)
+    chosen = tf.cast(_uniform([shape[0]], sp) < probability, tf.float32)
+    mask = _boxes(shape[0], shape[1], shape[2], sb, _uniform([shape[0]], sa, *area), ratio)
+    mask = mask * chosen[:, None, None, None]
+    return images * (1 - mask) + _uniform(shape, sn) * mask
+
+
+def mixup(images, labels, seed, alpha: float = 0.2):
+    """Zhang et al. 2018: blend each image with another from the batch; one-hot labels blend by the same weight."""
+    s_lam, s_perm = split_seed(seed, 2)
+    batch = tf.shape(images)[0]
+    lam = _beta([batch], s_lam, alpha)
+    partner = _partner(batch, s_perm)
+    mixed = images * lam[:, None, None, None] + tf.gather(images, partner) * (1 - lam[:, None, None, None])
+    return mixed, labels * lam[:, None] + tf.gather(labels, partner) * (1 - lam[:, None])
+
+
+def cutmix(images, labels, seed, alpha: float = 1.0):
+    """Yun et al. 2019: paste a box from another image; the label weight of the pasted image is the box's area.
+
+    The area is measured after clipping the box to the image, so the label weights
+    always equal the share of pixels each image contributes.
+    """
+    s_lam, s_box, s_perm = split_seed(seed, 3)
+    shape = tf.shape(images)
+    area = 1 - _beta([shape[0]], s_lam, alpha)
+    mask = _boxes(shape[0], shape[1], shape[2], s_box, area)
+    partner = _partner(shape[0], s_perm)
+    pasted = tf.reduce_mean(mask, axis=[1, 2, 3])
+    mixed = images * (1 - mask) + tf.gather(images, partner) * mask
+    return mixed, labels * (1 - pasted[:, None]) + tf.gather(labels, partner) * pasted[:, None]
+
+
+def _partner(batch, seed):
+    """A random permutation of the batch (each image's mixing partner)."""
+    return tf.argsort(_uniform([batch], seed))
+
+
+# ---------------------------------------------------------------------- RandAugment
+
+_MAX_LEVEL = 10.0
+
+
+def _blend(a, b, factor):
+    return tf.clip_by_value(b + (a - b) * factor, 0.0, 1.0)
+
+
+def _grey(image):
+    if image.shape[-1] == 3:
+        grey = tf.reduce_sum(image * tf.constant([0.299, 0.587, 0.114]), axis=-1, keepdims=True)
+        return tf.broadcast_to(grey, tf.shape(image))
+    return image
+
+
+def _autocontrast(image, _):
+    low = tf.reduce_min(image, axis=[0, 1], keepdims=True)
+    high = tf.reduce_max(image, axis=[0, 1], keepdims=True)
+    return tf.where(high > low, (image - low) / tf.maximum(high - low, 1e-6), image)
+
+
+def _sharpness(image, factor):
+    kernel = tf.constant([[1, 1, 1], [1, 5, 1], [1, 1, 1]], tf.float32) / 13.0
+    channels = tf.shape(image)[-1]
+    kernel = tf.tile(kernel[:, :, None, None], [1, 1, channels, 1])
+    smooth = tf.nn.depthwise_conv2d(image[tf.newaxis], kernel, [1, 1, 1, 1], "SAME")[0]
+    return _blend(image, smooth, factor)
+
+
+def _geometric(image, angle=0.0, shift=(0.0, 0.0), shear=(0.0, 0.0)):
+    return _transform(image[tf.newaxis], tf.reshape(angle, [1]), tf.reshape(tf.stack(shift), [1, 2]),
+                      tf.ones([1]), tf.reshape(shear[0], [1]), tf.reshape(shear[1], [1]))[0]
+
+
+def _randaugment_ops(magnitude: float):
+    """The RandAugment op list (Cubuk et al. 2020) as functions (image, sign) -> image at ``magnitude``."""
+    m = magnitude / _MAX_LEVEL
+    enhance = 1.0 + 0.9 * m  # factors 0.1..1.9 around 1, the sign picks the side
+    size = lambda image: tf.cast(tf.shape(image)[0], tf.float32)  # noqa: E731
+    return [
+        lambda image, s: image,  # identity
+        _autocontrast,
+        lambda image, s: _geometric(image, angle=s * 30.0 * m * math.pi / 180),  # rotate
+        lambda image, s: tf.where(image < 1.0 - m, image, 1.0 - image),  # solarize
+        lambda image, s: _blend(image, _grey(image), 1.0 + s * (enhance - 1.0)),  # colour
+        lambda image, s: tf.floor(image * 255.0 / 2 ** int(4 * m)) * 2 ** int(4 * m) / 255.0,  # posterize
+        lambda image, s: _blend(image, tf.reduce_mean(_grey(image)), 1.0 + s * (enhance - 1.0)),  # contrast
+        lambda image, s: _blend(image, tf.zeros_like(image), 1.0 + s * (enhance - 1.0)),  # brightness
+        lambda image, s: _sharpness(image, 1.0 + s * (enhance - 1.0)),
+        lambda image, s: _geometric(image, shear=(s * 0.3 * m, 0.0)),  # shear x
+        lambda image, s: _geometric(image, shear=(0.0, s * 0.3 * m)),  # shear y
+        lambda image, s: _geometric(image, shift=(0.0, s * 0.45 * m * size(image))),  # translate x
+        lambda image, s: _geometric(image, shift=(s * 0.45 * m * size(image), 0.0)),  # translate y
+    ]
+
+
+def randaugment(image, seed, num_ops: int = 2, magnitude: float = 9.0):
+    """Apply ``num_ops`` ops drawn uniformly from the RandAugment list at ``magnitude`` (0-10) to one image."""
+    if not 0 <= magnitude <= _MAX_LEVEL:
+        raise ValueError(f"RandAugment magnitude must be in [0, {_MAX_LEVEL:g}], got {magnitude!r}")
+    ops = _randaugment_ops(magnitude)
+    for seed_i in split_seed(seed, num_ops):
+        s_op, s_sign = split_seed(seed_i, 2)
+        index = tf.random.stateless_uniform([], s_op, 0, len(ops), dtype=tf.int32)
+        sign = tf.where(_uniform([], s_sign) < 0.5, -1.0, 1.0)
+        image = tf.switch_case(index, [lambda f=f: f(image, sign) for f in ops])
+    return tf.clip_by_value(image, 0.0, 1.0)
+
+
+# -------------------------------------------------------------------------- recipes
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A training augmentation recipe: one per-image geometry, then batch ops in a fixed order.
+
+    ``crop`` is ``"center"`` (no random geometry), ``"pad"`` (pad ``pad`` pixels at 32
+    and random crop, scaled to the image size), ``"resize"`` (AlexNet: shorter side to
+    ``size * 256 / 224``, random crop) or ``"resized_crop"`` (Inception, ``scale`` and
+    ``ratio``).
+    """
+
+    crop: str = "center"
+    pad: int = 4
+    scale: tuple = (0.08, 1.0)
+    ratio: tuple = (3 / 4, 4 / 3)
+    flip: bool = False
+    color: tuple | None = None  # brightness, contrast, saturation, hue
+    pca_std: float = 0.0
+    affine: tuple | None = None  # rotation degrees, translation fraction, zoom fraction
+    randaugment: tuple | None = None  # num_ops, magnitude
+    erasing: float = 0.0
+
+    def __post_init__(self):
+        if self.crop not in CROPS:
+            raise ValueError(f"crop must be one of {', '.join(CROPS)}, got {self.crop!r}")
+
+
+CROPS = ("center", "pad", "resize", "resized_crop")
+
+PRESETS = {
+    "none": Recipe(),
+    "cifar": Recipe(crop="pad", pad=4, flip=True),
+    "alexnet": Recipe(crop="resize", flip=True, pca_std=0.1),
+    "inception": Recipe(crop="resized_crop", flip=True, color=(0.4, 0.4, 0.4, 0.1)),
+    "strong": Recipe(crop="resized_crop", scale=(0.25, 1.0), flip=True, randaugment=(2, 9.0), erasing=0.25),
+}
+
+MIXES = ("mixup", "cutmix")
+
+
+def get_recipe(augment) -> Recipe:
+    """A preset name, a ``Recipe``, or ``None`` (= ``"none"``)."""
+    if augment is None:
+        return PRESETS["none"]
+    if isinstance(augment, Recipe):
+        return augment
+    if isinstance(augment, str) and augment in PRESETS:
+        return PRESETS[augment]
+    raise ValueError(f"augment must be a preset name ({', '.join(PRESETS)}) or a pipelines.augment.Recipe, "
+                     f"got {augment!r}")
+
+
+def train_geometry(image, seed, recipe: Recipe, spec: Preprocessing):
+    """The recipe's per-image random geometry and RandAugment: float [0, 1] image -> ``[size, size, C]``.
+
+    ``crop="center"`` is the evaluation geometry of ``spec`` itself.
+    """
+    size = spec.image_size
+    s_crop, s_ra = split_seed(seed, 2)
+    if recipe.crop == "center":
+        image = center_crop(image, size, spec.crop_fraction)
+    elif recipe.crop == "pad":
+        image = pad_and_crop(image, s_crop, size, max(1, round(recipe.pad * size / 32)))
+    elif recipe.crop == "resize":
+        image = resize_and_random_crop(image, s_crop, size, round(size * 256 / 224))
+    else:
+        image = random_resized_crop(image, s_crop, size, recipe.scale, recipe.ratio)
+    if recipe.randaugment:
+        image = randaugment(image, s_ra, *recipe.randaugment)
+    return tf.ensure_shape(image, [size, size, None])
+
+
+def train_batch_ops(images, seed, recipe: Recipe, pca=None):
+    """The recipe's batch ops in order: flip, colour, PCA lighting, affine, erasing."""
+    sf, sc, sp, sa, se = split_seed(seed, 5)
+    if recipe.flip:
+        images = flip(images, sf)
+    if recipe.color:
+        images = color_jitter(images, sc, *recipe.color)
+    if recipe.pca_std:
+        if pca is None:
+            raise ValueError("PCA lighting needs the training set's RGB principal components (pca=(values, vectors))")
+        images = pca_lighting(images, sp, pca[0], pca[1], recipe.pca_std)
+    if recipe.affine:
+        images = affine(images, sa, *recipe.affine)
+    if recipe.erasing:
+        images = random_erasing(images, se, recipe.erasing)
+    return images
+
+
+# ----------------------------------------------------------------- test-time (TTA)
+
+
+def ten_crops(images, crop_size: int):
+    """The four corner crops and the centre crop of each image, and their mirror images: ``[10, B, s, s, C]``."""
+    height, width = images.shape[1], images.shape[2]
+    if height is None or width is None:
+        height, width = tf.shape(images)[1], tf.shape(images)[2]
+    top, left = (height - crop_size) // 2, (width - crop_size) // 2
+    corners = [(0, 0), (0, width - crop_size), (height - crop_size, 0), (height - crop_size, width - crop_size),
+               (top, left)]
+    crops = [images[:, y:y + crop_size, x:x + crop_size, :] for y, x in corners]
+    return tf.stack(crops + [tf.reverse(c, axis=[2]) for c in crops])
+
+
+def ten_crop_predict(model, images, crop_size: int, batch_size: int = 64) -> np.ndarray:
+    """AlexNet's test-time augmentation: average ``model``'s predictions over the ten crops.
+
+    ``images`` are preprocessed model inputs larger than ``crop_size`` (e.g. 256 for
+    224 crops, section 4.1 of Krizhevsky et al. 2012).
+    """
+    images = tf.convert_to_tensor(images, tf.float32)
+    if images.shape[1] < crop_size or images.shape[2] < crop_size:
+        raise ValueError(f"ten-crop TTA needs images of at least {crop_size}x{crop_size}, got {images.shape[1:3]}")
+    crops = ten_crops(images, crop_size)
+    predictions = [model.predict(c, batch_size=batch_size, verbose=0) for c in tf.unstack(crops)]
+    return np.mean(predictions, axis=0)

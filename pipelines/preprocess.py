@@ -1,0 +1,126 @@
+"""Evaluation preprocessing: the one piece of code training, evaluation and serving share.
+
+``Preprocessing`` describes it as data (it travels into exported models as JSON);
+``preprocess_images`` applies it to a batch in TensorFlow: resize so the shorter
+side is ``image_size / crop_fraction``, centre crop ``image_size``, match the channel
+count, scale to [0, 1] and normalise with the per-channel mean and std. The
+training pipeline's augmentations produce ``image_size`` crops themselves and then
+call ``normalize`` from here, so serving and training cannot drift.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import tensorflow as tf
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How raw uint8 images become model inputs.
+
+    ``mean`` and ``std`` apply to pixels scaled to [0, 1], one value per channel
+    (or one for all). ``crop_fraction`` is the share of the resized image the
+    centre crop keeps (0.875 is the classic 224-of-256); 1.0 resizes straight to
+    ``image_size``.
+    """
+
+    image_size: int
+    channels: int = 3
+    crop_fraction: float = 1.0
+    mean: tuple = field(default=(0.5,))
+    std: tuple = field(default=(0.5,))
+
+    def __post_init__(self):
+        check_image_size(self.image_size)
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels!r}")
+        if not 0 < self.crop_fraction <= 1:
+            raise ValueError(f"crop_fraction must be in (0, 1], got {self.crop_fraction!r}")
+        for key in ("mean", "std"):
+            values = tuple(float(v) for v in getattr(self, key))
+            if len(values) not in (1, self.channels):
+                raise ValueError(f"{key} needs 1 or {self.channels} values (one per channel), got {values}")
+            object.__setattr__(self, key, values)
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std values must be > 0, got {self.std}")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Preprocessing":
+        return cls(**json.loads(text))
+
+
+def check_image_size(image_size) -> int:
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise ValueError(f"image_size must be a positive integer number of pixels, got {image_size!r}")
+    return image_size
+
+
+def match_channels(images: tf.Tensor, channels: int) -> tf.Tensor:
+    """Grey to RGB by replication, RGB to grey by luminance, RGBA to RGB by dropping alpha."""
+    have = images.shape[-1]
+    if have == channels:
+        return images
+    if have == 4:
+        images = images[..., :3]
+        have = 3
+    if have == 1 and channels == 3:
+        return tf.repeat(images, 3, axis=-1)
+    if have == 3 and channels == 1:
+        return tf.cast(tf.image.rgb_to_grayscale(tf.cast(images, tf.float32)), images.dtype)
+    if have == channels:
+        return images
+    raise ValueError(f"cannot convert images with {have} channels to {channels}")
+
+
+def to_unit_range(images: tf.Tensor) -> tf.Tensor:
+    """uint8 [0, 255] to float32 [0, 1].
+
+    Float images are taken as [0, 1] unless a value exceeds 1, in which case the
+    batch is read as [0, 255] pixels, so clients may send either convention.
+    """
+    if images.dtype == tf.uint8:
+        return tf.cast(images, tf.float32) / 255.0
+    images = tf.cast(images, tf.float32)
+    return tf.cond(tf.reduce_max(images) > 1.0, lambda: images / 255.0, lambda: images)
+
+
+def normalize(images: tf.Tensor, spec: Preprocessing) -> tf.Tensor:
+    """[0, 1] float images to model inputs: (x - mean) / std per channel."""
+    mean = tf.constant(spec.mean, tf.float32)
+    std = tf.constant(spec.std, tf.float32)
+    return (tf.cast(images, tf.float32) - mean) / std
+
+
+def resize_and_center_crop(images: tf.Tensor, size: int, crop_fraction: float = 1.0) -> tf.Tensor:
+    """Resize a batch (any height and width) so the shorter side is size / crop_fraction, crop the centre."""
+    shape = tf.shape(images)
+    height, width = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+    target = tf.cast(size, tf.float32) / crop_fraction
+    scale = target / tf.minimum(height, width)
+    new_h = tf.maximum(size, tf.cast(tf.round(height * scale), tf.int32))
+    new_w = tf.maximum(size, tf.cast(tf.round(width * scale), tf.int32))
+    resized = tf.image.resize(tf.cast(images, tf.float32), tf.stack([new_h, new_w]), method="bilinear",
+                              antialias=True)
+    top = (new_h - size) // 2
+    left = (new_w - size) // 2
+    return tf.ensure_shape(resized[:, top:top + size, left:left + size, :], [None, size, size, None])
+
+
+def preprocess_images(images: tf.Tensor, spec: Preprocessing) -> tf.Tensor:
+    """A batch of uint8 (or float) images ``[batch, H, W, C]`` at any size -> normalised model inputs."""
+    images = match_channels(images, spec.channels)
+    unit = to_unit_range(images)
+    cropped = resize_and_center_crop(unit, spec.image_size, spec.crop_fraction)
+    return normalize(tf.clip_by_value(cropped, 0.0, 1.0), spec)
+
+
+def decode_image(encoded: tf.Tensor, channels: int) -> tf.Tensor:
+    """Decode one JPEG, PNG, GIF (first frame) or BMP string to uint8 ``[H, W, channels]``."""
+    image = tf.io.decode_image(encoded, channels=channels, expand_animations=False, dtype=tf.uint8)
+    image.set_shape([None, None, channels])
+    return image

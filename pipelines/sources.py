@@ -1,0 +1,308 @@
+"""Data sources: where images and labels come from, before any preprocessing.
+
+``load_source(spec, split, ...)`` returns a :class:`Source`: a ``tf.data.Dataset``
+of ``(image, label)`` elements, where an image is either a decoded uint8
+``[H, W, C]`` tensor or the encoded bytes of a file, plus the class names and the
+number of examples. Specs: ``digits``, ``shapes``, ``tfds:NAME``, ``folder:PATH``,
+``tfrecord:GLOB``, or a ``(images, labels)`` pair of numpy arrays.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import glob
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from pipelines import shapes
+from pipelines.preprocess import match_channels
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+BAD_FILE_POLICIES = ("error", "skip")
+FEATURE_IMAGE = "image/encoded"
+FEATURE_LABEL = "image/class/label"
+FEATURE_TEXT = "image/class/text"
+CLASS_NAMES_FILE = "class_names.txt"
+SOURCE_KINDS = ("digits", "shapes", "tfds:NAME", "folder:PATH", "tfrecord:GLOB", "(images, labels) numpy arrays")
+
+
+class DatasetNotPrepared(FileNotFoundError):
+    """A TFDS data set is not in ``data_dir`` and downloading was not asked for."""
+
+
+class BadImageFile(ValueError):
+    """A file in a folder source cannot be decoded (raised with ``bad_files="error"``)."""
+
+
+@dataclass
+class Source:
+    """Images and labels before preprocessing.
+
+    ``encoded`` tells whether ``dataset`` yields encoded file bytes (decoded later,
+    possibly only the crop window) or decoded uint8 images. ``masks`` is set for
+    sources with per-pixel labels (shapes). ``skipped`` lists files left out under
+    ``bad_files="skip"``.
+    """
+
+    name: str
+    dataset: tf.data.Dataset
+    class_names: list
+    num_examples: int
+    encoded: bool
+    channels: int
+    masks: tf.data.Dataset | None = None
+    skipped: tuple = ()
+
+
+def load_source(spec, split: str = "train", *, data_dir: str | None = None, download: bool = False,
+                bad_files: str = "error", class_names=None) -> Source:
+    """Resolve a source spec (see the module docstring) and one of its splits."""
+    if isinstance(spec, (tuple, list)) and len(spec) == 2:
+        return from_arrays(*spec, class_names=class_names)
+    if not isinstance(spec, str):
+        raise ValueError(f"source must be one of {', '.join(SOURCE_KINDS)}, got {type(spec).__name__}")
+    kind, _, argument = spec.partition(":")
+    if kind == "digits" and not argument:
+        return digits(split)
+    if kind == "shapes" and not argument:
+        return shapes_source(split)
+    if kind == "tfds" and argument:
+        return tfds_source(argument, split, data_dir=data_dir, download=download)
+    if kind == "folder" and argument:
+        return folder(os.path.join(argument, split) if _has_split_dirs(argument) else argument, bad_files=bad_files)
+    if kind == "tfrecord" and argument:
+        return tfrecords(argument.replace("{split}", split), class_names=class_names)
+    raise ValueError(f"unknown source {spec!r}; valid sources: {', '.join(SOURCE_KINDS)}")
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+
+
+def from_arrays(images, labels, *, class_names=None, name: str = "arrays", masks=None) -> Source:
+    """In-memory uint8 images ``[N, H, W, C]`` (or ``[N, H, W]``) and integer labels ``[N]``."""
+    images = np.asarray(images)
+    labels = np.asarray(labels)
+    if images.ndim == 3:
+        images = images[..., np.newaxis]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"images must be [N, height, width, channels] with 1, 3 or 4 channels, got {images.shape}")
+    if images.dtype != np.uint8:
+        raise ValueError(f"images must be uint8 pixels in [0, 255], got {images.dtype}; convert with "
+                         "np.clip(x * 255, 0, 255).astype(np.uint8) if they are floats in [0, 1]")
+    if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be {len(images)} integers, one per image, got shape {labels.shape} "
+                         f"and dtype {labels.dtype}")
+    count = int(labels.max()) + 1 if len(labels) else 0
+    class_names = list(class_names) if class_names is not None else [str(i) for i in range(count)]
+    if count > len(class_names):
+        raise ValueError(f"labels go up to {count - 1} but only {len(class_names)} class names were given")
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
+    mask_ds = tf.data.Dataset.from_tensor_slices(masks) if masks is not None else None
+    return Source(name, dataset, class_names, len(images), encoded=False, channels=images.shape[-1], masks=mask_ds)
+
+
+def digits_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 1,797 bundled 8x8 handwritten digits as uint8, with a fixed stratified split.
+
+    70% train, 10% validation, 20% test, stratified by class with a fixed seed, so
+    every run and every machine sees the same split.
+    """
+    _check_split(split)
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    data = load_digits()
+    images = np.round(data.images * (255.0 / 16.0)).astype(np.uint8)[..., np.newaxis]
+    index = np.arange(len(images))
+    rest, test = train_test_split(index, test_size=0.2, stratify=data.target, random_state=0)
+    train, validation = train_test_split(rest, test_size=0.125, stratify=data.target[rest], random_state=0)
+    chosen = {"train": train, "validation": validation, "test": test}[split]
+    return images[chosen], data.target[chosen].astype(np.int32)
+
+
+def digits(split: str) -> Source:
+    images, labels = digits_arrays(split)
+    return from_arrays(images, labels, class_names=[str(i) for i in range(10)], name="digits")
+
+
+def shapes_source(split: str) -> Source:
+    images, labels, masks = shapes.load_split(split)
+    return from_arrays(images, labels, class_names=list(shapes.CLASS_NAMES), name="shapes", masks=masks)
+
+
+def tfds_source(name: str, split: str, *, data_dir: str | None, download: bool) -> Source:
+    """A TensorFlow Datasets data set, read as (image, label) pairs; nothing is downloaded unless asked."""
+    import tensorflow_datasets as tfds
+
+    directory = os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets"))
+    try:
+        dataset, info = tfds.load(name, split=split, data_dir=directory, download=download, as_supervised=True,
+                                  with_info=True, shuffle_files=False)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise ValueError(f"TFDS has no data set named {name!r}; see `tfds.list_builders()` for the names") from None
+    except AssertionError as error:
+        if "could not find data" not in str(error):
+            raise
+        raise DatasetNotPrepared(
+            f"TFDS data set {name!r} is not prepared in {directory}. Prepare it once with "
+            f"`tfds build {name} --data_dir {directory}` (or pass download=True), then run again"
+        ) from None
+    except ValueError as error:
+        if "split" not in str(error).lower():
+            raise
+        raise ValueError(f"{name} has no split {split!r}; its splits: {', '.join(info_splits(name, directory))}") \
+            from None
+    label = info.features["label"]
+    image_feature = info.features["image"]
+    channels = image_feature.shape[-1] or 3
+    dataset = dataset.map(lambda image, y: (image, tf.cast(y, tf.int32)))
+    return Source(f"tfds:{name}", dataset, list(label.names), int(info.splits[split].num_examples),
+                  encoded=False, channels=channels)
+
+
+def info_splits(name: str, data_dir: str) -> list:
+    import tensorflow_datasets as tfds
+
+    return sorted(tfds.builder(name, data_dir=data_dir).info.splits)
+
+
+def _has_split_dirs(root: str) -> bool:
+    return all(os.path.isdir(os.path.join(root, s)) for s in ("train", "test"))
+
+
+def folder(root: str, *, bad_files: str = "error", workers: int = 8) -> Source:
+    """One subdirectory per class (sorted names) of JPEG, PNG, BMP or GIF files.
+
+    If ``root`` has ``train/`` and ``test/`` subdirectories the split picks one.
+    Every file is decoded once up front: with ``bad_files="error"`` an undecodable
+    or truncated file raises :class:`BadImageFile` naming it; with ``"skip"`` it is
+    left out, logged, and listed in ``Source.skipped``.
+    """
+    if bad_files not in BAD_FILE_POLICIES:
+        raise ValueError(f"bad_files must be one of {', '.join(BAD_FILE_POLICIES)}, got {bad_files!r}")
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"folder source {root!r} does not exist or is not a directory")
+    class_names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    if not class_names:
+        raise ValueError(f"folder source {root!r} has no class subdirectories; expected ROOT/CLASS_NAME/IMAGE files")
+    paths, labels = [], []
+    for label, name in enumerate(class_names):
+        for dirpath, _, files in sorted(os.walk(os.path.join(root, name))):
+            for file in sorted(files):
+                if file.lower().endswith(IMAGE_EXTENSIONS):
+                    paths.append(os.path.join(dirpath, file))
+                    labels.append(label)
+    if not paths:
+        raise ValueError(f"folder source {root!r} has no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        problems = list(pool.map(_decode_problem, paths))
+    bad = [(p, problem) for p, problem in zip(paths, problems) if problem]
+    if bad and bad_files == "error":
+        listing = "; ".join(f"{p}: {problem}" for p, problem in bad[:5])
+        raise BadImageFile(f"{len(bad)} file(s) in {root} cannot be decoded: {listing}. Fix or remove them, "
+                           "or pass bad_files='skip' to leave them out")
+    if bad:
+        log.warning("skipped %d undecodable file(s) in %s: %s", len(bad), root, ", ".join(p for p, _ in bad))
+        keep = [i for i, problem in enumerate(problems) if not problem]
+        paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
+    channels = 3
+    dataset = tf.data.Dataset.from_tensor_slices((paths, np.asarray(labels, np.int32)))
+    dataset = dataset.map(lambda path, y: (tf.io.read_file(path), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return Source(f"folder:{root}", dataset, class_names, len(paths), encoded=True, channels=channels,
+                  skipped=tuple(p for p, _ in bad))
+
+
+def _decode_problem(path: str) -> str | None:
+    """None when TensorFlow decodes the file completely, else the decoder's complaint."""
+    try:
+        tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+        return None
+    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError, tf.errors.DataLossError) as error:
+        return error.message.splitlines()[0][:200]
+
+
+def tfrecords(pattern: str, *, class_names=None) -> Source:
+    """Sharded ``tf.Example`` records with ``image/encoded`` and ``image/class/label``, read with interleave.
+
+    Class names come from ``class_names``, else a ``class_names.txt`` beside the
+    shards (as ``write_tfrecords`` leaves), else the label numbers.
+    """
+    files = sorted(glob.glob(pattern))
+    if not files:
+        raise FileNotFoundError(f"no TFRecord files match {pattern!r}")
+    if class_names is None:
+        names_file = os.path.join(os.path.dirname(files[0]), CLASS_NAMES_FILE)
+        if os.path.exists(names_file):
+            with open(names_file) as handle:
+                class_names = [line.rstrip("\n") for line in handle if line.strip()]
+    count = sum(1 for _ in tf.data.TFRecordDataset(files))
+    description = {FEATURE_IMAGE: tf.io.FixedLenFeature([], tf.string),
+                   FEATURE_LABEL: tf.io.FixedLenFeature([], tf.int64)}
+
+    def parse(record):
+        example = tf.io.parse_single_example(record, description)
+        return example[FEATURE_IMAGE], tf.cast(example[FEATURE_LABEL], tf.int32)
+
+    dataset = tf.data.Dataset.from_tensor_slices(files).interleave(
+        tf.data.TFRecordDataset, cycle_length=min(len(files), 8), num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True)
+    dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    if class_names is None:
+        top = max(int(y) for _, y in dataset)
+        class_names = [str(i) for i in range(top + 1)]
+    return Source(f"tfrecord:{pattern}", dataset, list(class_names), count, encoded=True, channels=3)
+
+
+def write_tfrecords(source: Source, directory: str, split: str, *, shards: int = 4) -> list[str]:
+    """Write any source to ``directory/{split}-0000i-of-0000n.tfrecord`` shards plus ``class_names.txt``.
+
+    Decoded images are stored as PNG (lossless); encoded files pass through as they are.
+    """
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1, got {shards}")
+    os.makedirs(directory, exist_ok=True)
+    paths = [os.path.join(directory, f"{split}-{i:05d}-of-{shards:05d}.tfrecord") for i in range(shards)]
+    writers = [tf.io.TFRecordWriter(p) for p in paths]
+    try:
+        for index, (image, label) in enumerate(source.dataset):
+            encoded = image.numpy() if source.encoded else tf.io.encode_png(image).numpy()
+            label = int(label)
+            feature = {
+                FEATURE_IMAGE: _bytes_feature(encoded),
+                FEATURE_LABEL: tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+                FEATURE_TEXT: _bytes_feature(source.class_names[label].encode()),
+            }
+            example = tf.train.Example(features=tf.train.Features(feature=feature))
+            writers[index % shards].write(example.SerializeToString())
+    finally:
+        for writer in writers:
+            writer.close()
+    with open(os.path.join(directory, CLASS_NAMES_FILE), "w") as handle:
+        handle.write("".join(f"{name}\n" for name in source.class_names))
+    return paths
+
+
+def _bytes_feature(value: bytes) -> tf.train.Feature:
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+
+def sample_images(source: Source, count: int = 512, size: int = 64) -> np.ndarray:
+    """Up to ``count`` images of the source, decoded and resized to ``size``, as uint8 (for PCA statistics)."""
+
+    def prepare(image, _):
+        if source.encoded:
+            image = tf.io.decode_image(image, channels=3, expand_animations=False)
+            image.set_shape([None, None, 3])
+        return tf.cast(tf.image.resize(match_channels(image, 3), [size, size]), tf.uint8)
+
+    batch = source.dataset.take(count).map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(count)
+    return next(iter(batch)).numpy()
