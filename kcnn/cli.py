@@ -1,10 +1,18 @@
-"""The ``kcnn`` command line. Subcommands register here; heavy imports happen inside each."""
+"""The ``kcnn`` command line. Subcommands register here; heavy imports happen inside each.
+
+``kcnn`` itself only builds and analyses; the data, training and serving commands
+come from ``pipelines.cli`` and ``serving.cli``, loaded by name when they are
+installed, so kcnn imports neither (and ``kcnn summary`` works without TensorFlow).
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
+
+COMMAND_MODULES = ("pipelines.cli", "serving.cli")
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -54,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--format", choices=FORMATS, default="table")
     summary.add_argument("--strict", action="store_true", help="fail when a filter does not fit its input")
     summary.set_defaults(func=_summary)
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name and module_name.startswith(error.name):
+                continue  # that package is not installed here
+            raise
+        module.register(sub)
     return parser
 
 

@@ -165,8 +165,11 @@ def tfds_source(name: str, split: str, *, data_dir: str | None, download: bool) 
     image_feature = info.features["image"]
     channels = image_feature.shape[-1] or 3
     dataset = dataset.map(lambda image, y: (image, tf.cast(y, tf.int32)))
-    return Source(f"tfds:{name}", dataset, list(label.names), int(info.splits[split].num_examples),
-                  encoded=False, channels=channels)
+    try:
+        count = int(info.splits[split].num_examples)
+    except KeyError:  # split metadata missing (TFDS mock data): count the examples
+        count = int(dataset.reduce(0, lambda n, _: n + 1))
+    return Source(f"tfds:{name}", dataset, list(label.names), count, encoded=False, channels=channels)
 
 
 def info_splits(name: str, data_dir: str) -> list:
