@@ -51,6 +51,31 @@ def pad_and_crop(image, seed, size: int, pad: int = 4):
     return tf.image.stateless_random_crop(padded, [size, size, tf.shape(image)[-1]], seed)
 
 
+def batch_pad_and_crop(images, seed, pad: int = 4, flip_probability: float = 0.0):
+    """``pad_and_crop`` for a batch of same-size images, a different offset per image, as two gathers.
+
+    With ``flip_probability`` the column gather also mirrors the chosen images, so
+    the flip costs no extra pass over the pixels.
+    """
+    shape = tf.shape(images)
+    batch, height, width = shape[0], shape[1], shape[2]
+    padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    sy, sx, sf = split_seed(seed, 3)
+    top = tf.random.stateless_uniform([batch, 1], sy, 0, 2 * pad + 1, dtype=tf.int32)
+    left = tf.random.stateless_uniform([batch, 1], sx, 0, 2 * pad + 1, dtype=tf.int32)
+    columns = tf.range(width)[tf.newaxis]
+    if flip_probability:
+        mirrored = _uniform([batch, 1], sf) < flip_probability
+        columns = tf.where(mirrored, width - 1 - columns, columns)
+    rows = tf.gather(padded, top + tf.range(height)[tf.newaxis], axis=1, batch_dims=1)
+    return tf.gather(rows, left + columns, axis=2, batch_dims=1)
+
+
+def flip_one(image, seed, probability: float = 0.5):
+    """``flip`` for one image: mirror it left-right with ``probability`` (no copy when it stays)."""
+    return tf.cond(_uniform([], seed) < probability, lambda: tf.reverse(image, axis=[1]), lambda: image)
+
+
 def _resize_if_needed(image, size):
     """Images from a source of another size are first resized to ``size``."""
     shape = tf.shape(image)
@@ -71,7 +96,7 @@ def random_resized_crop(image, seed, size: int, scale=(0.08, 1.0), ratio=(3 / 4,
     """Inception-style crop: a random region of ``scale`` of the area and ``ratio`` aspect, resized to ``size``."""
     y, x, h, w = crop_window(tf.shape(image), seed, scale, ratio)
     crop = image[y:y + h, x:x + w, :]
-    return tf.image.resize(crop, [size, size], antialias=True)
+    return tf.image.resize(crop, [size, size])
 
 
 def decode_random_resized_crop(encoded, seed, size: int, channels: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
@@ -81,7 +106,7 @@ def decode_random_resized_crop(encoded, seed, size: int, channels: int, scale=(0
         shape = tf.image.extract_jpeg_shape(encoded)
         y, x, h, w = crop_window(shape, seed, scale, ratio)
         crop = tf.image.decode_and_crop_jpeg(encoded, tf.stack([y, x, h, w]), channels=channels)
-        return tf.image.resize(tf.cast(crop, tf.float32) / 255.0, [size, size], antialias=True)
+        return tf.image.resize(tf.cast(crop, tf.float32) / 255.0, [size, size])
 
     def other():
         image = tf.io.decode_image(encoded, channels=channels, expand_animations=False, dtype=tf.uint8)
@@ -96,7 +121,7 @@ def resize_and_random_crop(image, seed, size: int, resize_to: int):
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     scale = resize_to / tf.reduce_min(shape)
     new = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), size)
-    resized = tf.image.resize(image, new, antialias=True)
+    resized = tf.image.resize(image, new)
     return tf.image.stateless_random_crop(resized, [size, size, tf.shape(image)[-1]], seed)
 
 
@@ -114,8 +139,21 @@ def flip(images, seed, probability: float = 0.5):
     return tf.where(coin, tf.reverse(images, axis=[2]), images)
 
 
+# RGB <-> YIQ: hue is a rotation of the (I, Q) chroma plane, so a hue shift is one 3x3 matrix.
+_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
+_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ).astype(np.float32)
+_LUMA = _RGB_TO_YIQ[0]
+
+
 def color_jitter(images, seed, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1):
-    """Random brightness (additive), contrast and saturation (factor in [1 - x, 1 + x]) and hue shift per image."""
+    """Random brightness, contrast, saturation and hue per image, as one affine colour transform.
+
+    Brightness adds a delta in [-b, b]; contrast scales around the image mean by a
+    factor in [1 - c, 1 + c]; saturation scales the distance from the grey value by
+    a factor in [1 - s, 1 + s]; hue rotates the chroma plane by up to ``hue`` of a
+    turn (YIQ rotation). Saturation and hue are linear in RGB, so they fold into one
+    per-image 3x3 matrix: one pass over the pixels instead of an HSV round trip.
+    """
     batch = tf.shape(images)[0]
     sb, sc, ss, sh = split_seed(seed, 4)
     shape = [batch, 1, 1, 1]
@@ -124,15 +162,19 @@ def color_jitter(images, seed, brightness=0.4, contrast=0.4, saturation=0.4, hue
     if contrast:
         mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
         images = (images - mean) * _uniform(shape, sc, 1 - contrast, 1 + contrast) + mean
-    if images.shape[-1] == 3:
+    if images.shape[-1] == 3 and (saturation or hue):
+        matrix = tf.eye(3, batch_shape=[batch])
         if saturation:
-            grey = tf.reduce_sum(images * tf.constant([0.299, 0.587, 0.114]), axis=-1, keepdims=True)
-            images = (images - grey) * _uniform(shape, ss, 1 - saturation, 1 + saturation) + grey
+            factor = _uniform([batch, 1, 1], ss, 1 - saturation, 1 + saturation)
+            grey = tf.tile(tf.constant(_LUMA)[tf.newaxis, tf.newaxis, :], [batch, 3, 1])
+            matrix = factor * matrix + (1 - factor) * grey
         if hue:
-            hsv = tf.image.rgb_to_hsv(tf.clip_by_value(images, 0.0, 1.0))
-            shift = _uniform([batch, 1, 1], sh, -hue, hue)
-            h = tf.math.floormod(hsv[..., 0] + shift, 1.0)
-            images = tf.image.hsv_to_rgb(tf.stack([h, hsv[..., 1], hsv[..., 2]], axis=-1))
+            angle = _uniform([batch], sh, -hue, hue) * (2 * math.pi)
+            cos, sin, one, zero = tf.cos(angle), tf.sin(angle), tf.ones([batch]), tf.zeros([batch])
+            rotation = tf.reshape(tf.stack([one, zero, zero, zero, cos, -sin, zero, sin, cos], axis=1), [batch, 3, 3])
+            hue_rgb = tf.constant(_YIQ_TO_RGB) @ rotation @ tf.constant(_RGB_TO_YIQ)
+            matrix = hue_rgb @ matrix
+        images = tf.einsum("bhwc,bdc->bhwd", images, matrix)
     return tf.clip_by_value(images, 0.0, 1.0)
 
 
@@ -368,31 +410,55 @@ def get_recipe(augment) -> Recipe:
                      f"got {augment!r}")
 
 
+def batched_geometry(recipe: Recipe) -> bool:
+    """True when the recipe's geometry runs vectorised on whole batches of same-size images (faster there)."""
+    return recipe.crop in ("center", "pad") and not recipe.randaugment
+
+
 def train_geometry(image, seed, recipe: Recipe, spec: Preprocessing):
-    """The recipe's per-image random geometry and RandAugment: float [0, 1] image -> ``[size, size, C]``.
+    """Per-image random geometry, flip and RandAugment: float [0, 1] image -> ``[size, size, C]``.
 
     ``crop="center"`` is the evaluation geometry of ``spec`` itself.
     """
     size = spec.image_size
-    s_crop, s_ra = split_seed(seed, 2)
+    s_crop, s_flip, s_ra = split_seed(seed, 3)
     if recipe.crop == "center":
         image = center_crop(image, size, spec.crop_fraction)
     elif recipe.crop == "pad":
-        image = pad_and_crop(image, s_crop, size, max(1, round(recipe.pad * size / 32)))
+        image = pad_and_crop(image, s_crop, size, _pad_pixels(recipe, size))
     elif recipe.crop == "resize":
         image = resize_and_random_crop(image, s_crop, size, round(size * 256 / 224))
     else:
         image = random_resized_crop(image, s_crop, size, recipe.scale, recipe.ratio)
+    if recipe.flip:
+        image = flip_one(image, s_flip)
     if recipe.randaugment:
         image = randaugment(image, s_ra, *recipe.randaugment)
     return tf.ensure_shape(image, [size, size, None])
 
 
+def train_batch_geometry(images, seed, recipe: Recipe, spec: Preprocessing):
+    """``train_geometry`` for recipes where ``batched_geometry`` holds, on a batch of same-size images."""
+    size = spec.image_size
+    s_crop, s_flip = split_seed(seed, 2)
+    if recipe.crop == "pad":  # pad, crop and flip in one pair of gathers
+        if images.shape[1] != size or images.shape[2] != size:
+            images = tf.image.resize(images, [size, size], antialias=True)
+        images = batch_pad_and_crop(images, s_crop, _pad_pixels(recipe, size), 0.5 if recipe.flip else 0.0)
+    else:
+        images = resize_and_center_crop(images, size, spec.crop_fraction)
+        images = flip(images, s_flip) if recipe.flip else images
+    return tf.ensure_shape(images, [None, size, size, None])
+
+
+def _pad_pixels(recipe: Recipe, size: int) -> int:
+    """``recipe.pad`` is given for 32-pixel images; scale it to ``size``."""
+    return max(1, round(recipe.pad * size / 32))
+
+
 def train_batch_ops(images, seed, recipe: Recipe, pca=None):
-    """The recipe's batch ops in order: flip, colour, PCA lighting, affine, erasing."""
-    sf, sc, sp, sa, se = split_seed(seed, 5)
-    if recipe.flip:
-        images = flip(images, sf)
+    """The recipe's photometric batch ops in order: colour, PCA lighting, affine, erasing."""
+    sc, sp, sa, se = split_seed(seed, 4)
     if recipe.color:
         images = color_jitter(images, sc, *recipe.color)
     if recipe.pca_std:

@@ -66,14 +66,19 @@ def make_dataset(source, split: str = "train", *, image_size: int, batch_size: i
                                   reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()
-    dataset = _with_seeds(dataset, seed)
-    dataset = dataset.map(_element_map(src, spec, recipe, target), num_parallel_calls=AUTOTUNE,
-                          deterministic=deterministic)
+    # Same-size decoded images whose geometry vectorises skip the per-image map: whole batches are cheaper.
+    image_shape = src.dataset.element_spec[0].shape
+    per_batch = (target == "label" and not src.encoded and image_shape.is_fully_defined()
+                 and (recipe is None or aug.batched_geometry(recipe)))
+    if not per_batch:
+        dataset = _with_seeds(dataset, seed)
+        dataset = dataset.map(_element_map(src, spec, recipe, target), num_parallel_calls=AUTOTUNE,
+                              deterministic=deterministic)
     dataset = dataset.batch(batch_size, drop_remainder=training if drop_remainder is None else drop_remainder,
                             num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     dataset = _with_seeds(dataset, seed + 1)
     batch_map = _batch_map(spec, recipe, _pca(recipe, pca, src, channels), mix, mix_alpha,
-                           len(src.class_names), target)
+                           len(src.class_names), target, per_batch)
     dataset = dataset.map(batch_map, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     dataset = dataset.prefetch(AUTOTUNE)
     dataset.class_names = list(src.class_names)
@@ -108,19 +113,21 @@ def _element_map(src: Source, spec: Preprocessing, recipe, target: str):
         if src.encoded:
             image = tf.io.decode_image(image, channels=spec.channels, expand_animations=False, dtype=tf.uint8)
             image.set_shape([None, None, spec.channels])
-        return tf.cast(match_channels(image, spec.channels), tf.float32) / 255.0
+        return _unit(image, spec)
 
     def apply(element, seed):
         image, label = element
         if target == "mask":
             unit = to_unit(image)
             image = resize_and_center_crop(unit[tf.newaxis], size, spec.crop_fraction)[0]
-            mask = resize_and_center_crop(tf.cast(label[tf.newaxis, ..., tf.newaxis], tf.float32), size,
-                                          spec.crop_fraction)
-            return image, tf.cast(tf.round(mask[0, ..., 0]), tf.int32)
+            mask = resize_and_center_crop(label[tf.newaxis, ..., tf.newaxis], size, spec.crop_fraction,
+                                          method="nearest")
+            return image, tf.cast(mask[0, ..., 0], tf.int32)
         seed = tf.cast(seed, tf.int32)
         if direct_crop:
-            image = aug.decode_random_resized_crop(image, seed, size, spec.channels, recipe.scale, recipe.ratio)
+            s_crop, s_flip = aug.split_seed(seed, 2)
+            image = aug.decode_random_resized_crop(image, s_crop, size, spec.channels, recipe.scale, recipe.ratio)
+            image = aug.flip_one(image, s_flip) if recipe.flip else image
         elif recipe is None:
             image = aug.center_crop(to_unit(image), size, spec.crop_fraction)
         else:
@@ -139,11 +146,24 @@ def _pca(recipe, pca, src: Source, channels: int):
     return pca if pca is not None else aug.rgb_principal_components(sample_images(src))
 
 
-def _batch_map(spec: Preprocessing, recipe, pca, mix, mix_alpha, num_classes: int, target: str):
+def _unit(images, spec: Preprocessing):
+    """uint8 pixels with any channel count -> float32 [0, 1] with the spec's channels."""
+    return tf.cast(match_channels(images, spec.channels), tf.float32) / 255.0
+
+
+def _batch_map(spec: Preprocessing, recipe, pca, mix, mix_alpha, num_classes: int, target: str, geometry: bool):
+    """Batch stage: geometry too when ``geometry`` (same-size sources), then batch ops, normalisation, mixing."""
+
     def apply(batch, seed):
         images, labels = batch
         seed = tf.cast(seed, tf.int32)
-        s_ops, s_mix = aug.split_seed(seed, 2)
+        s_geometry, s_ops, s_mix = aug.split_seed(seed, 3)
+        if geometry:
+            images = _unit(images, spec)
+            if recipe is None:
+                images = resize_and_center_crop(images, spec.image_size, spec.crop_fraction)
+            else:
+                images = aug.train_batch_geometry(images, s_geometry, recipe, spec)
         if recipe is not None and target == "label":
             images = aug.train_batch_ops(images, s_ops, recipe, pca)
         images = normalize(images, spec)

@@ -96,16 +96,20 @@ def normalize(images: tf.Tensor, spec: Preprocessing) -> tf.Tensor:
     return (tf.cast(images, tf.float32) - mean) / std
 
 
-def resize_and_center_crop(images: tf.Tensor, size: int, crop_fraction: float = 1.0) -> tf.Tensor:
-    """Resize a batch (any height and width) so the shorter side is size / crop_fraction, crop the centre."""
+def resize_and_center_crop(images: tf.Tensor, size: int, crop_fraction: float = 1.0, *,
+                           method: str = "bilinear") -> tf.Tensor:
+    """Resize a batch (any height and width) so the shorter side is size / crop_fraction, crop the centre.
+
+    Bilinear with antialiasing for images; ``method="nearest"`` for label masks.
+    """
     shape = tf.shape(images)
     height, width = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
     target = tf.cast(size, tf.float32) / crop_fraction
     scale = target / tf.minimum(height, width)
     new_h = tf.maximum(size, tf.cast(tf.round(height * scale), tf.int32))
     new_w = tf.maximum(size, tf.cast(tf.round(width * scale), tf.int32))
-    resized = tf.image.resize(tf.cast(images, tf.float32), tf.stack([new_h, new_w]), method="bilinear",
-                              antialias=True)
+    resized = tf.image.resize(tf.cast(images, tf.float32), tf.stack([new_h, new_w]), method=method,
+                              antialias=method == "bilinear")
     top = (new_h - size) // 2
     left = (new_w - size) // 2
     return tf.ensure_shape(resized[:, top:top + size, left:left + size, :], [None, size, size, None])

@@ -151,3 +151,31 @@ def test_ten_crop_tta_averages_the_ten_views():
     np.testing.assert_allclose(aug.ten_crop_predict(model, images, 8), crops.mean(axis=(0, 2, 3)), rtol=1e-5)
     with pytest.raises(ValueError, match="at least 16x16"):
         aug.ten_crop_predict(model, images, 16)
+
+
+@pytest.mark.parametrize("flip_probability", [0.0, 1.0])
+def test_batched_pad_crop_and_flip_take_a_shifted_window_per_image(flip_probability):
+    images = gradient_images(batch=6, size=16)
+    out = aug.batch_pad_and_crop(images, SEED, pad=2, flip_probability=flip_probability).numpy()
+    padded = np.pad(images.numpy(), [(0, 0), (2, 2), (2, 2), (0, 0)])
+    offsets = set()
+    for i in range(6):
+        windows = {(y, x): padded[i, y:y + 16, x:x + 16] for y in range(5) for x in range(5)}
+        if flip_probability:
+            windows = {k: w[:, ::-1] for k, w in windows.items()}
+        matches = [k for k, w in windows.items() if np.array_equal(out[i], w)]
+        assert matches, f"image {i} is not a (mirrored) window of its padded self"
+        offsets.add(matches[0])
+    assert len(offsets) > 1  # each image draws its own offset
+
+
+def test_augment_preview_writes_a_png(tmp_path):
+    from kcnn import cli
+
+    out = tmp_path / "grid.png"
+    assert cli.main(["augment-preview", "shapes", "--preset", "cifar", "--mix", "mixup", "--rows", "2",
+                     "--versions", "2", "--image-size", "32", "--out", str(out)]) == 0
+    from PIL import Image
+
+    with Image.open(out) as picture:
+        assert picture.format == "PNG" and picture.size[0] > 300
