@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as error:  # user errors: a clear message, not a traceback
+    except (ValueError, FileNotFoundError) as error:  # user errors: a clear message, not a traceback
         print(f"kcnn {args.command}: error: {error}", file=sys.stderr)
         return 2
 

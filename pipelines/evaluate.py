@@ -1,0 +1,86 @@
+"""``evaluate(run_dir)``: top-1, top-5 and per-class figures of a finished run, optionally with ten-crop TTA."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import keras
+import numpy as np
+import yaml
+
+from pipelines import report
+from pipelines.augment import ten_crop_predict
+from pipelines.config import from_dict
+from pipelines.data import make_dataset
+
+TTA_MODES = ("none", "ten_crop")
+
+
+def load_run(run_dir: str):
+    """The config and the trained model (``model.keras``) of a run directory."""
+    model_path = os.path.join(run_dir, "model.keras")
+    config_path = os.path.join(run_dir, "config.yaml")
+    if not os.path.exists(model_path) or not os.path.exists(config_path):
+        raise FileNotFoundError(f"{run_dir} is not a finished kcnn run: it needs config.yaml and model.keras "
+                                "(written by `kcnn train` when training ends)")
+    with open(config_path) as handle:
+        config = from_dict(yaml.safe_load(handle))
+    return config, keras.saving.load_model(model_path, safe_mode=True)
+
+
+def evaluate(run_dir: str, *, tta: str = "none", split: str | None = None) -> dict:
+    """Evaluate a run's model on its test split; writes evaluation.json and the plots."""
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
+    config, model = load_run(run_dir)
+    data = config.data
+    size = data.image_size
+    # Ten-crop TTA looks at crops of a larger view: the image resized to size / 0.875 (256 for 224).
+    view = round(size / 0.875) if tta == "ten_crop" else size
+    dataset = make_dataset(data.source, split or data.test_split, image_size=view, batch_size=data.batch_size,
+                           channels=data.channels, crop_fraction=data.crop_fraction, mean=data.mean, std=data.std,
+                           data_dir=data.data_dir)
+    probabilities, labels = [], []
+    for images, batch_labels in dataset:
+        if tta == "ten_crop":
+            probabilities.append(ten_crop_predict(model, images, size))
+        else:
+            probabilities.append(model.predict_on_batch(images))
+        labels.append(batch_labels.numpy())
+    probabilities = np.concatenate(probabilities)
+    labels = np.concatenate(labels)
+    names = dataset.class_names
+    predictions = probabilities.argmax(axis=1)
+    top5 = np.argsort(-probabilities, axis=1)[:, :5]
+    matrix = report.confusion_matrix(labels, predictions, len(names))
+    result = {
+        "split": split or data.test_split,
+        "tta": tta,
+        "examples": int(len(labels)),
+        "top1_accuracy": float(np.mean(predictions == labels)),
+        "top5_accuracy": float(np.mean([label in row for label, row in zip(labels, top5)])),
+        "per_class": report.per_class_scores(matrix, names),
+        "confusion_matrix": matrix.tolist(),
+    }
+    suffix = "" if tta == "none" else f"_{tta}"
+    with open(os.path.join(run_dir, f"evaluation{suffix}.json"), "w") as handle:
+        json.dump(result, handle, indent=2)
+    report.plot_confusion(labels, predictions, names, os.path.join(run_dir, "plots", f"confusion_matrix{suffix}.png"))
+    history_path = os.path.join(run_dir, "history.csv")
+    if os.path.exists(history_path):
+        with open(history_path, newline="") as handle:
+            history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+        report.plot_curves(history, os.path.join(run_dir, "plots", "curves.png"))
+    return result
+
+
+def format_evaluation(result: dict) -> str:
+    lines = [f"{result['split']} split, {result['examples']} images, TTA {result['tta']}: "
+             f"top-1 {result['top1_accuracy']:.4f}, top-5 {result['top5_accuracy']:.4f}",
+             f"{'class':>12} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>7}"]
+    for row in result["per_class"]:
+        lines.append(f"{row['class'][:12]:>12} {row['precision']:9.4f} {row['recall']:7.4f} {row['f1']:6.4f} "
+                     f"{row['support']:7d}")
+    return "\n".join(lines)

@@ -1,0 +1,82 @@
+"""Plots and per-class figures for a training run."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(history: list[dict], path: str) -> str:
+    """Loss and accuracy per epoch, training beside validation."""
+    plt = _pyplot()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    epochs = [h["epoch"] for h in history]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(epochs, [h["loss"] for h in history], "o-", label="train")
+    left.plot(epochs, [h["val_loss"] for h in history], "s-", label="validation")
+    left.set(title="loss", xlabel="epoch")
+    right.plot(epochs, [h["accuracy"] for h in history], "o-", label="train")
+    right.plot(epochs, [h["val_accuracy"] for h in history], "s-", label="validation")
+    right.set(title="accuracy", xlabel="epoch", ylim=(0, 1.02))
+    for axis in (left, right):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts: row = true class, column = predicted class."""
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(matrix, (np.asarray(labels, np.int64), np.asarray(predictions, np.int64)), 1)
+    return matrix
+
+
+def per_class_scores(matrix: np.ndarray, class_names) -> list[dict]:
+    """Precision, recall, F1 and support of each class from a confusion matrix."""
+    rows = []
+    for i, name in enumerate(class_names):
+        tp = matrix[i, i]
+        predicted, actual = matrix[:, i].sum(), matrix[i].sum()
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / actual if actual else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        rows.append({"class": name, "precision": float(precision), "recall": float(recall), "f1": float(f1),
+                     "support": int(actual)})
+    return rows
+
+
+def plot_confusion(labels, predictions, class_names, path: str) -> str:
+    plt = _pyplot()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    matrix = confusion_matrix(labels, predictions, len(class_names))
+    size = max(4.0, 0.45 * len(class_names) + 2)
+    figure, axis = plt.subplots(figsize=(size + 1, size))
+    image = axis.imshow(matrix, cmap="Blues")
+    figure.colorbar(image, ax=axis)
+    ticks = np.arange(len(class_names))
+    axis.set_xticks(ticks, class_names, rotation=90 if len(class_names) > 12 else 0)
+    axis.set_yticks(ticks, class_names)
+    axis.set(xlabel="predicted", ylabel="true",
+             title=f"confusion matrix (accuracy {np.trace(matrix) / max(matrix.sum(), 1):.4f})")
+    if len(class_names) <= 20:
+        threshold = matrix.max() / 2 if matrix.size else 0
+        for (i, j), count in np.ndenumerate(matrix):
+            axis.text(j, i, str(count), ha="center", va="center", fontsize=8,
+                      color="white" if count > threshold else "black")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

@@ -1,0 +1,245 @@
+"""Training: a complete run directory, precision, schedules, divergence, early stopping, resume, two workers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from pipelines import config as C
+from pipelines.evaluate import evaluate
+from pipelines.optim import WarmupSchedule
+from pipelines.train import TrainingDiverged, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = {"data": {"source": "digits", "image_size": 32, "channels": 1, "batch_size": 32},
+        "model": {"name": "lenet5"},
+        "optimizer": {"name": "sgd", "learning_rate": 0.05},
+        "train": {"epochs": 2, "steps_per_epoch": 4}}
+
+
+def tiny(*overrides):
+    return C.from_dict({k: dict(v) for k, v in TINY.items()}, list(overrides))
+
+
+def read_history(run_dir):
+    with open(os.path.join(run_dir, "history.csv"), newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_a_run_leaves_a_complete_run_directory(tmp_path):
+    run_dir = str(tmp_path / "run")
+    metrics = train(tiny(), run_dir, verbose=False)
+    for name in ("config.yaml", "history.csv", "metrics.json", "model.keras", "best.keras", "class_names.json",
+                 "preprocessing.json", "plots/curves.png", "plots/confusion_matrix.png"):
+        assert os.path.exists(os.path.join(run_dir, name)), name
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(run_dir, "logs", "train")))
+    with open(os.path.join(run_dir, "metrics.json")) as handle:
+        written = json.load(handle)
+    assert written == pytest.approx(metrics)
+    for key in ("test_accuracy", "test_top5_accuracy", "val_accuracy", "epochs_completed", "train_images_per_second",
+                "precision_policy", "strategy"):
+        assert key in written
+    assert written["epochs_completed"] == 2 and written["precision_policy"] == "float32"
+    assert written["strategy"] == "default" and 0.0 <= written["test_accuracy"] <= 1.0
+    assert [int(r["epoch"]) for r in read_history(run_dir)] == [1, 2]
+    model = keras.saving.load_model(os.path.join(run_dir, "model.keras"), safe_mode=True)
+    assert model.output_shape == (None, 10)
+    result = evaluate(run_dir)
+    assert result["top1_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    assert sum(row["support"] for row in result["per_class"]) == 360
+    ten = evaluate(run_dir, tta="ten_crop")
+    assert ten["examples"] == 360 and os.path.exists(os.path.join(run_dir, "plots", "confusion_matrix_ten_crop.png"))
+
+
+def test_a_run_directory_refuses_a_different_config(tmp_path):
+    run_dir = str(tmp_path / "run")
+    train(tiny("train.epochs=1"), run_dir, verbose=False)
+    with pytest.raises(ValueError, match="holds a run with a different config"):
+        train(tiny("train.epochs=1", "optimizer.learning_rate=0.01"), run_dir, verbose=False)
+
+
+def test_mixed_bfloat16_trains_on_cpu_with_finite_loss_and_float32_outputs(tmp_path):
+    run_dir = str(tmp_path / "bf16")
+    metrics = train(tiny("train.precision=mixed_bfloat16", "train.epochs=1", "model.name=squeezenet1_1",
+                         "data.channels=3"), run_dir, verbose=False)
+    assert metrics["precision_policy"] == "mixed_bfloat16"
+    loss = float(read_history(run_dir)[0]["loss"])
+    assert np.isfinite(loss)
+    assert keras.config.dtype_policy().name == "float32"  # restored after the run
+    model = keras.saving.load_model(os.path.join(run_dir, "model.keras"), safe_mode=True)
+    assert any(layer.compute_dtype == "bfloat16" for layer in model.layers)
+    outputs = model.predict(np.zeros((1, 32, 32, 3), np.float32), verbose=0)
+    assert outputs.dtype == np.float32 and np.all(np.isfinite(outputs))
+
+
+def test_schedules_warm_up_then_decay():
+    cosine = WarmupSchedule(0.1, total_steps=110, warmup_steps=10, kind="cosine")
+    assert float(cosine(0)) == pytest.approx(0.01)  # (step + 1) / warm-up steps of the peak
+    assert float(cosine(9)) == pytest.approx(0.1)
+    assert float(cosine(60)) == pytest.approx(0.05)  # half-way through the cosine
+    assert float(cosine(110)) == pytest.approx(0.0, abs=1e-9)
+    step = WarmupSchedule(0.1, total_steps=100, kind="step", boundaries=[30, 60], factor=0.1)
+    assert [float(step(s)) for s in (0, 29, 30, 60)] == pytest.approx([0.1, 0.1, 0.01, 0.001])
+    restored = WarmupSchedule.from_config(cosine.get_config())
+    assert float(restored(60)) == pytest.approx(0.05)
+
+
+class PoisonWeights(keras.callbacks.Callback):
+    """Make the next step's loss NaN at the start of the second epoch, as a divergence would."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            kernel = self.model.get_layer("logits").kernel
+            kernel.assign(np.full(kernel.shape, np.nan, np.float32))
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
+    run_dir = str(tmp_path / "nan")
+    with pytest.raises(TrainingDiverged) as error:
+        train(tiny("train.epochs=3"), run_dir, callbacks=[PoisonWeights()], verbose=False)
+    message = str(error.value)
+    assert message.startswith("loss became nan at epoch 2, step 1; stopped.")
+    assert "after epoch 1" in message and "Lower optimizer.learning_rate" in message
+    assert [int(r["epoch"]) for r in read_history(run_dir)] == [1]
+    checkpoints = sorted(f for f in os.listdir(os.path.join(run_dir, "checkpoints")) if f.endswith(".index"))
+    assert checkpoints == ["ckpt-1.index"]
+
+
+def test_early_stopping_and_user_callbacks_see_every_epoch(tmp_path):
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append((epoch, sorted(logs)))
+
+    metrics = train(tiny("train.epochs=6", "optimizer.learning_rate=1e-9", "train.early_stopping_patience=1"),
+                    str(tmp_path / "early"), callbacks=[Record()], verbose=False)
+    assert metrics["epochs_completed"] == 2  # no improvement after the first epoch: stop after the second
+    assert [epoch for epoch, _ in seen] == [0, 1]
+    assert "val_accuracy" in seen[0][1] and "loss" in seen[0][1]
+
+
+def kcnn_command(*args):
+    return [sys.executable, "-m", "kcnn.cli", *args]
+
+
+@pytest.mark.slow
+def test_killed_mid_run_resumes_and_ends_with_the_same_number_of_epochs(tmp_path):
+    config = tmp_path / "resume.yaml"
+    config.write_text(textwrap.dedent("""
+        data: {source: digits, image_size: 32, channels: 1, batch_size: 16}
+        model: {name: lenet5}
+        optimizer: {name: sgd, learning_rate: 0.05}
+        train: {epochs: 4}
+    """))
+    run_dir = tmp_path / "run"
+    command = kcnn_command("train", str(config), "--run-dir", str(run_dir))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    first_checkpoint = run_dir / "checkpoints" / "ckpt-1.index"
+    deadline = time.time() + 240
+    while not first_checkpoint.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert first_checkpoint.exists(), process.communicate()[0][-2000:]
+    process.send_signal(signal.SIGKILL)  # mid-run, as a crash or a pre-empted machine would
+    process.wait()
+    completed = [int(r["epoch"]) for r in read_history(run_dir)]
+    assert 1 <= len(completed) < 4
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert f"resuming {run_dir} after epoch {len(completed)} of 4" in result.stdout
+    assert [int(r["epoch"]) for r in read_history(run_dir)] == [1, 2, 3, 4]
+    with open(run_dir / "metrics.json") as handle:
+        assert json.load(handle)["epochs_completed"] == 4
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+WORKER = textwrap.dedent("""
+    import json, os, sys
+    import keras
+    from pipelines import config as C
+    from pipelines.train import train
+
+    class SaveWeights(keras.callbacks.Callback):
+        def on_train_end(self, logs=None):
+            self.model.save_weights(sys.argv[2])
+
+    cfg = C.from_dict({"data": {"source": "digits", "image_size": 32, "channels": 1, "batch_size": 32},
+                       "model": {"name": "lenet5"}, "optimizer": {"learning_rate": 0.05},
+                       "train": {"epochs": 2, "steps_per_epoch": 6, "strategy": "multi_worker"}})
+    metrics = train(cfg, sys.argv[1], callbacks=[SaveWeights()], verbose=False)
+    print("METRICS", json.dumps({"strategy": metrics["strategy"], "replicas": metrics["replicas"]}))
+""")
+
+
+@pytest.mark.slow
+def test_two_local_workers_train_together_and_end_with_identical_weights(tmp_path):
+    ports = [free_port(), free_port()]
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    run_dir = tmp_path / "run"
+    processes = []
+    for index in range(2):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        processes.append(subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(run_dir), str(tmp_path / f"worker{index}.weights.h5")],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO))
+    outputs = []
+    for process in processes:
+        try:
+            outputs.append(process.communicate(timeout=400)[0])
+        except subprocess.TimeoutExpired:
+            for p in processes:
+                p.kill()
+            raise
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+        assert 'METRICS {"strategy": "multi_worker", "replicas": 2}' in output
+    weights = []
+    for index in range(2):
+        model = keras.saving.load_model(str(run_dir / "model.keras"), safe_mode=True)
+        model.load_weights(str(tmp_path / f"worker{index}.weights.h5"))
+        weights.append(model.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
+    # Only the chief (worker 0) writes the run directory.
+    assert [int(r["epoch"]) for r in read_history(str(run_dir))] == [1, 2]
+
+
+@pytest.mark.slow
+def test_cifar10_and_imagenet_recipes_run_a_step_on_mock_and_generated_data(tmp_path):
+    import tensorflow_datasets as tfds
+
+    from pipelines import sources
+
+    recipes = os.path.join(os.path.dirname(C.__file__), "configs")
+    quick = ["train.epochs=1", "train.steps_per_epoch=1", "train.precision=float32"]
+    with tfds.testing.mock_data(num_examples=8):
+        cifar = C.load(os.path.join(recipes, "cifar10_mobilenet_v2.yaml"),
+                       quick + ["data.batch_size=4", f"data.data_dir={tmp_path}"])
+        metrics = train(cifar, str(tmp_path / "cifar"), verbose=False)
+    assert metrics["epochs_completed"] == 1 and metrics["num_classes"] == 10
+    records = tmp_path / "records"
+    for split in ("train", "validation"):
+        sources.write_tfrecords(sources.shapes_source(split), str(records), split, shards=2)
+    imagenet = C.load(os.path.join(recipes, "imagenet_resnet50.yaml"),
+                      quick + ["data.batch_size=4", "data.image_size=64",
+                               f"data.source=tfrecord:{records}/{{split}}-*.tfrecord"])
+    metrics = train(imagenet, str(tmp_path / "imagenet"), verbose=False)
+    assert metrics["strategy"] == "mirrored" and metrics["num_classes"] == 3
