@@ -148,7 +148,7 @@ def _pca(recipe, pca, src: Source, channels: int):
 
 def _unit(images, spec: Preprocessing):
     """uint8 pixels with any channel count -> float32 [0, 1] with the spec's channels."""
-    return tf.cast(match_channels(images, spec.channels), tf.float32) / 255.0
+    return match_channels(tf.cast(images, tf.float32) / 255.0, spec.channels)
 
 
 def _batch_map(spec: Preprocessing, recipe, pca, mix, mix_alpha, num_classes: int, target: str, geometry: bool):

@@ -71,7 +71,8 @@ def match_channels(images: tf.Tensor, channels: int) -> tf.Tensor:
     if have == 1 and channels == 3:
         return tf.repeat(images, 3, axis=-1)
     if have == 3 and channels == 1:
-        return tf.cast(tf.image.rgb_to_grayscale(tf.cast(images, tf.float32)), images.dtype)
+        grey = tf.image.rgb_to_grayscale(tf.cast(images, tf.float32))
+        return tf.cast(tf.round(grey) if images.dtype.is_integer else grey, images.dtype)
     if have == channels:
         return images
     raise ValueError(f"cannot convert images with {have} channels to {channels}")
@@ -117,8 +118,7 @@ def resize_and_center_crop(images: tf.Tensor, size: int, crop_fraction: float = 
 
 def preprocess_images(images: tf.Tensor, spec: Preprocessing) -> tf.Tensor:
     """A batch of uint8 (or float) images ``[batch, H, W, C]`` at any size -> normalised model inputs."""
-    images = match_channels(images, spec.channels)
-    unit = to_unit_range(images)
+    unit = match_channels(to_unit_range(images), spec.channels)
     cropped = resize_and_center_crop(unit, spec.image_size, spec.crop_fraction)
     return normalize(tf.clip_by_value(cropped, 0.0, 1.0), spec)
 

@@ -1,0 +1,88 @@
+"""``kcnn`` subcommands of the serving package. Importing this module stays cheap."""
+
+from __future__ import annotations
+
+import os
+
+
+def _export(args) -> int:
+    import json
+
+    import keras
+
+    from pipelines.preprocess import Preprocessing
+    from serving.export import export
+
+    run_dir = args.run_dir
+    needed = ("model.keras", "class_names.json", "preprocessing.json")
+    missing = [name for name in needed if not os.path.exists(os.path.join(run_dir, name))]
+    if missing:
+        raise FileNotFoundError(f"{run_dir} is not a finished kcnn run (missing {', '.join(missing)}); "
+                                "train one with `kcnn train CONFIG.yaml` first")
+    model = keras.saving.load_model(os.path.join(run_dir, "model.keras"), safe_mode=True)
+    with open(os.path.join(run_dir, "class_names.json")) as handle:
+        class_names = json.load(handle)
+    with open(os.path.join(run_dir, "preprocessing.json")) as handle:
+        preprocessing = Preprocessing.from_json(handle.read())
+    config_path = os.path.join(run_dir, "config.yaml")
+    training_config = open(config_path).read() if os.path.exists(config_path) else None
+    result = export(model, args.base_path, class_names=class_names, preprocessing=preprocessing,
+                    version=args.version, top_k=args.top_k, overwrite=args.overwrite, image_dtype=args.image_dtype,
+                    training_config=training_config)
+    print(f"exported version {result.version} to {result.path} "
+          f"(SavedModel matches the Keras model to {result.max_abs_difference:.2g})")
+    print(result.signatures)
+    return 0
+
+
+def _serving_config(args) -> int:
+    from serving.config import MODELS_ROOT, Batching, ModelEntry, write_configs
+
+    labels = {}
+    for item in args.label or []:
+        label, _, version = item.partition("=")
+        if not label or not version.isdigit():
+            raise ValueError(f"--label takes LABEL=VERSION, e.g. stable=1; got {item!r}")
+        labels[label] = int(version)
+    entry = ModelEntry(args.model_name, args.base_path or f"{MODELS_ROOT}/{args.model_name}",
+                       args.version_policy, tuple(args.versions or ()), labels)
+    batching = None
+    if args.batching:
+        batching = Batching(args.max_batch_size, args.batch_timeout_micros, args.num_batch_threads,
+                            args.max_enqueued_batches, tuple(args.allowed_batch_sizes or ()))
+    for name, path in write_configs(args.out, [entry], batching).items():
+        print(f"wrote {path}")
+    return 0
+
+
+def register(sub) -> None:
+    """Add this package's subcommands to the ``kcnn`` parser."""
+    export = sub.add_parser(
+        "export", help="export a trained run as a SavedModel version for TensorFlow Serving",
+        description="Write BASE_PATH/<version>/ with the serving_default (images) and predict_image_bytes "
+                    "(image_bytes) signatures, preprocessing in the graph, and warm-up records.")
+    export.add_argument("run_dir", help="a finished run directory (from kcnn train)")
+    export.add_argument("--base-path", required=True, help="model base path, e.g. models/digits")
+    export.add_argument("--version", type=int, help="version number (default: the next integer)")
+    export.add_argument("--top-k", type=int, default=5)
+    export.add_argument("--image-dtype", choices=["uint8", "float32"], default="uint8",
+                        help="dtype of the serving_default 'images' input")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    export.set_defaults(func=_export)
+
+    config = sub.add_parser(
+        "serving-config", help="write TF Serving's models.config, batching.config and monitoring.config",
+        description="Write TensorFlow Serving configuration files in its text-protobuf format.")
+    config.add_argument("--model-name", required=True)
+    config.add_argument("--base-path", help="model base path inside the server (default /models/NAME)")
+    config.add_argument("--version-policy", choices=["latest", "all", "specific"], default="latest")
+    config.add_argument("--versions", type=int, nargs="+", help="versions for 'specific' (or N for 'latest')")
+    config.add_argument("--label", action="append", metavar="LABEL=VERSION", help="version label, repeatable")
+    config.add_argument("--batching", action="store_true", help="also write batching.config")
+    config.add_argument("--max-batch-size", type=int, default=32)
+    config.add_argument("--batch-timeout-micros", type=int, default=2000)
+    config.add_argument("--num-batch-threads", type=int, default=4)
+    config.add_argument("--max-enqueued-batches", type=int, default=100)
+    config.add_argument("--allowed-batch-sizes", type=int, nargs="+")
+    config.add_argument("--out", default="serving/docker", help="output directory")
+    config.set_defaults(func=_serving_config)

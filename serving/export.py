@@ -1,0 +1,230 @@
+"""Export a Keras classifier as a SavedModel that TensorFlow Serving serves as it is.
+
+``export(model, base_path, class_names=..., preprocessing=...)`` writes
+``base_path/<version>/`` with two signatures of stable names:
+
+- ``serving_default``: input ``images``, uint8 (or float32) ``[batch, height, width, 3]`` at any size;
+- ``predict_image_bytes``: input ``image_bytes``, string ``[batch]`` of JPEG/PNG/GIF/BMP files;
+
+both returning ``probabilities`` float32 ``[batch, classes]``, ``classes`` int32
+``[batch, top_k]``, ``scores`` float32 ``[batch, top_k]`` and ``labels`` string
+``[batch, top_k]``. Preprocessing runs in the graph and is the very function the
+training evaluation pipeline uses (``pipelines.preprocess.preprocess_images``).
+
+The version is built in a sibling directory whose name is not an integer and renamed
+into place only when complete and verified, so TF Serving's file-system poller never
+sees a partial version.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from pipelines.preprocess import Preprocessing, decode_image, preprocess_images
+
+SIGNATURE_IMAGES = "serving_default"
+SIGNATURE_BYTES = "predict_image_bytes"
+INPUT_IMAGES = "images"
+INPUT_BYTES = "image_bytes"
+OUTPUTS = ("probabilities", "classes", "scores", "labels")
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+METADATA_FILE = os.path.join("assets.extra", "kcnn.json")
+IMAGE_DTYPES = ("uint8", "float32")
+
+
+class ExportError(RuntimeError):
+    """The exported SavedModel does not reproduce the Keras model; nothing was put in place."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: str
+    version: int
+    signatures: str
+    max_abs_difference: float
+
+
+def versions(base_path: str) -> list[int]:
+    """The integer version directories under ``base_path``, as TF Serving sees them."""
+    if not os.path.isdir(base_path):
+        return []
+    return sorted(int(name) for name in os.listdir(base_path)
+                  if re.fullmatch(r"\d+", name) and os.path.isdir(os.path.join(base_path, name)))
+
+
+def export(model, base_path: str, *, class_names, preprocessing: Preprocessing, version: int | None = None,
+           top_k: int = 5, overwrite: bool = False, image_dtype: str = "uint8", model_name: str | None = None,
+           training_config: str | None = None, warmup: bool = True, verify: bool = True) -> ExportResult:
+    """Write ``base_path/<version>`` (the next integer unless ``version`` is given) and return where and what."""
+    class_names = [str(name) for name in class_names]
+    classes = int(model.output_shape[-1])
+    if len(class_names) != classes:
+        raise ValueError(f"class_names has {len(class_names)} names but the model predicts {classes} classes")
+    if image_dtype not in IMAGE_DTYPES:
+        raise ValueError(f"image_dtype must be one of {', '.join(IMAGE_DTYPES)}, got {image_dtype!r}")
+    if not isinstance(top_k, int) or not 1 <= top_k:
+        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+    top_k = min(top_k, classes)
+    if version is None:
+        version = (versions(base_path) or [0])[-1] + 1
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"version must be a positive integer, got {version!r}")
+    target = os.path.join(base_path, str(version))
+    if os.path.exists(target) and not overwrite:
+        raise FileExistsError(f"{target} already exists; pass a new version (--version N) or overwrite=True "
+                              "(--overwrite) to replace it")
+    os.makedirs(base_path, exist_ok=True)
+    model_name = model_name or os.path.basename(os.path.normpath(base_path))
+    staging = tempfile.mkdtemp(prefix=f".kcnn-export-{version}-", dir=base_path)  # not an integer: never served
+    try:
+        _write_saved_model(model, staging, class_names, preprocessing, top_k, image_dtype)
+        os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
+        metadata = {"model_name": model_name, "class_names": class_names, "top_k": top_k,
+                    "image_dtype": image_dtype, "preprocessing": json.loads(preprocessing.to_json()),
+                    "signatures": {SIGNATURE_IMAGES: INPUT_IMAGES, SIGNATURE_BYTES: INPUT_BYTES}}
+        with open(os.path.join(staging, METADATA_FILE), "w") as handle:
+            json.dump(metadata, handle, indent=2)
+        with open(os.path.join(staging, "assets.extra", "class_names.txt"), "w") as handle:
+            handle.write("".join(f"{name}\n" for name in class_names))
+        if training_config:
+            with open(os.path.join(staging, "assets.extra", "training_config.yaml"), "w") as handle:
+                handle.write(training_config)
+        if warmup:
+            write_warmup_requests(os.path.join(staging, WARMUP_FILE), model_name, preprocessing, image_dtype)
+        difference = _verify(model, staging, preprocessing, image_dtype) if verify else float("nan")
+        if os.path.exists(target):  # overwrite=True: move the old version aside first, then swap
+            shutil.rmtree(target)
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ExportResult(target, version, describe_signatures(target), difference)
+
+
+def _write_saved_model(model, path, class_names, spec: Preprocessing, top_k: int, image_dtype: str) -> None:
+    from keras.export import ExportArchive
+
+    names = tf.constant(class_names)
+
+    def outputs(inputs):
+        probabilities = tf.cast(model(inputs, training=False), tf.float32)
+        top = tf.math.top_k(probabilities, k=top_k)
+        classes = tf.cast(top.indices, tf.int32)
+        return {"probabilities": probabilities, "classes": classes, "scores": top.values,
+                "labels": tf.gather(names, classes)}
+
+    def predict_images(images):
+        return outputs(preprocess_images(images, spec))
+
+    def predict_image_bytes(image_bytes):
+        def one(encoded):
+            return preprocess_images(decode_image(encoded, 3)[tf.newaxis], spec)[0]
+
+        size = spec.image_size
+        images = tf.map_fn(one, image_bytes, fn_output_signature=tf.TensorSpec([size, size, spec.channels],
+                                                                                tf.float32))
+        return outputs(images)
+
+    archive = ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(SIGNATURE_IMAGES, predict_images,
+                         input_signature=[tf.TensorSpec([None, None, None, 3], image_dtype, name=INPUT_IMAGES)])
+    archive.add_endpoint(SIGNATURE_BYTES, predict_image_bytes,
+                         input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_BYTES)])
+    archive.write_out(path, verbose=False)
+
+
+def sample_images(spec: Preprocessing, count: int = 3, seed: int = 0) -> np.ndarray:
+    """Small RGB uint8 test images of a few sizes' worth of structure, for warm-up and verification."""
+    rng = np.random.default_rng(seed)
+    size = max(spec.image_size, 8)
+    return rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8)
+
+
+def _png(image: np.ndarray) -> bytes:
+    return tf.io.encode_png(image).numpy()
+
+
+def write_warmup_requests(path: str, model_name: str, spec: Preprocessing, image_dtype: str) -> int:
+    """TF Serving warm-up records: ``PredictionLog`` entries covering both signatures (batch 1 and 2)."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    images = sample_images(spec, 2)
+    records = []
+    for batch in (images[:1], images):
+        tensor = batch if image_dtype == "uint8" else batch.astype(np.float32)
+        for signature, name, value in ((SIGNATURE_IMAGES, INPUT_IMAGES, tf.make_tensor_proto(tensor)),
+                                       (SIGNATURE_BYTES, INPUT_BYTES,
+                                        tf.make_tensor_proto([_png(i) for i in batch], dtype=tf.string))):
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature))
+            request.inputs[name].CopyFrom(value)
+            records.append(prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request)))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(path) as writer:
+        for record in records:
+            writer.write(record.SerializeToString())
+    return len(records)
+
+
+def _verify(model, path: str, spec: Preprocessing, image_dtype: str) -> float:
+    """Reload the SavedModel; both signatures must reproduce the Keras model on the same preprocessed inputs."""
+    loaded = tf.saved_model.load(path)
+    images = sample_images(spec, 3, seed=1)
+    expected = model.predict(preprocess_images(tf.constant(images), spec), verbose=0)
+    served = loaded.signatures[SIGNATURE_IMAGES](
+        **{INPUT_IMAGES: tf.constant(images if image_dtype == "uint8" else images.astype(np.float32))})
+    from_bytes = loaded.signatures[SIGNATURE_BYTES](
+        **{INPUT_BYTES: tf.constant([_png(i) for i in images])})
+    difference = 0.0
+    tolerance = 1e-4 if model.dtype_policy.compute_dtype == "float32" else 2e-2
+    for name, result in ((SIGNATURE_IMAGES, served), (SIGNATURE_BYTES, from_bytes)):
+        got = result["probabilities"].numpy()
+        difference = max(difference, float(np.max(np.abs(got - expected))))
+        if got.shape != expected.shape or not np.allclose(got, expected, atol=tolerance):
+            raise ExportError(f"signature {name} of the exported model differs from the Keras model by "
+                              f"{difference:g} (tolerance {tolerance:g}); the export was not put in place")
+    return difference
+
+
+_DTYPE_NAMES = {tf.uint8.as_datatype_enum: "DT_UINT8", tf.float32.as_datatype_enum: "DT_FLOAT",
+                tf.int32.as_datatype_enum: "DT_INT32", tf.string.as_datatype_enum: "DT_STRING",
+                tf.int64.as_datatype_enum: "DT_INT64", tf.float16.as_datatype_enum: "DT_HALF"}
+
+
+def signature_defs(path: str) -> dict:
+    """The SignatureDefs of a SavedModel directory, read from saved_model.pb."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as handle:
+        proto.ParseFromString(handle.read())
+    return dict(proto.meta_graphs[0].signature_def)
+
+
+def describe_signatures(path: str) -> str:
+    """The serving signatures as ``saved_model_cli show --all`` lists them."""
+    out = io.StringIO()
+    for key, signature in sorted(signature_defs(path).items()):
+        if key.startswith("__"):
+            continue
+        out.write(f"\nsignature_def['{key}']:\n  The given SavedModel SignatureDef contains the following input(s):\n")
+        for label, tensors in (("inputs", signature.inputs), ("outputs", signature.outputs)):
+            if label == "outputs":
+                out.write("  The given SavedModel SignatureDef contains the following output(s):\n")
+            for name, info in sorted(tensors.items()):
+                dims = tuple(d.size for d in info.tensor_shape.dim)
+                shape = "unknown_rank" if info.tensor_shape.unknown_rank else str(dims).replace(",)", ")")
+                out.write(f"    {label}['{name}'] tensor_info:\n        dtype: {_DTYPE_NAMES.get(info.dtype, info.dtype)}"
+                          f"\n        shape: {shape}\n        name: {info.name}\n")
+        out.write(f"  Method name is: {signature.method_name}\n")
+    return out.getvalue()
