@@ -55,6 +55,66 @@ def _serving_config(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    import logging
+
+    from serving.config import ModelEntry, read_batching_config, read_models_config
+    from serving.server import Server
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.model_config_file:
+        parsed = read_models_config(args.model_config_file)
+        models = []
+        for config in parsed.model_config_list.config:
+            policy = config.model_version_policy.WhichOneof("policy_choice") or "latest"
+            numbers = (tuple(config.model_version_policy.specific.versions) if policy == "specific" else
+                       (config.model_version_policy.latest.num_versions or 1,) if policy == "latest" else ())
+            models.append(ModelEntry(config.name, config.base_path, policy, numbers, dict(config.version_labels)))
+    elif args.model_name and args.model_base_path:
+        models = [ModelEntry(args.model_name, args.model_base_path)]
+    else:
+        raise ValueError("give --model_name and --model_base_path, or --model_config_file")
+    batching = None
+    if args.enable_batching:
+        from serving.config import Batching
+
+        batching = read_batching_config(args.batching_parameters_file) if args.batching_parameters_file else Batching()
+    server = Server(models, port=args.port, rest_api_port=args.rest_api_port or None, host=args.host,
+                    batching=batching, poll_seconds=args.file_system_poll_wait_seconds,
+                    max_workers=args.grpc_max_threads)
+    server.start()
+    print(f"serving {', '.join(m.name for m in models)} on gRPC {args.host}:{server.port}"
+          + (f", REST {args.host}:{server.rest_port}" if server.rest else "") + " (SIGTERM or Ctrl-C stops)",
+          flush=True)
+    server.wait()
+    return 0
+
+
+def _predict(args) -> int:
+    import json
+
+    from serving.client import Client
+
+    with Client(args.server, args.model, timeout=args.timeout) as client:
+        predictions = client.predict(args.images, version=args.version)
+    if args.json:
+        print(json.dumps([{"image": image, **{k: v[:args.top_k] for k, v in p.as_dict().items()}}
+                          for image, p in zip(args.images, predictions)], indent=2))
+    else:
+        for image, prediction in zip(args.images, predictions):
+            top = ", ".join(f"{label} {score:.3f}" for label, score in
+                            list(zip(prediction.labels, prediction.scores))[:args.top_k])
+            print(f"{image}: {top}")
+    return 0
+
+
+def _demo(args) -> int:
+    from serving.demo import run_demo
+
+    result = run_demo(args.workdir)
+    return 0 if result["served_accuracy"] >= 0.9 else 1
+
+
 def register(sub) -> None:
     """Add this package's subcommands to the ``kcnn`` parser."""
     export = sub.add_parser(
@@ -86,3 +146,32 @@ def register(sub) -> None:
     config.add_argument("--allowed-batch-sizes", type=int, nargs="+")
     config.add_argument("--out", default="serving/docker", help="output directory")
     config.set_defaults(func=_serving_config)
+
+    serve = sub.add_parser(
+        "serve", help="serve exported models over TF Serving's gRPC (and REST) API, for development",
+        description="A local server speaking TensorFlow Serving's API. Flags are named as tensorflow_model_server's.")
+    serve.add_argument("--port", type=int, default=8500, help="gRPC port (0: a free one)")
+    serve.add_argument("--rest_api_port", type=int, default=0, help="REST port (0: no REST, as in TF Serving)")
+    serve.add_argument("--model_name")
+    serve.add_argument("--model_base_path")
+    serve.add_argument("--model_config_file")
+    serve.add_argument("--enable_batching", action="store_true")
+    serve.add_argument("--batching_parameters_file")
+    serve.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0)
+    serve.add_argument("--grpc_max_threads", type=int, default=16)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    serve.set_defaults(func=_serve)
+
+    predict = sub.add_parser("predict", help="query a served model over gRPC with image files")
+    predict.add_argument("images", nargs="+", help="JPEG, PNG, GIF or BMP files")
+    predict.add_argument("--server", default="localhost:8500", help="HOST:PORT of the gRPC endpoint")
+    predict.add_argument("--model", required=True, help="model name")
+    predict.add_argument("--version", type=int)
+    predict.add_argument("--top-k", type=int, default=5)
+    predict.add_argument("--timeout", type=float, default=10.0)
+    predict.add_argument("--json", action="store_true")
+    predict.set_defaults(func=_predict)
+
+    demo = sub.add_parser("demo", help="kcnn's main job: train digits, export, serve, query over gRPC")
+    demo.add_argument("--workdir", default=".", help="where runs/ and models/ go (default: here)")
+    demo.set_defaults(func=_demo)
