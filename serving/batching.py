@@ -43,6 +43,8 @@ class Batcher:
         self._queue: list[_Task] = []
         self._condition = threading.Condition()
         self._closed = False
+        self.batches_run = 0  # calls of the model, and the requests they carried (for tests and benchmarks)
+        self.requests_run = 0
         self._threads = [threading.Thread(target=self._work, name=f"kcnn-batch-{i}", daemon=True)
                          for i in range(parameters.num_batch_threads)]
         for thread in self._threads:
@@ -130,6 +132,8 @@ class Batcher:
             task.future.set_exception(error)
 
     def _run_batch(self, batch: list[_Task]) -> dict:
+        self.batches_run += 1
+        self.requests_run += len(batch)
         rows = sum(task.rows for task in batch)
         padded = next((size for size in self.parameters.allowed_batch_sizes if size >= rows), rows)
         arrays = {}

@@ -229,8 +229,16 @@ def run_signature(function, arrays: dict) -> dict:
     try:
         outputs = function(**{k: tf.constant(v) for k, v in arrays.items()})
     except tf.errors.InvalidArgumentError as error:
-        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, error.message.split("\n")[0]) from None
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, tf_error_message(error)) from None
     return {k: v.numpy() for k, v in outputs.items()}
+
+
+def tf_error_message(error: tf.errors.OpError) -> str:
+    """The op's own complaint from a TensorFlow error, without graph-execution boilerplate and node names."""
+    noise = ("Graph execution error:", "Detected at node", "<stack traces unavailable>", "[[", "File ")
+    lines = [line.strip() for line in error.message.splitlines()]
+    useful = [line for line in lines if line and not line.startswith(noise)]
+    return useful[-1] if useful else lines[0]
 
 
 def batch_size(arrays: dict) -> int:

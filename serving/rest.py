@@ -43,6 +43,8 @@ def _decode(value):
             return base64.b64decode(value["b64"], validate=True)
         except (ValueError, TypeError):
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "a 'b64' value is not valid base64") from None
+    if isinstance(value, dict):
+        return {k: _decode(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_decode(v) for v in value]
     return value
@@ -51,10 +53,10 @@ def _decode(value):
 def _tensor(values, dtype: tf.DType, name: str):
     try:
         array = np.array(values, dtype=object if dtype == tf.string else dtype.as_numpy_dtype)
+        return tf.make_tensor_proto(array, dtype=dtype)
     except (ValueError, TypeError, OverflowError):
         raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                            f"input '{name}' cannot be read as a {dtype.name} tensor") from None
-    return tf.make_tensor_proto(array, dtype=dtype)
 
 
 def _jsonable(array: np.ndarray):

@@ -1,0 +1,131 @@
+"""The serving command line (serve with SIGTERM, predict, export, serving-config, demo) and client retries."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+from serving_helpers import CLASSES, exported, images, png
+
+from serving.client import Client, ServingClientError
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def kcnn(*args):
+    return [sys.executable, "-m", "kcnn.cli", *args]
+
+
+class FakeRpcError(grpc.RpcError):
+    def __init__(self, code):
+        self._code = code
+
+    def code(self):
+        return self._code
+
+    def details(self):
+        return f"fake {self._code.name}"
+
+
+def test_client_retries_only_unavailable_and_deadline_exceeded():
+    client = Client("127.0.0.1:1", "m", retries=3, backoff=0.001)
+    calls = []
+
+    def flaky(request, timeout):
+        calls.append(timeout)
+        if len(calls) < 3:
+            raise FakeRpcError(grpc.StatusCode.UNAVAILABLE if len(calls) == 1 else grpc.StatusCode.DEADLINE_EXCEEDED)
+        return "ok"
+
+    assert client._call(flaky, None) == "ok" and len(calls) == 3
+    calls.clear()
+
+    def invalid(request, timeout):
+        calls.append(timeout)
+        raise FakeRpcError(grpc.StatusCode.INVALID_ARGUMENT)
+
+    with pytest.raises(ServingClientError) as info:
+        client._call(invalid, None)
+    assert len(calls) == 1 and info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(ServingClientError) as info:  # nothing listens on port 1: UNAVAILABLE after the retries
+        client.status()
+    assert info.value.code == grpc.StatusCode.UNAVAILABLE and "is the server running" in info.value.hint
+    client.close()
+
+
+def test_serve_predict_and_graceful_sigterm(tmp_path):
+    base = str(tmp_path / "models" / "shapes")
+    exported(base, seed=1)
+    server = subprocess.Popen(kcnn("serve", "--port", "0", "--model_name", "shapes", "--model_base_path", base),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    try:
+        port = None
+        deadline = time.time() + 120
+        while port is None and time.time() < deadline:
+            line = server.stdout.readline()
+            if not line and server.poll() is not None:
+                break
+            match = re.search(r"on gRPC 127\.0\.0\.1:(\d+)", line)
+            port = int(match.group(1)) if match else None
+        assert port, "kcnn serve did not report its port"
+        picture = tmp_path / "img.png"
+        picture.write_bytes(png(images(1)[0]))
+        result = subprocess.run(kcnn("predict", "--server", f"127.0.0.1:{port}", "--model", "shapes",
+                                     str(picture), "--json", "--top-k", "2"),
+                                capture_output=True, text=True, env=ENV, timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
+        (answer,) = json.loads(result.stdout)
+        assert answer["image"] == str(picture) and len(answer["labels"]) == 2 and answer["labels"][0] in CLASSES
+        # A large request in flight when SIGTERM arrives still gets its answer: 256 smooth 512x512 PNGs
+        # (small to send, about two seconds to decode and resize on two cores).
+        ramp = np.broadcast_to(np.linspace(0, 255, 512, dtype=np.uint8)[None, :, None], (512, 512, 3))
+        payload = [png(np.ascontiguousarray(np.roll(ramp, i, axis=1))) for i in range(256)]
+        outcome = {}
+
+        def slow_request():
+            with Client(f"127.0.0.1:{port}", "shapes", timeout=120) as client:
+                outcome["predictions"] = client.predict(payload)
+
+        thread = threading.Thread(target=slow_request)
+        thread.start()
+        time.sleep(0.5)
+        server.send_signal(signal.SIGTERM)
+        thread.join(timeout=120)
+        assert len(outcome.get("predictions", [])) == 256
+        assert server.wait(timeout=60) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+
+
+def test_export_and_serving_config_commands(tmp_path):
+    from kcnn import cli
+
+    assert cli.main(["export", str(tmp_path / "no-run"), "--base-path", str(tmp_path / "m")]) == 2
+    assert cli.main(["serving-config", "--model-name", "digits", "--version-policy", "specific", "--versions", "1",
+                     "2", "--label", "stable=1", "--out", str(tmp_path / "cfg")]) == 0
+    from serving.config import read_models_config
+
+    (config,) = read_models_config(str(tmp_path / "cfg" / "models.config")).model_config_list.config
+    assert config.base_path == "/models/digits" and dict(config.version_labels) == {"stable": 1}
+    assert cli.main(["serving-config", "--model-name", "d", "--label", "stable", "--out", str(tmp_path)]) == 2
+
+
+@pytest.mark.slow
+def test_demo_trains_exports_serves_and_served_accuracy_equals_the_trained_one(tmp_path):
+    from serving.demo import run_demo
+
+    result = run_demo(str(tmp_path), extra_train_args=["--set", "train.epochs=1", "--set", "train.steps_per_epoch=5"])
+    assert result["test_images"] == 360 and result["served_version"] == 1
+    # Serving preprocesses in the graph with the training evaluation code: the same images, the same answers.
+    assert abs(result["served_accuracy"] - result["trained_test_accuracy"]) <= 1 / 360
+    assert os.path.exists(os.path.join(result["export_path"], "assets.extra", "tf_serving_warmup_requests"))
