@@ -243,3 +243,27 @@ def test_cifar10_and_imagenet_recipes_run_a_step_on_mock_and_generated_data(tmp_
                                f"data.source=tfrecord:{records}/{{split}}-*.tfrecord"])
     metrics = train(imagenet, str(tmp_path / "imagenet"), verbose=False)
     assert metrics["strategy"] == "mirrored" and metrics["num_classes"] == 3
+
+
+@pytest.mark.parametrize("name, cls", [("sgd", "SGD"), ("adamw", "AdamW"), ("rmsprop", "RMSprop")])
+def test_optimizer_config_reaches_the_keras_optimizer(name, cls):
+    from pipelines.optim import effective_learning_rate, make_optimizer
+
+    cfg = C.from_dict({"optimizer": {"name": name, "learning_rate": 0.2, "nesterov": True, "weight_decay": 0.01,
+                                     "ema": 0.999, "clip_norm": 1.5, "lr_scaling": "linear",
+                                     "base_batch_size": 256}}).optimizer
+    optimizer = make_optimizer(cfg, steps_per_epoch=10, epochs=3, global_batch=512)
+    assert type(optimizer).__name__ == cls
+    assert optimizer.weight_decay == pytest.approx(0.01) and optimizer.global_clipnorm == pytest.approx(1.5)
+    assert optimizer.use_ema and optimizer.ema_momentum == pytest.approx(0.999)
+    assert effective_learning_rate(cfg, 512) == pytest.approx(0.4)  # linear scaling: 0.2 * 512 / 256
+    assert float(optimizer.learning_rate) == pytest.approx(0.4)  # cosine schedule at step 0
+    if name == "sgd":
+        assert optimizer.nesterov
+
+
+def test_label_smoothing_ema_clipping_and_mixup_train_together(tmp_path):
+    metrics = train(tiny("optimizer.name=adamw", "optimizer.learning_rate=0.001", "optimizer.label_smoothing=0.1",
+                         "optimizer.ema=0.9", "optimizer.clip_norm=1.0", "data.augment=cifar", "data.mix=mixup",
+                         "train.epochs=1"), str(tmp_path / "all"), verbose=False)
+    assert np.isfinite(metrics["test_loss"]) and metrics["epochs_completed"] == 1
