@@ -14,7 +14,9 @@ import sys
 
 COMMAND_MODULES = ("pipelines.cli", "serving.cli")
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Quieter TensorFlow C++ logs for the processes the commands start (kcnn demo's training run); TensorFlow
+# in this process was imported with the kcnn package, before this line. Set it yourself to override.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _summary(args) -> int:
