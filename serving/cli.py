@@ -2,33 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 
 def _export(args) -> int:
-    import json
+    from serving.export import export_run
 
-    import keras
-
-    from pipelines.preprocess import Preprocessing
-    from serving.export import export
-
-    run_dir = args.run_dir
-    needed = ("model.keras", "class_names.json", "preprocessing.json")
-    missing = [name for name in needed if not os.path.exists(os.path.join(run_dir, name))]
-    if missing:
-        raise FileNotFoundError(f"{run_dir} is not a finished kcnn run (missing {', '.join(missing)}); "
-                                "train one with `kcnn train CONFIG.yaml` first")
-    model = keras.saving.load_model(os.path.join(run_dir, "model.keras"), safe_mode=True)
-    with open(os.path.join(run_dir, "class_names.json")) as handle:
-        class_names = json.load(handle)
-    with open(os.path.join(run_dir, "preprocessing.json")) as handle:
-        preprocessing = Preprocessing.from_json(handle.read())
-    config_path = os.path.join(run_dir, "config.yaml")
-    training_config = open(config_path).read() if os.path.exists(config_path) else None
-    result = export(model, args.base_path, class_names=class_names, preprocessing=preprocessing,
-                    version=args.version, top_k=args.top_k, overwrite=args.overwrite, image_dtype=args.image_dtype,
-                    training_config=training_config)
+    result = export_run(args.run_dir, args.base_path, version=args.version, top_k=args.top_k,
+                        overwrite=args.overwrite, image_dtype=args.image_dtype)
     print(f"exported version {result.version} to {result.path} "
           f"(SavedModel matches the Keras model to {result.max_abs_difference:.2g})")
     print(result.signatures)

@@ -28,7 +28,8 @@ VERSION_POLICIES = ("latest", "all", "specific")
 
 
 def _declare_messages():
-    """BatchingParameters and MonitoringConfig as in TF Serving's session_bundle_config.proto and monitoring_config.proto."""
+    """BatchingParameters and MonitoringConfig, as TF Serving's session_bundle_config.proto and
+    monitoring_config.proto define them."""
     pool = descriptor_pool.DescriptorPool()
     pool.AddSerializedFile(descriptor_pb2.FileDescriptorProto.FromString(
         wrappers_pb2.DESCRIPTOR.serialized_pb).SerializeToString())

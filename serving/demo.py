@@ -16,11 +16,10 @@ import numpy as np
 import tensorflow as tf
 
 import pipelines
-from pipelines.preprocess import Preprocessing
 from pipelines.sources import digits_arrays
 from serving.client import Client
 from serving.config import ModelEntry
-from serving.export import export
+from serving.export import export_run
 from serving.server import Server
 
 CONFIG = os.path.join(os.path.dirname(pipelines.__file__), "configs", "digits.yaml")
@@ -35,18 +34,10 @@ def run_demo(workdir: str = ".", *, shown: int = 10, batch: int = 60, extra_trai
     subprocess.run(command, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     trained = time.perf_counter()
 
-    import keras
-
     print(f"[2/4] exporting version 1 to {base_path}", flush=True)
-    model = keras.saving.load_model(os.path.join(run_dir, "model.keras"), safe_mode=True)
-    with open(os.path.join(run_dir, "class_names.json")) as handle:
-        class_names = json.load(handle)
-    with open(os.path.join(run_dir, "preprocessing.json")) as handle:
-        preprocessing = Preprocessing.from_json(handle.read())
     with open(os.path.join(run_dir, "metrics.json")) as handle:
         trained_accuracy = json.load(handle)["test_accuracy"]
-    exported = export(model, base_path, class_names=class_names, preprocessing=preprocessing, version=1,
-                      overwrite=True)
+    exported = export_run(run_dir, base_path, version=1, overwrite=True)
 
     print("[3/4] starting the local TF-Serving-compatible server on a free port", flush=True)
     with Server([ModelEntry("digits", base_path)], port=0, poll_seconds=0) as server:

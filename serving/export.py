@@ -110,6 +110,29 @@ def export(model, base_path: str, *, class_names, preprocessing: Preprocessing, 
     return ExportResult(target, version, describe_signatures(target), difference)
 
 
+RUN_FILES = ("model.keras", "class_names.json", "preprocessing.json")
+
+
+def export_run(run_dir: str, base_path: str, **options) -> ExportResult:
+    """Export a finished ``kcnn train`` run: its model, class names, preprocessing and config travel together."""
+    import keras
+
+    missing = [name for name in RUN_FILES if not os.path.exists(os.path.join(run_dir, name))]
+    if missing:
+        raise FileNotFoundError(f"{run_dir} is not a finished kcnn run (missing {', '.join(missing)}); "
+                                "train one with `kcnn train CONFIG.yaml` first")
+    model = keras.saving.load_model(os.path.join(run_dir, "model.keras"), safe_mode=True)
+    with open(os.path.join(run_dir, "class_names.json")) as handle:
+        class_names = json.load(handle)
+    with open(os.path.join(run_dir, "preprocessing.json")) as handle:
+        preprocessing = Preprocessing.from_json(handle.read())
+    config_path = os.path.join(run_dir, "config.yaml")
+    if os.path.exists(config_path) and "training_config" not in options:
+        with open(config_path) as handle:
+            options["training_config"] = handle.read()
+    return export(model, base_path, class_names=class_names, preprocessing=preprocessing, **options)
+
+
 def _write_saved_model(model, path, class_names, spec: Preprocessing, top_k: int, image_dtype: str) -> None:
     from keras.export import ExportArchive
 
@@ -224,7 +247,8 @@ def describe_signatures(path: str) -> str:
             for name, info in sorted(tensors.items()):
                 dims = tuple(d.size for d in info.tensor_shape.dim)
                 shape = "unknown_rank" if info.tensor_shape.unknown_rank else str(dims).replace(",)", ")")
-                out.write(f"    {label}['{name}'] tensor_info:\n        dtype: {_DTYPE_NAMES.get(info.dtype, info.dtype)}"
+                dtype = _DTYPE_NAMES.get(info.dtype, info.dtype)
+                out.write(f"    {label}['{name}'] tensor_info:\n        dtype: {dtype}"
                           f"\n        shape: {shape}\n        name: {info.name}\n")
         out.write(f"  Method name is: {signature.method_name}\n")
     return out.getvalue()

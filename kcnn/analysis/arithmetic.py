@@ -244,7 +244,6 @@ def compare_convolutions(height: int, width: int, in_channels: int, filters: int
 
 def _cost(output_shape: tuple, weights_per_unit: int, filters: int, bias: bool) -> LayerCost:
     neurons = math.prod(output_shape)
-    positions = neurons // filters
     params = (weights_per_unit + int(bias)) * filters
     return LayerCost(
         output_shape=tuple(output_shape),

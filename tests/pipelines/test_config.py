@@ -35,7 +35,8 @@ def test_recipe_values_and_overrides():
 @pytest.mark.parametrize("raw, overrides, message", [
     ({"train": {"epoch": 3}}, [],
      "unknown key in section 'train' 'epoch'. Did you mean 'epochs'? Valid: epochs, seed, precision"),
-    ({"optimiser": {}}, [], "unknown section 'optimiser'. Did you mean 'optimizer'? Valid: data, model, optimizer, train"),
+    ({"optimiser": {}}, [],
+     "unknown section 'optimiser'. Did you mean 'optimizer'? Valid: data, model, optimizer, train"),
     ({}, ["data.batchsize=3"], "Did you mean 'batch_size'?"),
     ({}, ["train.epochs"], "override 'train.epochs' must look like section.key=value, e.g. train.epochs=5"),
     ({"train": {"epochs": "ten"}}, [], "train.epochs must be of type int, got 'ten' (str)"),
