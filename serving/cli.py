@@ -72,10 +72,16 @@ def _serve(args) -> int:
 def _predict(args) -> int:
     import json
 
-    from serving.client import Client
+    import sys
 
-    with Client(args.server, args.model, timeout=args.timeout) as client:
-        predictions = client.predict(args.images, version=args.version)
+    from serving.client import Client, ServingClientError
+
+    try:
+        with Client(args.server, args.model, timeout=args.timeout) as client:
+            predictions = client.predict(args.images, version=args.version)
+    except ServingClientError as error:
+        print(f"kcnn predict: {error}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps([{"image": image, **{k: v[:args.top_k] for k, v in p.as_dict().items()}}
                           for image, p in zip(args.images, predictions)], indent=2))

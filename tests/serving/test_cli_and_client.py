@@ -120,6 +120,17 @@ def test_export_and_serving_config_commands(tmp_path):
     assert cli.main(["serving-config", "--model-name", "d", "--label", "stable", "--out", str(tmp_path)]) == 2
 
 
+def test_predict_against_no_server_is_a_clear_error_not_a_traceback(tmp_path, capsys):
+    from kcnn import cli
+
+    picture = tmp_path / "img.png"
+    picture.write_bytes(png(images(1)[0]))
+    assert cli.main(["predict", "--server", "127.0.0.1:1", "--model", "m", str(picture), "--timeout", "2"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("kcnn predict: UNAVAILABLE: ") and "is the server running" in error
+    assert cli.main(["predict", "--server", "127.0.0.1:1", "--model", "m", str(tmp_path / "missing.png")]) == 2
+
+
 @pytest.mark.slow
 def test_demo_trains_exports_serves_and_served_accuracy_equals_the_trained_one(tmp_path):
     from serving.demo import run_demo
