@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as error:  # user errors: a clear message, not a traceback
+    except (ValueError, OSError) as error:  # user errors (bad values, missing files, busy ports): no traceback
         print(f"kcnn {args.command}: error: {error}", file=sys.stderr)
         return 2
 
