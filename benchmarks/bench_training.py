@@ -29,20 +29,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import kcnn  # noqa: E402
+from bench_models import matmul_flops_per_second  # noqa: E402 - one matmul yardstick for both benchmarks
 from kcnn.analysis import analyze  # noqa: E402
 from pipelines.train import _make_train_step  # noqa: E402
-
-
-def matmul_flops_per_second(size: int = 1024, repeats: int = 10) -> float:
-    a = tf.random.uniform((size, size))
-    b = tf.random.uniform((size, size))
-    (a @ b).numpy()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        (a @ b).numpy()
-        times.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(times)
 
 
 def make_config(name: str, policy: str, jit: bool, args):

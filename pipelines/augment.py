@@ -297,7 +297,7 @@ def _blend(a, b, factor):
 
 def _grey(image):
     if image.shape[-1] == 3:
-        grey = tf.reduce_sum(image * tf.constant([0.299, 0.587, 0.114]), axis=-1, keepdims=True)
+        grey = tf.reduce_sum(image * tf.constant(_LUMA), axis=-1, keepdims=True)
         return tf.broadcast_to(grey, tf.shape(image))
     return image
 

@@ -35,7 +35,6 @@ SIGNATURE_IMAGES = "serving_default"
 SIGNATURE_BYTES = "predict_image_bytes"
 INPUT_IMAGES = "images"
 INPUT_BYTES = "image_bytes"
-OUTPUTS = ("probabilities", "classes", "scores", "labels")
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 METADATA_FILE = os.path.join("assets.extra", "kcnn.json")
 IMAGE_DTYPES = ("uint8", "float32")

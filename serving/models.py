@@ -10,7 +10,6 @@ import threading
 from dataclasses import dataclass, field
 
 import grpc
-import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import get_model_status_pb2, prediction_log_pb2
 
@@ -244,6 +243,3 @@ def tf_error_message(error: tf.errors.OpError) -> str:
 def batch_size(arrays: dict) -> int:
     return int(next(iter(arrays.values())).shape[0])
 
-
-def same_batch(arrays: dict) -> bool:
-    return len({a.shape[0] for a in arrays.values()}) == 1 and all(isinstance(a, np.ndarray) for a in arrays.values())

@@ -32,7 +32,7 @@ HTTP_CODES = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     grpc.StatusCode.UNAVAILABLE: HTTPStatus.SERVICE_UNAVAILABLE,
 }
-STATE_NAMES = dict(get_model_status_pb2.ModelVersionStatus.State.items())
+STATE_NAMES = {number: name for name, number in get_model_status_pb2.ModelVersionStatus.State.items()}
 MAX_BODY = 64 * 1024 * 1024
 
 
@@ -136,7 +136,7 @@ class _Handler(BaseHTTPRequestHandler):
         request = get_model_status_pb2.GetModelStatusRequest(model_spec=spec)
         response = self.predictor.status(request)
         return {"model_version_status": [
-            {"version": str(s.version), "state": {v: k for k, v in STATE_NAMES.items()}[s.state],
+            {"version": str(s.version), "state": STATE_NAMES[s.state],
              "status": {"error_code": "OK" if not s.status.error_message else "UNKNOWN",
                         "error_message": s.status.error_message}}
             for s in response.model_version_status]}
