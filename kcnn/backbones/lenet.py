@@ -16,7 +16,7 @@ def lenet5(input_shape=(32, 32, 1), *, activation="tanh", pooling="average", nam
     """C1 (6@5x5), S2, C3 (16@5x5), S4, C5 (120@5x5) on a 32x32 image.
 
     Differences from the paper, as in every modern re-implementation: C3 connects
-    to all six S2 maps (the paper's sparse connection table saves 966 weights),
+    to all six S2 maps (the paper's sparse connection table saves 900 weights: 1,516 against 2,416),
     subsampling is a plain pooling layer (the paper's S2/S4 have a trainable
     coefficient and bias per map), and the default head ends in softmax rather
     than Euclidean RBF units. Outputs: C1 (28x28), C3 (10x10), C5 (1x1).
