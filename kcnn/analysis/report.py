@@ -1,12 +1,17 @@
-"""``analyze(model)``: a per-layer report of shapes, parameters, MACs and receptive fields.
+"""``analyze(model)``: a per-layer report of shapes, parameters, the notes' counts and receptive fields.
 
-Conventions (stated once, used everywhere):
-- MACs count multiply-accumulates of convolution and dense layers for one image,
-  classifier included; batch norm, activations, pooling and additions count zero
-  (BN folds into the preceding convolution at inference). FLOPs = 2 x MACs.
-- The receptive field is per axis (height, width) in input pixels; ``jump`` is
-  the distance in input pixels between neighbouring units (the effective stride).
-  After a global pooling or flattening layer a unit sees the whole input.
+Conventions (stated once, used everywhere; docs/analysis.md has the formulas):
+- MACs count multiply-accumulates of convolution (1-D, 2-D, 3-D, depthwise,
+  separable, transposed) and dense layers for one input, classifier included;
+  batch norm, activations, pooling and merges count zero (BN folds into the
+  preceding convolution at inference). FLOPs = 2 x MACs. Pooling's comparisons
+  or additions are reported apart, as ``pooling_ops``.
+- A layer type kcnn does not know is reported as not analysed: its counts are
+  ``None``, and the model's ``total_macs`` is flagged incomplete.
+- The receptive field is per axis (length; height, width; depth, height, width) in
+  input positions; ``jump`` is the distance in input positions between
+  neighbouring units (the effective stride). After a global pooling or
+  flattening layer a unit sees the whole input.
 """
 
 from __future__ import annotations
@@ -16,11 +21,10 @@ from dataclasses import dataclass, field
 
 import keras
 
-from kcnn.analysis import arithmetic
+from kcnn.analysis import layer_kinds
 
-CONV_TYPES = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose")
-POOL_TYPES = ("MaxPooling2D", "AveragePooling2D")
-GLOBAL_TYPES = ("GlobalAveragePooling2D", "GlobalMaxPooling2D", "Flatten")
+COUNTS = ("neurons", "connections", "weights_per_unit", "multiplications", "additions", "accumulations_notes",
+          "bias_additions", "pooling_ops")
 
 
 @dataclass
@@ -39,6 +43,15 @@ class LayerReport:
     receptive_field: tuple
     jump: tuple
     notes: list = field(default_factory=list)
+    analysed: bool = True
+    neurons: int | None = 0
+    connections: int | None = 0
+    weights_per_unit: int | None = None
+    multiplications: int | None = 0
+    additions: int | None = 0
+    accumulations_notes: int | None = 0
+    bias_additions: int | None = 0
+    pooling_ops: int | None = 0
 
     def as_dict(self) -> dict:
         listed = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731
@@ -57,6 +70,8 @@ class LayerReport:
             "receptive_field": list(self.receptive_field),
             "jump": list(self.jump),
             "notes": list(self.notes),
+            "analysed": self.analysed,
+            **{count: getattr(self, count) for count in COUNTS},
         }
 
 
@@ -80,8 +95,18 @@ class ModelReport:
 
     @property
     def mismatches(self) -> list:
-        """Layers whose Keras-built shape differs from the formula's, or whose filter does not fit."""
+        """Layers with a note: not analysed, a Keras-built shape that differs from the formula's, or a filter
+        that does not fit."""
         return [layer for layer in self.layers if layer.notes]
+
+    @property
+    def not_analysed(self) -> list:
+        """Names of the layers whose type kcnn does not know (their MACs are missing from ``total_macs``)."""
+        return [layer.name for layer in self.layers if not layer.analysed]
+
+    @property
+    def total_pooling_ops(self) -> int:
+        return sum(layer.pooling_ops or 0 for layer in self.layers)
 
     def layer(self, name: str) -> LayerReport:
         for layer in self.layers:
@@ -101,27 +126,30 @@ class ModelReport:
             "total_macs": self.total_macs,
             "total_flops": self.flops,
             "activation_bytes": self.activation_bytes,
+            "total_macs_complete": not self.not_analysed,
+            "not_analysed": self.not_analysed,
+            "total_pooling_ops": self.total_pooling_ops,
         }
 
 
 def analyze(model: keras.Model, *, input_shape: tuple | None = None, strict: bool = False) -> ModelReport:
-    """Report every layer of a functional or Sequential Keras model for one input image.
+    """Report every layer of a functional or Sequential Keras model for one input.
 
-    ``input_shape`` (height, width, channels) fixes spatial sizes a model left as
-    ``None``. With ``strict=True`` a convolution or pooling whose filter does not
-    tile its input raises :class:`kcnn.analysis.FilterDoesNotFit`; by default the
-    layer is reported as Keras builds it (floor) and flagged in its ``notes``.
+    ``input_shape`` (e.g. (height, width, channels) or (steps, channels)) fixes
+    sizes a model left as ``None``. With ``strict=True`` a convolution or pooling
+    whose filter does not tile its input raises
+    :class:`kcnn.analysis.FilterDoesNotFit`; by default the layer is reported as
+    Keras builds it (floor) and flagged in its ``notes``.
     """
     model = _graph_model(model, input_shape)
     model_input_shape = tuple(model.inputs[0].shape[1:])
-    if any(d is None for d in model_input_shape):
-        raise ValueError(
-            f"{model.name} has input shape {model_input_shape} with unknown sizes; "
-            "pass input_shape=(height, width, channels) to analyze it at a given size"
-        )
-    fields = {}  # id(tensor) -> (receptive field (h, w), jump (h, w))
     for tensor in model.inputs:
-        fields[id(tensor)] = ((1, 1), (1, 1))
+        if any(d is None for d in tensor.shape[1:]):
+            raise ValueError(
+                f"{model.name} has input shape {tuple(tensor.shape[1:])} with unknown sizes; "
+                "pass input_shape=(height, width, channels) to analyze it at a given size"
+            )
+    fields = {id(t): _unit_field(t) for t in model.inputs}  # id(tensor) -> (receptive field, jump) per axis
     rows, activation_bytes = [], 0
     for node in _nodes_in_order(model):
         layer = node.operation
@@ -129,7 +157,7 @@ def analyze(model: keras.Model, *, input_shape: tuple | None = None, strict: boo
             continue
         inputs = list(node.input_tensors)
         outputs = list(node.output_tensors)
-        in_fields = [fields.get(id(t), ((1, 1), (1, 1))) for t in inputs]
+        in_fields = [fields.get(id(t)) or _unit_field(t) for t in inputs]
         if isinstance(layer, keras.Model):
             row = _nested_report(layer, inputs, outputs, in_fields, strict)
         else:
@@ -145,16 +173,27 @@ def analyze(model: keras.Model, *, input_shape: tuple | None = None, strict: boo
         layers=rows,
         total_params=int(model.count_params()),
         trainable_params=int(trainable),
-        total_macs=sum(r.macs for r in rows),
+        total_macs=sum(r.macs or 0 for r in rows),
         activation_bytes=activation_bytes,
     )
+
+
+def _unit_field(tensor) -> tuple:
+    """A tensor's own positions: each sees one position (itself), one apart."""
+    axes = max(len(tensor.shape) - 2, 0)
+    return (1,) * axes, (1,) * axes
 
 
 def _nested_report(submodel, inputs, outputs, in_fields, strict) -> LayerReport:
     """A model used as a layer: one row with its totals; its receptive field composes with the outer one."""
     sub = analyze(submodel, input_shape=tuple(inputs[0].shape[1:]), strict=strict)
     (rf, jump), last = in_fields[0], sub.layers[-1] if sub.layers else None
-    sub_rf, sub_jump = (last.receptive_field, last.jump) if last else ((1, 1), (1, 1))
+    sub_rf, sub_jump = (last.receptive_field, last.jump) if last else (rf, (1,) * len(rf))
+    if len(sub_rf) == len(rf):
+        rf, jump = (tuple(r + (s - 1) * j for r, s, j in zip(rf, sub_rf, jump)),
+                    tuple(j * s for j, s in zip(jump, sub_jump)))
+    counts = {count: sum(getattr(layer, count) or 0 for layer in sub.layers) for count in COUNTS
+              if count != "weights_per_unit"}
     return LayerReport(
         name=submodel.name,
         type=type(submodel).__name__,
@@ -164,24 +203,26 @@ def _nested_report(submodel, inputs, outputs, in_fields, strict) -> LayerReport:
         params=sub.total_params,
         macs=sub.total_macs,
         activations=sum(layer.activations for layer in sub.layers),
-        receptive_field=tuple(rf[a] + (sub_rf[a] - 1) * jump[a] for a in range(2)),
-        jump=tuple(jump[a] * sub_jump[a] for a in range(2)),
+        receptive_field=rf,
+        jump=jump,
         notes=[f"nested model: analyze(model.get_layer({submodel.name!r})) reports its layers"]
         + [f"{layer.name}: {note}" for layer in sub.mismatches for note in layer.notes],
+        analysed=not sub.not_analysed,
+        **counts,
     )
 
 
-def feature_strides(model: keras.Model) -> list[tuple[int, int]]:
+def feature_strides(model: keras.Model) -> list[tuple[int, ...]]:
     """The effective stride (jump) of each of a model's outputs, without needing spatial sizes."""
-    fields = {id(t): ((1, 1), (1, 1)) for t in model.inputs}
+    fields = {id(t): _unit_field(t) for t in model.inputs}
     for node in _nodes_in_order(model):
         layer = node.operation
         if isinstance(layer, keras.layers.InputLayer):
             continue
-        in_fields = [fields.get(id(t), ((1, 1), (1, 1))) for t in node.input_tensors]
-        _, jump = _propagate(layer, in_fields, None)
+        in_fields = [fields.get(id(t)) or _unit_field(t) for t in node.input_tensors]
+        _, jump = layer_kinds.propagate(type(layer).__name__, layer.get_config(), in_fields, None)
         for tensor in node.output_tensors:
-            fields[id(tensor)] = ((1, 1), jump)
+            fields[id(tensor)] = ((1,) * len(jump), jump)
     return [tuple(int(j) for j in fields[id(t)][1]) for t in model.outputs]
 
 
@@ -215,27 +256,29 @@ def _dtype_bytes(layer) -> int:
     return {"float16": 2, "bfloat16": 2, "float64": 8, "uint8": 1, "int8": 1}.get(str(dtype), 4)
 
 
-def _hw(shape) -> tuple:
-    return tuple(shape[1:3]) if len(shape) == 4 else ()
-
-
 def _layer_report(layer, inputs, outputs, in_fields, strict) -> LayerReport:
     kind = type(layer).__name__
     in_shapes = [tuple(t.shape[1:]) for t in inputs]
     out_shape = tuple(outputs[0].shape[1:])
     config = layer.get_config()
-    kernel = strides = padding = dilation = None
-    notes = []
-    if kind in CONV_TYPES or kind in POOL_TYPES:
-        kernel = tuple(config.get("kernel_size") or config.get("pool_size"))
-        strides = tuple(config.get("strides") or kernel)
-        padding = config.get("padding", "valid")
-        dilation = tuple(config.get("dilation_rate", (1, 1)))
-        notes = _check_shape(kind, in_shapes[0], out_shape, kernel, strides, padding, dilation, config, strict)
-    elif kind == "ZeroPadding2D":
-        padding = tuple(tuple(p) for p in config["padding"])
-    macs = _macs(layer, kind, in_shapes, out_shape, config)
-    rf, jump = _propagate(layer, in_fields, in_shapes)
+    shape = layer_kinds.geometry(kind, config)
+    kernel, strides, padding, dilation = shape if shape else (None,) * 4
+    if kind.startswith(("ZeroPadding", "Cropping")):
+        padding = _nested_tuple(config.get("padding", config.get("cropping")))
+    analysed = layer_kinds.known(kind) and config.get("data_format", "channels_last") == "channels_last"
+    cost = layer_kinds.layer_cost(kind, config, in_shapes[0], strict=strict) if analysed else None
+    notes = layer_kinds.shape_notes(kind, config, in_shapes[0], out_shape, cost, strict)
+    if not analysed:
+        notes.append(f"not analysed: kcnn has no formula for {kind}"
+                     + (" with channels_first data" if layer_kinds.known(kind) else "")
+                     + "; its MACs are unknown and left out of total_macs")
+        counts = dict.fromkeys(COUNTS)
+    elif cost is None:  # a layer that only moves, rescales or merges values
+        counts = dict.fromkeys(COUNTS, 0)
+        counts["weights_per_unit"] = None
+    else:
+        counts = {count: getattr(cost, count) for count in COUNTS}
+    rf, jump = layer_kinds.propagate(kind, config, in_fields, in_shapes)
     return LayerReport(
         name=layer.name,
         type=kind,
@@ -246,77 +289,15 @@ def _layer_report(layer, inputs, outputs, in_fields, strict) -> LayerReport:
         input_shape=in_shapes,
         output_shape=out_shape,
         params=int(layer.count_params()) if layer.built else 0,
-        macs=int(macs),
-        activations=sum(math.prod(d for d in t.shape[1:] if d is not None) for t in outputs),
+        macs=(cost.macs if cost else 0) if analysed else None,
+        activations=sum(layer_kinds.positions(t.shape[1:]) for t in outputs),
         receptive_field=tuple(int(r) for r in rf),
         jump=tuple(int(j) if float(j).is_integer() else float(j) for j in jump),
         notes=notes,
+        analysed=analysed,
+        **counts,
     )
 
 
-def _check_shape(kind, in_shape, out_shape, kernel, strides, padding, dilation, config, strict) -> list:
-    """Compare the formula's output size with the one Keras built; flag filters that do not tile."""
-    notes = []
-    for axis in range(2):
-        size, built = in_shape[axis], out_shape[axis]
-        if size is None or built is None:
-            continue
-        k, s, d = kernel[axis], strides[axis], dilation[axis]
-        if kind == "Conv2DTranspose":
-            expected = arithmetic.transposed_conv_output_size(size, k, s, padding)
-        else:
-            expected = arithmetic.conv_output_size(size, k, s, padding, d, strict=strict)
-            if not arithmetic.fits(size, k, s, padding, d):
-                left = (size - arithmetic.effective_kernel(k, d)) % s
-                notes.append(
-                    f"filter does not fit along {'height' if axis == 0 else 'width'}: ({size} - "
-                    f"{arithmetic.effective_kernel(k, d)}) / {s} + 1 is not an integer; Keras floors and "
-                    f"drops the last {left} row(s)/column(s)"
-                )
-        if expected != built:
-            notes.append(
-                f"formula gives {expected} along {'height' if axis == 0 else 'width'} but Keras built {built}"
-            )
-    return notes
-
-
-def _macs(layer, kind, in_shapes, out_shape, config) -> int:
-    if kind in ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose"):
-        kh, kw = config["kernel_size"]
-        c_in = in_shapes[0][-1]
-        positions = math.prod(out_shape[:-1])
-        if kind == "Conv2D":
-            return positions * kh * kw * (c_in // config.get("groups", 1)) * out_shape[-1]
-        if kind == "DepthwiseConv2D":
-            return positions * kh * kw * c_in * config["depth_multiplier"]
-        if kind == "SeparableConv2D":
-            mid = c_in * config["depth_multiplier"]
-            return positions * (kh * kw * mid + mid * out_shape[-1])
-        return math.prod(in_shapes[0][:-1]) * kh * kw * c_in * out_shape[-1]
-    if kind == "Dense":
-        return math.prod(in_shapes[0]) * out_shape[-1]
-    return 0
-
-
-def _propagate(layer, in_fields, in_shapes):
-    """Receptive field and jump after ``layer``: r_out = r_in + (k_eff - 1) * j_in, j_out = j_in * s."""
-    rf = tuple(max(f[0][a] for f in in_fields) for a in range(2))
-    jump = tuple(max(f[1][a] for f in in_fields) for a in range(2))
-    kind = type(layer).__name__
-    if kind in CONV_TYPES or kind in POOL_TYPES:
-        config = layer.get_config()
-        kernel = config.get("kernel_size") or config.get("pool_size")
-        strides = config.get("strides") or kernel
-        dilation = config.get("dilation_rate", (1, 1))
-        if kind == "Conv2DTranspose":
-            new_jump = tuple(jump[a] / strides[a] for a in range(2))
-            taps = tuple(math.ceil(kernel[a] / strides[a]) for a in range(2))
-            return tuple(rf[a] + (taps[a] - 1) * jump[a] for a in range(2)), new_jump
-        k = tuple(arithmetic.effective_kernel(kernel[a], dilation[a]) for a in range(2))
-        return (tuple(rf[a] + (k[a] - 1) * jump[a] for a in range(2)),
-                tuple(jump[a] * strides[a] for a in range(2)))
-    if kind in GLOBAL_TYPES and in_shapes and len(in_shapes[0]) == 3:
-        sizes = in_shapes[0][:2]
-        if all(s is not None for s in sizes):
-            return tuple(rf[a] + (sizes[a] - 1) * jump[a] for a in range(2)), jump
-    return rf, jump
+def _nested_tuple(value):
+    return tuple(_nested_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
