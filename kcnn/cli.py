@@ -24,13 +24,15 @@ def _summary(args) -> int:
 
     import kcnn
     from kcnn.analysis import FilterDoesNotFit, analyze, render
+    from kcnn.analysis.format import parse_columns
 
+    parse_columns(args.columns)  # a misspelt column fails before the model is built
     input_shape = None
     if args.model:
         model = keras.saving.load_model(args.model, safe_mode=True)
-        if args.input_size:
-            channels = model.inputs[0].shape[-1]
-            input_shape = (args.input_size, args.input_size, channels)
+        if args.input_size:  # every spatial axis (length; height, width; depth, height, width) at that size
+            spatial_axes = len(model.inputs[0].shape) - 2
+            input_shape = (args.input_size,) * spatial_axes + (model.inputs[0].shape[-1],)
     else:
         if not args.name:
             raise SystemExit("kcnn summary: give a registered NAME or --model PATH.keras")
@@ -43,7 +45,7 @@ def _summary(args) -> int:
         report = analyze(model, input_shape=input_shape, strict=args.strict)
     except FilterDoesNotFit as error:
         raise SystemExit(f"kcnn summary: {error}") from None
-    sys.stdout.write(render(report, args.format))
+    sys.stdout.write(render(report, args.format, columns=args.columns))
     return 0
 
 
@@ -53,16 +55,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kcnn", description="Build, analyse, train, export and serve CNNs.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     summary = sub.add_parser(
-        "summary", help="per-layer shapes, parameters, MACs and receptive fields of a model",
+        "summary", help="per-layer shapes, parameters, MACs, the notes' counts and receptive fields of a model",
         description="Analyse a registered architecture (NAME) or a saved .keras model.",
     )
     summary.add_argument("name", nargs="?", help="registered backbone name, e.g. squeezenet1_0")
     summary.add_argument("--model", help="a saved .keras model to analyse instead of NAME")
     summary.add_argument("--head", help="head name (default: the paper's own head)")
-    summary.add_argument("--input-size", type=int, help="square input size (default: the paper's)")
+    summary.add_argument("--input-size", type=int,
+                         help="input size on every spatial axis, e.g. 224 for 224x224 (default: the paper's)")
     summary.add_argument("--classes", type=int, default=1000, help="number of classes (default 1000)")
     summary.add_argument("--format", choices=FORMATS, default="table")
     summary.add_argument("--strict", action="store_true", help="fail when a filter does not fit its input")
+    summary.add_argument(
+        "--columns", metavar="KEYS",
+        help="comma-separated columns of the table and Markdown output, from: name, type, kernel, strides, "
+             "padding, dilation, output, params, macs, rf, jump, activations, neurons, connections, "
+             "weights_per_unit, multiplications, additions, accumulations_notes, bias_additions, pooling_ops "
+             "(default: name,type,output,params,macs,rf,jump)")
     summary.set_defaults(func=_summary)
     for module_name in COMMAND_MODULES:
         try:
