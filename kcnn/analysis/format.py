@@ -32,9 +32,10 @@ def _pair(values) -> str:
     return str(values[0]) if len(set(values)) == 1 else _shape(values)
 
 
-def _count(value) -> str:
+def _count(layer, key: str) -> str:
     """Exact counts as the notes print them: '?' when not analysed, '-' when the layer has none."""
-    return "?" if value is None else f"{value:,}" if value else "-"
+    value = getattr(layer, key)
+    return "?" if not layer.analysed else f"{value:,}" if value else "-"
 
 
 def _macs(layer) -> str:
@@ -56,14 +57,14 @@ COLUMN_SPECS = {
     "rf": ("RF", 9, lambda l: _pair(l.receptive_field)),
     "jump": ("jump", 5, lambda l: _pair(l.jump)),
     "activations": ("activations", 11, lambda l: human(l.activations)),
-    "neurons": ("neurons", 11, lambda l: _count(l.neurons)),
-    "connections": ("connections", 13, lambda l: _count(l.connections)),
-    "weights_per_unit": ("w/unit", 7, lambda l: _count(l.weights_per_unit)),
-    "multiplications": ("mults", 13, lambda l: _count(l.multiplications)),
-    "additions": ("adds", 13, lambda l: _count(l.additions)),
-    "accumulations_notes": ("acc (notes)", 13, lambda l: _count(l.accumulations_notes)),
-    "bias_additions": ("bias adds", 11, lambda l: _count(l.bias_additions)),
-    "pooling_ops": ("pool ops", 11, lambda l: _count(l.pooling_ops)),
+    "neurons": ("neurons", 11, lambda l: _count(l, "neurons")),
+    "connections": ("connections", 13, lambda l: _count(l, "connections")),
+    "weights_per_unit": ("w/unit", 7, lambda l: _count(l, "weights_per_unit")),
+    "multiplications": ("mults", 13, lambda l: _count(l, "multiplications")),
+    "additions": ("adds", 13, lambda l: _count(l, "additions")),
+    "accumulations_notes": ("acc (notes)", 13, lambda l: _count(l, "accumulations_notes")),
+    "bias_additions": ("bias adds", 11, lambda l: _count(l, "bias_additions")),
+    "pooling_ops": ("pool ops", 11, lambda l: _count(l, "pooling_ops")),
 }
 DEFAULT_COLUMNS = ("name", "type", "output", "params", "macs", "rf", "jump")
 CSV_FIELDS = ("name", "type", "kernel", "strides", "padding", "dilation", "input_shape", "output_shape", "params",
