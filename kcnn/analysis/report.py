@@ -291,7 +291,7 @@ def _layer_report(layer, inputs, outputs, in_fields, strict) -> LayerReport:
         params=int(layer.count_params()) if layer.built else 0,
         macs=(cost.macs if cost else 0) if analysed else None,
         activations=sum(layer_kinds.positions(t.shape[1:]) for t in outputs),
-        receptive_field=tuple(int(r) for r in rf),
+        receptive_field=tuple(math.ceil(r) for r in rf),  # after a transposed convolution: at most this many
         jump=tuple(int(j) if float(j).is_integer() else float(j) for j in jump),
         notes=notes,
         analysed=analysed,
