@@ -62,7 +62,8 @@ COLUMN_SPECS = {
     "weights_per_unit": ("w/unit", 7, lambda l: _count(l, "weights_per_unit")),
     "multiplications": ("mults", 13, lambda l: _count(l, "multiplications")),
     "additions": ("adds", 13, lambda l: _count(l, "additions")),
-    "accumulations_notes": ("acc (notes)", 13, lambda l: _count(l, "accumulations_notes")),
+    "accumulations_notes": ("acc (notes)", 13, lambda l: "0" if l.analysed and l.weights_per_unit and
+                            not l.accumulations_notes else _count(l, "accumulations_notes")),  # 1x1: (1 - 1) = 0
     "bias_additions": ("bias adds", 11, lambda l: _count(l, "bias_additions")),
     "pooling_ops": ("pool ops", 11, lambda l: _count(l, "pooling_ops")),
 }
