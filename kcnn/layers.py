@@ -69,3 +69,32 @@ class MatchSpatial(keras.layers.Layer):
     def compute_output_shape(self, input_shapes):
         x_shape, ref_shape = input_shapes
         return (x_shape[0], ref_shape[1], ref_shape[2], x_shape[3])
+
+
+@keras.saving.register_keras_serializable(package="kcnn")
+class ReflectionPadding2D(keras.layers.Layer):
+    """Pad height and width by mirroring the border (no edge repeated), as fast style-transfer networks do.
+
+    ``padding`` is an int or ``(pad_height, pad_width)``; channels-last input. Zero padding
+    would put dark frames around a stylised image; reflection keeps borders image-like.
+    """
+
+    def __init__(self, padding: int | tuple = 1, **kwargs):
+        super().__init__(**kwargs)
+        pad = (padding, padding) if isinstance(padding, int) else tuple(padding)
+        if len(pad) != 2 or any(not isinstance(p, int) or p < 0 for p in pad):
+            raise ValueError(f"ReflectionPadding2D padding must be an int >= 0 or two of them, got {padding!r}")
+        self.padding = pad
+
+    def call(self, inputs):
+        ph, pw = self.padding
+        return ops.pad(inputs, [[0, 0], [ph, ph], [pw, pw], [0, 0]], mode="reflect")
+
+    def compute_output_shape(self, input_shape):
+        ph, pw = self.padding
+        batch, height, width, channels = input_shape
+        return (batch, None if height is None else height + 2 * ph, None if width is None else width + 2 * pw,
+                channels)
+
+    def get_config(self):
+        return {**super().get_config(), "padding": self.padding}

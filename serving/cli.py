@@ -4,10 +4,19 @@ from __future__ import annotations
 
 
 def _export(args) -> int:
-    from serving.export import export_run
+    import os
 
-    result = export_run(args.run_dir, args.base_path, version=args.version, top_k=args.top_k,
-                        overwrite=args.overwrite, image_dtype=args.image_dtype)
+    from pipelines.style import STYLIZER_FILE
+
+    if os.path.exists(os.path.join(args.run_dir, STYLIZER_FILE)):  # an image-to-image run (kcnn train-style)
+        from serving.stylizer import export_stylizer_run
+
+        result = export_stylizer_run(args.run_dir, args.base_path, version=args.version, overwrite=args.overwrite)
+    else:
+        from serving.export import export_run
+
+        result = export_run(args.run_dir, args.base_path, version=args.version, top_k=args.top_k,
+                            overwrite=args.overwrite, image_dtype=args.image_dtype)
     print(f"exported version {result.version} to {result.path} "
           f"(SavedModel matches the Keras model to {result.max_abs_difference:.2g})")
     print(result.signatures)
@@ -106,7 +115,7 @@ def register(sub) -> None:
         "export", help="export a trained run as a SavedModel version for TensorFlow Serving",
         description="Write BASE_PATH/<version>/ with the serving_default (images) and predict_image_bytes "
                     "(image_bytes) signatures, preprocessing in the graph, and warm-up records.")
-    export.add_argument("run_dir", help="a finished run directory (from kcnn train)")
+    export.add_argument("run_dir", help="a finished run directory (from kcnn train or kcnn train-style)")
     export.add_argument("--base-path", required=True, help="model base path, e.g. models/digits")
     export.add_argument("--version", type=int, help="version number (default: the next integer)")
     export.add_argument("--top-k", type=int, default=5)

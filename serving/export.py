@@ -73,18 +73,9 @@ def export(model, base_path: str, *, class_names, preprocessing: Preprocessing, 
     if not isinstance(top_k, int) or not 1 <= top_k:
         raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
     top_k = min(top_k, classes)
-    if version is None:
-        version = (versions(base_path) or [0])[-1] + 1
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(f"version must be a positive integer, got {version!r}")
-    target = os.path.join(base_path, str(version))
-    if os.path.exists(target) and not overwrite:
-        raise FileExistsError(f"{target} already exists; pass a new version (--version N) or overwrite=True "
-                              "(--overwrite) to replace it")
-    os.makedirs(base_path, exist_ok=True)
     model_name = model_name or os.path.basename(os.path.normpath(base_path))
-    staging = tempfile.mkdtemp(prefix=f".kcnn-export-{version}-", dir=base_path)  # not an integer: never served
-    try:
+
+    def write(staging: str) -> float:
         _write_saved_model(model, staging, class_names, preprocessing, top_k, image_dtype)
         os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
         metadata = {"model_name": model_name, "class_names": class_names, "top_k": top_k,
@@ -99,7 +90,29 @@ def export(model, base_path: str, *, class_names, preprocessing: Preprocessing, 
                 handle.write(training_config)
         if warmup:
             write_warmup_requests(os.path.join(staging, WARMUP_FILE), model_name, preprocessing, image_dtype)
-        difference = _verify(model, staging, preprocessing, image_dtype) if verify else float("nan")
+        return _verify(model, staging, preprocessing, image_dtype) if verify else float("nan")
+
+    return publish_version(base_path, version, overwrite, write)
+
+
+def publish_version(base_path: str, version: int | None, overwrite: bool, write) -> ExportResult:
+    """Build a version with ``write(staging_dir) -> max_abs_difference`` and rename it into place.
+
+    ``version=None`` takes the next integer. The staging directory's name is not an integer, so
+    TF Serving's file-system poller never sees a partial version.
+    """
+    if version is None:
+        version = (versions(base_path) or [0])[-1] + 1
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"version must be a positive integer, got {version!r}")
+    target = os.path.join(base_path, str(version))
+    if os.path.exists(target) and not overwrite:
+        raise FileExistsError(f"{target} already exists; pass a new version (--version N) or overwrite=True "
+                              "(--overwrite) to replace it")
+    os.makedirs(base_path, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".kcnn-export-{version}-", dir=base_path)  # not an integer: never served
+    try:
+        difference = write(staging)
         if os.path.exists(target):  # overwrite=True: move the old version aside first, then swap
             shutil.rmtree(target)
         os.rename(staging, target)
