@@ -12,13 +12,14 @@ Backend-agnostic (keras, keras.ops and numpy). The steps, each usable alone::
 """
 
 from kcnn.compress.artefact import encode_model, load_artefact, size_report, write_artefact
-from kcnn.compress.prune import (MaskedConv2D, MaskedDense, PolynomialDensity, PruningCallback, apply_masks,
-                                 density_report, magnitude_mask, prune, resolve_densities, strip_pruning)
+from kcnn.compress.pruning import (MaskedConv2D, MaskedDense, PolynomialDensity, PruningCallback, apply_masks,
+                                   density_report, kernel_variable, magnitude_mask, prune, resolve_densities,
+                                   strip_pruning)
 from kcnn.compress.quantize import LayerCode, finetune_centroids, kmeans_linear, quantise
 from kcnn.compress.tables import TABLES
 
 __all__ = [
     "LayerCode", "MaskedConv2D", "MaskedDense", "PolynomialDensity", "PruningCallback", "TABLES",
-    "apply_masks", "density_report", "encode_model", "finetune_centroids", "kmeans_linear", "load_artefact",
-    "magnitude_mask", "prune", "quantise", "resolve_densities", "size_report", "strip_pruning", "write_artefact",
+    "apply_masks", "density_report", "encode_model", "finetune_centroids", "kernel_variable", "kmeans_linear",
+    "load_artefact", "magnitude_mask", "prune", "quantise", "resolve_densities", "size_report", "strip_pruning", "write_artefact",
 ]

@@ -117,7 +117,7 @@ def write_artefact(model, codes: dict[str, LayerCode], path: str, *, index_bits:
 
 def load_artefact(path: str):
     """The Keras model stored in an artefact, its kernels rebuilt as ``codebook[index]``."""
-    import kcnn.compress.prune  # noqa: F401  (registers MaskedConv2D/MaskedDense should a config name them)
+    import kcnn.compress.pruning  # noqa: F401  (registers MaskedConv2D/MaskedDense should a config name them)
 
     with zipfile.ZipFile(path) as archive:
         manifest = json.loads(archive.read("manifest.json"))

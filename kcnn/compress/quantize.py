@@ -17,7 +17,7 @@ import numpy as np
 from keras import ops
 
 from kcnn.autodiff import value_and_grad
-from kcnn.compress.prune import PRUNABLE, kernel_variable
+from kcnn.compress.pruning import PRUNABLE, kernel_variable
 
 
 @dataclass

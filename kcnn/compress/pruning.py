@@ -45,6 +45,17 @@ class _MaskedKernel:
     def get_config(self):
         return {**super().get_config(), "target_density": self.target_density}
 
+    # Conv2D and Dense save only their kernel and bias, by position; the mask travels beside them.
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        if self.built:
+            store["kernel_mask"] = self.kernel_mask
+
+    def load_own_variables(self, store):
+        super().load_own_variables(store)
+        if self.built:
+            self.kernel_mask.assign(store["kernel_mask"])
+
 
 @keras.saving.register_keras_serializable(package="kcnn")
 class MaskedConv2D(_MaskedKernel, layers.Conv2D):
@@ -218,7 +229,7 @@ class PruningCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if not masked_layers(self.model):
-            raise ValueError("PruningCallback needs a model from kcnn.compress.prune(); this one has no masked layers")
+            raise ValueError("PruningCallback needs a model from kcnn.compress.pruning(); this one has no masked layers")
         apply_masks(self.model)
 
     def on_epoch_begin(self, epoch, logs=None):
