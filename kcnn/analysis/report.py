@@ -21,6 +21,15 @@ from kcnn.analysis import arithmetic
 CONV_TYPES = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose")
 POOL_TYPES = ("MaxPooling2D", "AveragePooling2D")
 GLOBAL_TYPES = ("GlobalAveragePooling2D", "GlobalMaxPooling2D", "Flatten")
+KNOWN_TYPES = CONV_TYPES + POOL_TYPES + GLOBAL_TYPES + ("Dense", "ZeroPadding2D")
+
+
+def _kind(layer) -> str:
+    """The Keras type a layer computes as: its class, or its nearest known base (a Conv2D subclass is a Conv2D)."""
+    for cls in type(layer).__mro__:
+        if cls.__name__ in KNOWN_TYPES:
+            return cls.__name__
+    return type(layer).__name__
 
 
 @dataclass
@@ -220,7 +229,7 @@ def _hw(shape) -> tuple:
 
 
 def _layer_report(layer, inputs, outputs, in_fields, strict) -> LayerReport:
-    kind = type(layer).__name__
+    kind = _kind(layer)
     in_shapes = [tuple(t.shape[1:]) for t in inputs]
     out_shape = tuple(outputs[0].shape[1:])
     config = layer.get_config()
@@ -238,7 +247,7 @@ def _layer_report(layer, inputs, outputs, in_fields, strict) -> LayerReport:
     rf, jump = _propagate(layer, in_fields, in_shapes)
     return LayerReport(
         name=layer.name,
-        type=kind,
+        type=type(layer).__name__,
         kernel=kernel,
         strides=strides,
         padding=padding,
@@ -302,7 +311,7 @@ def _propagate(layer, in_fields, in_shapes):
     """Receptive field and jump after ``layer``: r_out = r_in + (k_eff - 1) * j_in, j_out = j_in * s."""
     rf = tuple(max(f[0][a] for f in in_fields) for a in range(2))
     jump = tuple(max(f[1][a] for f in in_fields) for a in range(2))
-    kind = type(layer).__name__
+    kind = _kind(layer)
     if kind in CONV_TYPES or kind in POOL_TYPES:
         config = layer.get_config()
         kernel = config.get("kernel_size") or config.get("pool_size")

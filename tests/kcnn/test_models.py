@@ -104,6 +104,10 @@ PUBLISHED = {
     "mobilenet_v3_small": (2_554_968, 2_542_856),
     "mobilenet_v3_large_minimalistic": (3_948_688, 3_924_288),
     "mobilenet_v3_small_minimalistic": (2_056_848, 2_044_736),
+    # NFNets (Brock et al. 2021, Table 3: F0 71.5M, F1 132.6M, F2 193.8M); no batch norm, all trainable.
+    "nfnet_f0": (71_489_284, 71_489_284),
+    "nfnet_f1": (132_634_256, 132_634_256),
+    "nfnet_f2": (193_779_228, 193_779_228),
 }
 
 

@@ -124,3 +124,109 @@ def test_mobilenet_v3_blocks_use_hard_swish_and_hard_sigmoid_gates():
     assert minimal.get_layer("stem_act").get_config()["activation"] == "relu"
     assert minimal.get_layer("block3_dw_conv").kernel_size == (3, 3)
     assert not [layer for layer in minimal.layers if "_se_" in layer.name]
+
+
+# --- RegNet ---------------------------------------------------------------------------------------
+# Keras 3's keras.applications has no RegNet; the keras.applications that shipped it (Keras 2, kept as
+# the tf-keras package) is the other side's definition here: its per-model tables and its models.
+
+def test_regnet_stage_plans_equal_the_keras_applications_tables():
+    from tf_keras.src.applications.regnet import MODEL_CONFIGS
+
+    from kcnn.backbones.regnet import SPECS, stage_plan
+
+    assert len(SPECS) == 24
+    for name, spec in SPECS.items():
+        config = MODEL_CONFIGS[name[6] + name[-3:]]  # regnetx_002 -> "x002"
+        plan = stage_plan(spec)
+        assert [width for width, _, _ in plan] == config["widths"], name
+        assert [depth for _, depth, _ in plan] == config["depths"], name
+        # One group width per model there; the rule caps it by a narrower stage's width (RegNetX-8.0GF's
+        # first stage: 80 channels, group width 120 -> 80), which is the same convolution: one group.
+        assert [group for _, _, group in plan] == [min(config["group_width"], w) for w, _, _ in plan], name
+
+
+@pytest.mark.parametrize("name", slow_unless({"regnetx_002"})(["regnetx_002", "regnety_008", "regnetx_080"]))
+def test_regnet_matches_keras_applications(name):
+    import tf_keras
+
+    ours = kcnn.build(name, input_shape=(64, 64, 3))
+    theirs = getattr(tf_keras.applications, f"RegNet{name[6].upper()}{name[-3:]}")(weights=None,
+                                                                                    input_shape=(64, 64, 3))
+    assert ours.count_params() == theirs.count_params()
+    assert trainable(ours) == trainable(theirs)
+    assert weight_shapes(ours) == Counter(tuple(int(d) for d in w.shape) for w in theirs.weights)
+
+
+def test_regnetx_200mf_paper_flops():
+    """Radosavovic et al. 2020, Table 4 / Appendix C: RegNetX-200MF has 0.2 GF (multiply-adds) at 224."""
+    model = kcnn.build("regnetx_002")
+    assert analyze(model).total_macs == pytest.approx(0.2e9, rel=0.03)
+    assert not [layer for layer in model.layers if "_se_" in layer.name]
+    y = kcnn.backbones.regnety_002(input_shape=(32, 32, 3))
+    assert y.get_layer("stage1_block1_se_reduce").filters == 8  # a quarter of the 32-channel block input
+    assert y.get_layer("stage2_block1_b_conv").groups == 56 // 8
+
+
+# --- NFNet ----------------------------------------------------------------------------------------
+
+def test_nfnet_f0_paper_table_figures():
+    """Brock et al. 2021, Table 3 (and Table 6): NFNet-F0 has 71.5M parameters and 12.38 GFLOPs at 256
+    (F1 132.6M and F2 193.8M are pinned in test_models.py). The paper's FLOPs count multiply-adds."""
+    model = kcnn.build("nfnet_f0")
+    report = analyze(model)
+    assert round(report.total_params / 1e6, 1) == 71.5
+    assert report.total_macs == pytest.approx(12.38e9, rel=0.03)
+    assert not report.mismatches
+    assert not [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    # The signal-propagation scalars: beta = 1 / expected std, the variance growing by alpha^2 per block
+    # and reset after each stage's first (transition) block.
+    assert model.get_layer("stage3_block1_beta").scale == 1.0
+    assert model.get_layer("stage3_block2_beta").scale == pytest.approx(1 / np.sqrt(1 + 0.2**2))
+    assert model.get_layer("stage3_block4_beta").scale == pytest.approx(1 / np.sqrt(1 + 3 * 0.2**2))
+    assert model.get_layer("stage3_block4_alpha").scale == 0.2
+    assert model.get_layer("stage3_block4_se_reduce").filters == 768  # se_ratio 0.5 of 1536
+
+
+def test_ws_conv2d_standardises_its_kernel_and_round_trips():
+    from kcnn.layers import WSConv2D
+
+    layer = WSConv2D(6, 3, groups=2, padding="same", epsilon=1e-4, name="ws")
+    images = np.random.default_rng(0).normal(size=(2, 8, 8, 4)).astype("float32")
+    outputs = keras.ops.convert_to_numpy(layer(images))
+    layer.gain.assign(np.arange(1, 7, dtype="float32"))
+    kernel = keras.ops.convert_to_numpy(layer.standardized_kernel(layer.kernel))
+    fan_in = 3 * 3 * 2
+    # Per output channel: zero mean, variance gain^2 / fan_in (paper eq. 2).
+    np.testing.assert_allclose(kernel.mean(axis=(0, 1, 2)), 0, atol=1e-6)
+    np.testing.assert_allclose(kernel.var(axis=(0, 1, 2)), np.arange(1, 7) ** 2 / fan_in, rtol=1e-4)
+    assert outputs.shape == (2, 8, 8, 6)
+    clone = WSConv2D.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config() and clone.epsilon == 1e-4 and clone.groups == 2
+    clone.build((None, 8, 8, 4))
+    clone.set_weights(layer.get_weights())
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(clone(images)),
+                               keras.ops.convert_to_numpy(layer(images)), rtol=1e-5)
+    # The convolution uses exactly that kernel: compare with a NumPy grouped convolution.
+    convolved = keras.ops.convert_to_numpy(layer.convolution_op(images, layer.kernel))
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    for g in range(2):
+        manual = sum(np.einsum("bhwc,co->bhwo", padded[:, i:i + 8, j:j + 8, 2 * g:2 * g + 2],
+                               kernel[i, j, :, 3 * g:3 * g + 3]) for i in range(3) for j in range(3))
+        np.testing.assert_allclose(convolved[..., 3 * g:3 * g + 3], manual, rtol=1e-4, atol=1e-4)
+
+
+def test_ws_conv2d_model_round_trips_through_keras_file_with_its_gain(tmp_path):
+    from kcnn.layers import ScalarGain, WSConv2D
+
+    inputs = keras.Input((8, 8, 4))
+    x = WSConv2D(6, 3, name="ws")(inputs)
+    model = keras.Model(inputs, ScalarGain(0.5, name="skip_gain")(x))
+    model.get_layer("ws").gain.assign(np.arange(1, 7, dtype="float32"))
+    path = str(tmp_path / "ws.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_array_equal(restored.get_layer("ws").gain.numpy(), np.arange(1, 7))
+    assert float(restored.get_layer("skip_gain").gain.numpy()) == 0.5
+    images = np.random.default_rng(1).random((1, 8, 8, 4), dtype=np.float32)
+    np.testing.assert_array_equal(model.predict(images, verbose=0), restored.predict(images, verbose=0))
