@@ -1,4 +1,4 @@
-"""The two layers kcnn needs that Keras does not ship; both are registered for safe loading."""
+"""The layers kcnn needs that Keras does not ship; all are registered for safe loading."""
 
 from __future__ import annotations
 
@@ -98,3 +98,77 @@ class ReflectionPadding2D(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "padding": self.padding}
+
+
+@keras.saving.register_keras_serializable(package="kcnn")
+class WSConv2D(keras.layers.Conv2D):
+    """Conv2D with scaled weight standardisation (Brock et al., 2021, NFNets, section 3 / eq. 2).
+
+    Every call convolves with ``gain * (W - mean(W)) / (std(W) * sqrt(fan_in))``, the mean and
+    standard deviation taken per output channel over its fan-in, so each output unit keeps the
+    variance of its input at initialisation without batch normalisation. ``gain`` is a learned
+    per-channel scale initialised to one; ``epsilon`` bounds the variance term from below.
+    """
+
+    def __init__(self, *args, epsilon: float = 1e-4, **kwargs):
+        super().__init__(*args, **kwargs)
+        if epsilon <= 0:
+            raise ValueError(f"epsilon must be > 0, got {epsilon}")
+        self.epsilon = epsilon
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.gain = self.add_weight(name="gain", shape=(self.filters,), initializer="ones", trainable=True)
+
+    def standardized_kernel(self, kernel):
+        fan_in = int(kernel.shape[0] * kernel.shape[1] * kernel.shape[2])
+        mean = ops.mean(kernel, axis=(0, 1, 2), keepdims=True)
+        variance = ops.var(kernel, axis=(0, 1, 2), keepdims=True)
+        scale = ops.rsqrt(ops.maximum(variance * fan_in, self.epsilon)) * ops.cast(self.gain, kernel.dtype)
+        return (kernel - mean) * scale
+
+    def convolution_op(self, inputs, kernel):
+        return super().convolution_op(inputs, self.standardized_kernel(kernel))
+
+    def save_own_variables(self, store):
+        # Conv2D stores only kernel and bias: store kernel, bias, gain in order.
+        if self.built:
+            for i, variable in enumerate(self._own_variables()):
+                store[str(i)] = variable
+
+    def load_own_variables(self, store):
+        if self.built:
+            variables = self._own_variables()
+            if len(store.keys()) != len(variables):
+                raise ValueError(f"layer {self.name!r} expects {len(variables)} saved variables "
+                                 f"(kernel, bias, gain), found {len(store.keys())}")
+            for i, variable in enumerate(variables):
+                variable.assign(store[str(i)])
+
+    def _own_variables(self):
+        return [self.kernel] + ([self.bias] if self.use_bias else []) + [self.gain]
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package="kcnn")
+class ScalarGain(keras.layers.Layer):
+    """Multiply by one learned scalar, initialised to ``initial`` (NFNets' skip gain, zero at start)."""
+
+    def __init__(self, initial: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.initial = float(initial)
+
+    def build(self, input_shape):
+        self.gain = self.add_weight(name="gain", shape=(), initializer=keras.initializers.Constant(self.initial),
+                                    trainable=True)
+
+    def call(self, inputs):
+        return inputs * ops.cast(self.gain, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "initial": self.initial}

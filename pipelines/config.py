@@ -75,6 +75,7 @@ class OptimizerConfig:
     label_smoothing: float = 0.0
     ema: Optional[float] = None
     clip_norm: Optional[float] = None
+    agc_clip: Optional[float] = None  # adaptive gradient clipping (NFNets), e.g. 0.01; see pipelines.optim
     lr_scaling: str = "none"
     base_batch_size: int = 256
 
@@ -93,6 +94,8 @@ class OptimizerConfig:
             _range(self, "ema", 0.0, 1.0, low_open=True, high_open=True)
         if self.clip_norm is not None:
             _range(self, "clip_norm", 0.0, 1e9, low_open=True)
+        if self.agc_clip is not None:
+            _range(self, "agc_clip", 0.0, 1e9, low_open=True)
         if self.schedule == "step" and not self.step_epochs:
             raise ConfigError("optimizer.step_epochs must list the epochs where the rate drops when "
                               "optimizer.schedule is 'step', e.g. [30, 60, 80]")

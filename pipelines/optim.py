@@ -55,6 +55,69 @@ def effective_learning_rate(cfg: OptimizerConfig, global_batch: int) -> float:
     return cfg.learning_rate
 
 
+# The classifier is left unclipped, as in the paper (section 4.1): kcnn heads name it "logits" or "conv_scores".
+AGC_UNCLIPPED = ("logits/", "conv_scores/")
+
+
+def unitwise_norm(x):
+    """Frobenius norm per output unit: per element for biases and scalars, per column of a dense
+    kernel (in, out), per output channel of a convolution kernel (h, w, in, out)."""
+    if len(x.shape) <= 1:
+        return ops.abs(x)
+    axes = tuple(range(len(x.shape) - 1))
+    return ops.sqrt(ops.sum(ops.square(x), axis=axes, keepdims=True))
+
+
+def adaptive_gradient_clip(grads, variables, clip: float, epsilon: float = 1e-3):
+    """Adaptive gradient clipping (Brock et al., 2021, eq. 3), unit-wise.
+
+    A unit's gradient G is rescaled to ``clip * max(||W||, epsilon) / ||G||`` times itself
+    when ``||G|| / max(||W||, epsilon) > clip``, and left alone otherwise. Variables
+    of the final classifier (``AGC_UNCLIPPED``) are not clipped.
+    """
+    clipped = []
+    for grad, variable in zip(grads, variables):
+        if grad is None or any(str(variable.path).startswith(p) for p in AGC_UNCLIPPED):
+            clipped.append(grad)
+            continue
+        weight = ops.cast(variable, grad.dtype)
+        max_norm = ops.maximum(unitwise_norm(weight), epsilon) * clip
+        grad_norm = unitwise_norm(grad)
+        scaled = grad * (max_norm / ops.maximum(grad_norm, 1e-6))
+        clipped.append(ops.where(grad_norm > max_norm, scaled, grad))
+    return clipped
+
+
+class _AdaptiveGradientClipping:
+    """Optimizer mixin: clip gradients with :func:`adaptive_gradient_clip` before every update."""
+
+    def __init__(self, *args, agc_clip: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.agc_clip = float(agc_clip)
+
+    def apply(self, grads, trainable_variables=None):
+        variables = self._trainable_variables if trainable_variables is None else list(trainable_variables)
+        return super().apply(adaptive_gradient_clip(list(grads), variables, self.agc_clip), trainable_variables)
+
+    def get_config(self):
+        return {**super().get_config(), "agc_clip": self.agc_clip}
+
+
+@keras.saving.register_keras_serializable(package="kcnn")
+class AGCSGD(_AdaptiveGradientClipping, keras.optimizers.SGD):
+    """SGD with adaptive gradient clipping (NFNets' optimizer: SGD, Nesterov momentum, AGC)."""
+
+
+@keras.saving.register_keras_serializable(package="kcnn")
+class AGCAdamW(_AdaptiveGradientClipping, keras.optimizers.AdamW):
+    """AdamW with adaptive gradient clipping."""
+
+
+@keras.saving.register_keras_serializable(package="kcnn")
+class AGCRMSprop(_AdaptiveGradientClipping, keras.optimizers.RMSprop):
+    """RMSprop with adaptive gradient clipping."""
+
+
 def make_optimizer(cfg: OptimizerConfig, *, steps_per_epoch: int, epochs: int, global_batch: int):
     schedule = WarmupSchedule(
         effective_learning_rate(cfg, global_batch), total_steps=steps_per_epoch * epochs,
@@ -62,9 +125,12 @@ def make_optimizer(cfg: OptimizerConfig, *, steps_per_epoch: int, epochs: int, g
         boundaries=[e * steps_per_epoch for e in cfg.step_epochs], factor=cfg.step_factor)
     common = dict(learning_rate=schedule, weight_decay=cfg.weight_decay or None, global_clipnorm=cfg.clip_norm,
                   use_ema=cfg.ema is not None, ema_momentum=cfg.ema or 0.99)
+    agc = cfg.agc_clip is not None
+    if agc:
+        common["agc_clip"] = cfg.agc_clip
     if cfg.name == "sgd":
-        return keras.optimizers.SGD(momentum=cfg.momentum, nesterov=cfg.nesterov, **common)
+        return (AGCSGD if agc else keras.optimizers.SGD)(momentum=cfg.momentum, nesterov=cfg.nesterov, **common)
     if cfg.name == "adamw":
         common["weight_decay"] = cfg.weight_decay
-        return keras.optimizers.AdamW(**common)
-    return keras.optimizers.RMSprop(momentum=cfg.momentum, **common)
+        return (AGCAdamW if agc else keras.optimizers.AdamW)(**common)
+    return (AGCRMSprop if agc else keras.optimizers.RMSprop)(momentum=cfg.momentum, **common)

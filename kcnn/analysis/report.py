@@ -27,6 +27,14 @@ COUNTS = ("neurons", "connections", "weights_per_unit", "multiplications", "addi
           "bias_additions", "pooling_ops")
 
 
+def _kind(layer) -> str:
+    """The Keras type a layer computes as: its class, or its nearest base kcnn knows (a Conv2D subclass is a Conv2D)."""
+    for cls in type(layer).__mro__:
+        if layer_kinds.known(cls.__name__):
+            return cls.__name__
+    return type(layer).__name__
+
+
 @dataclass
 class LayerReport:
     name: str
@@ -257,7 +265,7 @@ def _dtype_bytes(layer) -> int:
 
 
 def _layer_report(layer, inputs, outputs, in_fields, strict) -> LayerReport:
-    kind = type(layer).__name__
+    kind = _kind(layer)
     in_shapes = [tuple(t.shape[1:]) for t in inputs]
     out_shape = tuple(outputs[0].shape[1:])
     config = layer.get_config()
@@ -281,7 +289,7 @@ def _layer_report(layer, inputs, outputs, in_fields, strict) -> LayerReport:
     rf, jump = layer_kinds.propagate(kind, config, in_fields, in_shapes)
     return LayerReport(
         name=layer.name,
-        type=kind,
+        type=type(layer).__name__,
         kernel=kernel,
         strides=strides,
         padding=padding,

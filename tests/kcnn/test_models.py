@@ -20,6 +20,15 @@ ISSUE_NAMES = {
 }
 
 
+# The newer families (issue 18) have many variants: one or two of each run in the fast suite, the
+# others with the slow tests (CI runs both), so building 40 networks does not dominate a local run.
+FAST_NEWER = {"efficientnet_b0", "mobilenet_v3_small", "regnetx_002"}
+
+
+def fast_or_slow(names):
+    return [n if n in ISSUE_NAMES or n in FAST_NEWER else pytest.param(n, marks=pytest.mark.slow) for n in names]
+
+
 def test_registry_lists_every_public_builder():
     public = {name for name in kcnn.backbones.__all__ if name not in ("BACKBONES", "register")}
     assert public == set(ALL)
@@ -29,7 +38,7 @@ def test_registry_lists_every_public_builder():
     assert kcnn.list_heads("*conv*") == ["fully_conv"]
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", fast_or_slow(ALL))
 def test_default_head_forward_and_keras_round_trip(name, tmp_path):
     shape = small_input_shape(name)
     model = kcnn.build(name, num_classes=7, input_shape=shape)
@@ -38,7 +47,7 @@ def test_default_head_forward_and_keras_round_trip(name, tmp_path):
     assert_save_load_round_trip(model, images, tmp_path)
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", fast_or_slow(ALL))
 def test_mixed_float16_outputs_float32(name, mixed_precision):
     shape = small_input_shape(name)
     model = kcnn.build(name, num_classes=3, input_shape=shape)
@@ -80,6 +89,25 @@ PUBLISHED = {
     # GoogLeNet as in Table 1 (5x5 branches, biases, no BN, no auxiliary heads); see the test below for
     # the independent derivation. torchvision's 6,624,904 differs: it uses 3x3 kernels in the "5x5" branch and BN.
     "googlenet": (6_998_552, 6_998_552),
+    # EfficientNet B0-B7: keras.applications.EfficientNetB0..B7(weights=None) less its Normalization layer's
+    # 7 values (test_newer_families.py compares the two; paper Table 2: B0 5.3M ... B7 66M).
+    "efficientnet_b0": (5_330_564, 5_288_548),
+    "efficientnet_b1": (7_856_232, 7_794_184),
+    "efficientnet_b2": (9_177_562, 9_109_994),
+    "efficientnet_b3": (12_320_528, 12_233_232),
+    "efficientnet_b4": (19_466_816, 19_341_616),
+    "efficientnet_b5": (30_562_520, 30_389_784),
+    "efficientnet_b6": (43_265_136, 43_040_704),
+    "efficientnet_b7": (66_658_680, 66_347_960),
+    # keras.applications.MobileNetV3Large/Small(weights=None, minimalistic=...): the same counts.
+    "mobilenet_v3_large": (5_507_432, 5_483_032),
+    "mobilenet_v3_small": (2_554_968, 2_542_856),
+    "mobilenet_v3_large_minimalistic": (3_948_688, 3_924_288),
+    "mobilenet_v3_small_minimalistic": (2_056_848, 2_044_736),
+    # NFNets (Brock et al. 2021, Table 3: F0 71.5M, F1 132.6M, F2 193.8M); no batch norm, all trainable.
+    "nfnet_f0": (71_489_284, 71_489_284),
+    "nfnet_f1": (132_634_256, 132_634_256),
+    "nfnet_f2": (193_779_228, 193_779_228),
 }
 
 
@@ -87,7 +115,7 @@ def trainable_count(model) -> int:
     return int(sum(np.prod(w.shape) for w in model.trainable_weights))
 
 
-@pytest.mark.parametrize("name", sorted(PUBLISHED))
+@pytest.mark.parametrize("name", fast_or_slow(sorted(PUBLISHED)))
 def test_parameter_count_matches_published_figure(name):
     model = kcnn.build(name, num_classes=10 if name == "lenet5" else 1000)
     total, trainable = PUBLISHED[name]
