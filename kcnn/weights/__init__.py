@@ -19,7 +19,7 @@ from kcnn.weights.catalog import CHECKPOINTS, SOURCES, CheckpointSpec, find
 from kcnn.weights.preprocessing import Preprocessing
 from kcnn.weights.sources import CheckpointError, normalise_torch_names, read_checkpoint
 
-__all__ = ["CHECKPOINTS", "CheckpointError", "CheckpointSpec", "Preprocessing", "builder_hint", "fetch",
+__all__ = ["CHECKPOINTS", "CheckpointError", "CheckpointSpec", "Preprocessing", "builder_hint", "checkpoint_for", "fetch",
            "load_weights", "preprocessing"]
 
 
@@ -50,6 +50,21 @@ def load_weights(model: keras.Model, source, *, skip_head: bool = False, archite
                           bn_epsilon=spec.bn_epsilon, builder_hint=builder_hint(spec))
     _assign.assign(writes)
     return spec
+
+
+def checkpoint_for(name: str, weights: str, source: str | None = None) -> tuple[CheckpointSpec, str]:
+    """``weights`` ("imagenet" or a file) as (catalog row, local path); "imagenet" is fetched into the cache."""
+    if source is not None and source not in SOURCES:
+        raise ValueError(f"weights_source must be one of {SOURCES}, got {source!r}")
+    if weights == "imagenet":
+        spec = find(name, source)
+        return spec, fetch(spec)
+    path = os.fspath(weights)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"weights must be 'imagenet' or a checkpoint file; {path!r} does not exist")
+    if source is None:
+        source = "keras" if path.endswith((".h5", ".hdf5")) else "torchvision"
+    return find(name, source), path
 
 
 def _names_match(pairs, tensors) -> bool:

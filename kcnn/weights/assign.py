@@ -147,7 +147,7 @@ def assign(writes) -> None:
 
 
 def _source_keys(pair: Pair, tensors) -> list[str]:
-    prefix = f"{pair.source}/" if pair.kind == "keras" else f"{pair.source}."
+    prefix = f"{pair.source}/" if pair.kind.startswith("keras") else f"{pair.source}."
     return [k for k in tensors if k.startswith(prefix)]
 
 
