@@ -60,8 +60,8 @@ def resnet_basic_pairs(name: str) -> list[Pair]:
 def squeezenet_pairs(name: str) -> list[Pair]:
     pairs = [Pair("conv1_conv", "features.0", "conv")]
     for fire, index in enumerate(SQUEEZENET_FIRE_INDEX[name], start=2):
-        pairs += [Pair(f"fire{fire}_{part}_conv", f"features.{index}.{part}", "conv")
-                  for part in ("squeeze1x1", "expand1x1", "expand3x3")]
+        pairs += [Pair(f"fire{fire}_{ours}_conv", f"features.{index}.{theirs}", "conv")
+                  for ours, theirs in (("squeeze1x1", "squeeze"), ("expand1x1", "expand1x1"), ("expand3x3", "expand3x3"))]
     return pairs + [Pair("conv_scores", "classifier.1", "conv", head=True)]
 
 
