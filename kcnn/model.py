@@ -49,11 +49,17 @@ def assemble(backbone: keras.Model, head: str | Callable, num_classes: int, *, h
 
 
 def build(name: str, num_classes: int = 1000, head: str | Callable | None = None, input_shape: tuple | None = None,
-          backbone_kwargs: dict | None = None, head_kwargs: dict | None = None) -> keras.Model:
+          backbone_kwargs: dict | None = None, head_kwargs: dict | None = None, weights: str | None = None,
+          weights_source: str | None = None) -> keras.Model:
     """Build a registered architecture with its paper's head and input size unless told otherwise.
 
     ``head=None`` picks the paper's own head and its settings (``head_kwargs``
     are merged over them); ``input_shape=None`` picks the paper's input size.
+    ``weights="imagenet"`` (or a checkpoint file) builds the checkpoint's variant
+    (see ``kcnn.weights.CHECKPOINTS``) and loads it; ``weights_source`` picks
+    "keras" (keras.applications, the default where it has the model) or
+    "torchvision". With another head or class count the head stays freshly
+    initialised and only the backbone is loaded.
 
     >>> import kcnn
     >>> kcnn.build("squeezenet1_1", num_classes=10, input_shape=(64, 64, 3)).output_shape
@@ -63,10 +69,22 @@ def build(name: str, num_classes: int = 1000, head: str | Callable | None = None
     check_num_classes(num_classes)
     meta = entry.metadata
     input_shape = tuple(input_shape) if input_shape is not None else meta["input_shape"]
+    pretrained = None
+    if weights is not None:
+        from kcnn.weights import checkpoint_for  # lazy: h5py and the mapping tables only when asked for
+
+        pretrained, path = checkpoint_for(name, weights, weights_source)
+        backbone_kwargs = {**pretrained.builder_kwargs, **(backbone_kwargs or {})}
+    own_head = head is None
     if head is None:
         head, head_kwargs = meta["head"], {**meta["head_kwargs"], **(head_kwargs or {})}
     backbone = _build_backbone(name, input_shape, backbone_kwargs or {})
-    return assemble(backbone, head, num_classes, head_kwargs=head_kwargs, name=name)
+    model = assemble(backbone, head, num_classes, head_kwargs=head_kwargs, name=name)
+    if pretrained is not None:
+        from kcnn.weights import load_weights
+
+        load_weights(model, path, skip_head=not own_head or num_classes != pretrained.classes)
+    return model
 
 
 def _build_backbone(name: str, input_shape: tuple, kwargs: dict) -> keras.Model:

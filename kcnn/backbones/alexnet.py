@@ -22,7 +22,7 @@ SPEC = [
 
 @register("alexnet", input_shape=(224, 224, 3), head="dense",
           head_kwargs={"hidden": (4096, 4096), "dropout": 0.5}, paper=PAPER)
-def alexnet(input_shape=(224, 224, 3), *, lrn=True, groups=1, name="alexnet"):
+def alexnet(input_shape=(224, 224, 3), *, lrn=True, groups=1, filters=(96, 256, 384, 384, 256), name="alexnet"):
     """Five convolutions with ReLU, LRN after the first two, overlapping 3x3/2 max pooling.
 
     The paper split conv2, conv4 and conv5 over two GPUs; this is the single-tower
@@ -31,14 +31,18 @@ def alexnet(input_shape=(224, 224, 3), *, lrn=True, groups=1, name="alexnet"):
     only their own GPU's half of the channels, conv3 and the classifier cross (60,965,224
     parameters, 724M multiply-adds). ``lrn=False`` leaves out local response normalisation.
     conv1 pads by 2 so 224x224 inputs give the paper's 55x55 maps.
-    Outputs: pool1 (27x27x96), pool2 (13x13x256), pool5 (6x6x256).
+    Outputs: pool1 (27x27x96), pool2 (13x13x256), pool5 (6x6x256). torchvision's
+    checkpoint is the "one weird trick" variant (Krizhevsky, arXiv:1404.5997):
+    ``filters=(64, 192, 384, 256, 256), lrn=False``.
     """
     if groups not in (1, 2):
         raise ValueError(f"groups must be 1 (single tower) or 2 (the paper's two GPUs), got {groups!r}")
+    if len(filters) != len(SPEC):
+        raise ValueError(f"filters must give {len(SPEC)} convolution widths, got {filters!r}")
     inputs = image_input(input_shape)
     x, features = inputs, []
-    for i, (filters, kernel, stride, pad, use_lrn, use_pool, split) in enumerate(SPEC, start=1):
-        x = conv_bn_act(x, filters, kernel, stride, padding=pad, groups=groups if split else 1, batch_norm=False,
+    for i, (width, (_, kernel, stride, pad, use_lrn, use_pool, split)) in enumerate(zip(filters, SPEC), start=1):
+        x = conv_bn_act(x, width, kernel, stride, padding=pad, groups=groups if split else 1, batch_norm=False,
                         name=f"conv{i}")
         if use_lrn and lrn:
             x = LocalResponseNormalization(name=f"norm{i}")(x)

@@ -14,23 +14,27 @@ BLOCKS = {"densenet121": (6, 12, 24, 16)}
 
 @register("densenet121", input_shape=(224, 224, 3), head="gap_linear", head_kwargs={"dropout": 0.0}, paper=PAPER)
 def densenet121(input_shape=(224, 224, 3), *, growth_rate=32, compression=0.5, weight_decay=0.0,
-                name="densenet121"):
+                bn_epsilon=BN_EPSILON, name="densenet121"):
     """DenseNet-BC: 7x7/2 stem with 2k channels, dense blocks of 6, 12, 24 and 16 layers, transitions.
 
     Outputs: stem (stride 2), each dense block's output before its transition
-    (strides 4 to 16), and the final batch-normalised map (stride 32).
+    (strides 4 to 16), and the final batch-normalised map (stride 32). ``bn_epsilon``
+    defaults to keras.applications' 1.001e-5; torchvision's checkpoint uses 1e-5.
     """
     inputs = image_input(input_shape)
-    x = conv_bn_act(inputs, 2 * growth_rate, 7, 2, padding=3, bn_epsilon=BN_EPSILON,
+    x = conv_bn_act(inputs, 2 * growth_rate, 7, 2, padding=3, bn_epsilon=bn_epsilon,
                     weight_decay=weight_decay, name="conv1")
     features = [x]
-    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
+    x = layers.ZeroPadding2D(1, name="pool1_pad")(x)  # as keras.applications and torchvision pad it
+    x = layers.MaxPooling2D(3, strides=2, name="pool1")(x)
     blocks = BLOCKS["densenet121"]
     for i, num_layers in enumerate(blocks, start=1):
-        x = dense_block(x, num_layers, growth_rate, weight_decay=weight_decay, name=f"dense{i}")
+        x = dense_block(x, num_layers, growth_rate, weight_decay=weight_decay, bn_epsilon=bn_epsilon,
+                        name=f"dense{i}")
         if i < len(blocks):
             features.append(x)
-            x = transition(x, compression, weight_decay=weight_decay, name=f"transition{i}")
-    x = layers.BatchNormalization(epsilon=BN_EPSILON, name="final_bn")(x)
+            x = transition(x, compression, weight_decay=weight_decay, bn_epsilon=bn_epsilon,
+                           name=f"transition{i}")
+    x = layers.BatchNormalization(epsilon=bn_epsilon, name="final_bn")(x)
     features.append(activation_layer(x, "relu", "final_act"))
     return backbone_model(inputs, features, name)

@@ -17,31 +17,37 @@ DEPTHS = {
 WIDTHS = (64, 128, 256, 512)
 
 
-def _resnet(depths, block, input_shape, weight_decay, name):
+def _resnet(depths, block, input_shape, weight_decay, bn_epsilon, conv_bias, name):
     inputs = image_input(input_shape)
-    x = conv_bn_act(inputs, 64, 7, 2, padding=3, weight_decay=weight_decay, name="conv1")
+    common = dict(weight_decay=weight_decay, bn_epsilon=bn_epsilon, use_bias=conv_bias)
+    x = conv_bn_act(inputs, 64, 7, 2, padding=3, name="conv1", **common)
     features = [x]
-    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
+    # One pixel of zeros on every side (the inputs are ReLU outputs, so zeros act as -inf), as in
+    # keras.applications and torchvision; same output size as padding="same".
+    x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
+    x = layers.MaxPooling2D(3, strides=2, name="pool1")(x)
     for stage, (depth, width) in enumerate(zip(depths, WIDTHS), start=2):
         for i in range(1, depth + 1):
             stride = 2 if i == 1 and stage > 2 else 1
-            x = block(x, width, stride, weight_decay=weight_decay, name=f"conv{stage}_block{i}")
+            x = block(x, width, stride, name=f"conv{stage}_block{i}", **common)
         features.append(x)
     return backbone_model(inputs, features, name)
 
 
 def _register(variant: str):
     @register(variant, input_shape=(224, 224, 3), head="gap_linear", head_kwargs={"dropout": 0.0}, paper=PAPER)
-    def builder(input_shape=(224, 224, 3), *, weight_decay=0.0, name=variant):
+    def builder(input_shape=(224, 224, 3), *, weight_decay=0.0, bn_epsilon=1e-3, conv_bias=False, name=variant):
         depths, block = DEPTHS[variant]
-        return _resnet(depths, block, input_shape, weight_decay, name)
+        return _resnet(depths, block, input_shape, weight_decay, bn_epsilon, conv_bias, name)
 
     depths, block = DEPTHS[variant]
     builder.__name__ = builder.__qualname__ = variant
     builder.__doc__ = (
         f"{variant}: 7x7/2 stem, 3x3/2 max pool, stages of {depths} {block.__name__} blocks with "
         "projection shortcuts where the shape changes. Outputs: stem (stride 2) and conv2_x-conv5_x "
-        "(strides 4 to 32)."
+        "(strides 4 to 32). ``bn_epsilon`` and ``conv_bias`` (a bias on every convolution) reproduce "
+        "published checkpoints: keras.applications' ResNet50 has conv_bias=True, bn_epsilon=1.001e-5; "
+        "torchvision's ResNets bn_epsilon=1e-5."
     )
     return builder
 

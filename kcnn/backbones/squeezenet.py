@@ -20,18 +20,33 @@ VERSIONS = {
 BYPASSED = (3, 5, 7, 9)  # the paper's simple bypass, where input and output widths agree
 
 
-def _squeezenet(version, input_shape, bypass, batch_norm, name):
+def _max_pool(x, ceil_mode: bool, name: str):
+    """3x3/2 max pooling; ``ceil_mode`` keeps the last partial window, as PyTorch's ``ceil_mode=True`` does.
+
+    The extra bottom/right row is zero padding, which acts as -inf here because the
+    pooled maps are ReLU outputs.
+    """
+    if ceil_mode:
+        if None in x.shape[1:3]:
+            raise ValueError(f"{name}: ceil_mode needs a fixed input size; pass input_shape with height and width")
+        extra = [(-(-(size - 3) // 2)) * 2 + 3 - size for size in x.shape[1:3]]
+        if any(extra):
+            x = layers.ZeroPadding2D(((0, extra[0]), (0, extra[1])), name=f"{name}_pad")(x)
+    return layers.MaxPooling2D(3, strides=2, name=name)(x)
+
+
+def _squeezenet(version, input_shape, bypass, batch_norm, ceil_mode, name):
     spec = VERSIONS[version]
     inputs = image_input(input_shape)
     filters, kernel = spec["conv1"]
     x = conv_bn_act(inputs, filters, kernel, 2, padding="valid", batch_norm=batch_norm, use_bias=True, name="conv1")
     features = [x]
-    x = layers.MaxPooling2D(3, strides=2, name="maxpool1")(x)
+    x = _max_pool(x, ceil_mode, "maxpool1")
     for index, (s, e1, e3) in enumerate(FIRES, start=2):
         x = fire(x, s, e1, e3, bypass=bypass and index in BYPASSED, batch_norm=batch_norm, name=f"fire{index}")
         if index in spec["pool_after"]:
             features.append(x)
-            x = layers.MaxPooling2D(3, strides=2, name=f"maxpool{index}")(x)
+            x = _max_pool(x, ceil_mode, f"maxpool{index}")
     features.append(x)
     return backbone_model(inputs, features, name)
 
@@ -39,8 +54,8 @@ def _squeezenet(version, input_shape, bypass, batch_norm, name):
 def _register(version: str):
     @register(version, input_shape=(227, 227, 3), head="fully_conv",
               head_kwargs={"dropout": 0.5, "score_activation": "relu"}, paper=PAPER)
-    def builder(input_shape=(227, 227, 3), *, bypass=False, batch_norm=False, name=version):
-        return _squeezenet(version, input_shape, bypass, batch_norm, name)
+    def builder(input_shape=(227, 227, 3), *, bypass=False, batch_norm=False, ceil_mode=False, name=version):
+        return _squeezenet(version, input_shape, bypass, batch_norm, ceil_mode, name)
 
     conv1 = VERSIONS[version]["conv1"]
     builder.__name__ = builder.__qualname__ = version
@@ -48,7 +63,8 @@ def _register(version: str):
         f"{version}: conv1 ({conv1[0]} {conv1[1]}x{conv1[1]}/2), Fire modules 2-9, 3x3/2 max pools after conv1 "
         f"and fire{VERSIONS[version]['pool_after']}. ``bypass=True`` adds the simple bypass around Fire "
         "3, 5, 7 and 9. The default input is 227x227, the size at which Table 1's 111x111 conv1 "
-        "output holds. Outputs: the last map at each resolution."
+        "output holds. ``ceil_mode=True`` rounds pooled sizes up, as torchvision's checkpoints were "
+        "trained. Outputs: the last map at each resolution."
     )
     return builder
 

@@ -10,16 +10,19 @@ from kcnn.blocks.common import (
     activation_layer,
     channels,
     conv_bn_act,
+    explicit_padding,
     make_divisible,
     regularizer,
 )
 
 
-def _depthwise_bn_act(x, strides, depth_multiplier, activation, weight_decay, bn_momentum, bn_epsilon, name):
+def _depthwise_bn_act(x, strides, depth_multiplier, activation, weight_decay, bn_momentum, bn_epsilon, name,
+                      padding="same"):
+    x, mode = explicit_padding(x, padding, f"{name}")
     x = layers.DepthwiseConv2D(
         3,
         strides=strides,
-        padding="same",
+        padding=mode,
         depth_multiplier=depth_multiplier,
         use_bias=False,
         depthwise_initializer=KERNEL_INIT,
@@ -80,13 +83,15 @@ def inverted_residual(
     weight_decay: float = 0.0,
     bn_momentum: float = 0.999,
     bn_epsilon: float = 1e-3,
+    padding="same",
     name: str,
 ):
     """MobileNet v2 block (Sandler et al., 2018, Table 1).
 
     1x1 expansion by ``expansion`` (skipped when it is 1), 3x3 depthwise, optional
     squeeze-excite, then a linear 1x1 projection. The residual connection is added
-    when the stride is 1 and the input and output channel counts match.
+    when the stride is 1 and the input and output channel counts match. ``padding``
+    is the depthwise convolution's ("same" or a pixel count on every side).
     """
     if expansion < 1:
         raise ValueError(f"expansion must be >= 1, got {expansion}")
@@ -95,7 +100,7 @@ def inverted_residual(
     bn = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, weight_decay=weight_decay)
     if expansion != 1:
         x = conv_bn_act(x, int(round(in_channels * expansion)), 1, activation=activation, name=f"{name}_expand", **bn)
-    x = _depthwise_bn_act(x, strides, 1, activation, weight_decay, bn_momentum, bn_epsilon, f"{name}_dw")
+    x = _depthwise_bn_act(x, strides, 1, activation, weight_decay, bn_momentum, bn_epsilon, f"{name}_dw", padding)
     if se_ratio:
         x = squeeze_excite(x, se_ratio, name=f"{name}_se")
     x = conv_bn_act(x, filters, 1, activation=None, name=f"{name}_project", **bn)

@@ -7,22 +7,35 @@ from keras import layers
 from kcnn.blocks.common import Activation, activation_layer, channels, conv_bn_act
 
 
-def _shortcut(x, out_channels: int, strides: int, weight_decay: float, name: str):
+def _shortcut(x, out_channels: int, strides: int, common: dict, name: str):
     """Identity when shapes agree, else a projection (1x1 conv + BN, the paper's option B)."""
     if strides == 1 and channels(x) == out_channels:
         return x
-    return conv_bn_act(
-        x, out_channels, 1, strides, activation=None, weight_decay=weight_decay, name=f"{name}_shortcut"
-    )
+    return conv_bn_act(x, out_channels, 1, strides, activation=None, name=f"{name}_shortcut", **common)
+
+
+def _padding_3x3(strides: int):
+    """Stride-2 3x3 convolutions pad one pixel on every side (as Caffe, PyTorch and keras.applications do)."""
+    return 1 if strides > 1 else "same"
 
 
 def residual_basic(
-    x, filters: int, strides: int = 1, *, activation: Activation = "relu", weight_decay: float = 0.0, name: str
+    x,
+    filters: int,
+    strides: int = 1,
+    *,
+    activation: Activation = "relu",
+    weight_decay: float = 0.0,
+    bn_epsilon: float = 1e-3,
+    use_bias: bool = False,
+    name: str,
 ):
     """Two 3x3 conv-BN layers with a shortcut; ResNet-18/34."""
-    shortcut = _shortcut(x, filters, strides, weight_decay, name)
-    x = conv_bn_act(x, filters, 3, strides, activation=activation, weight_decay=weight_decay, name=f"{name}_1")
-    x = conv_bn_act(x, filters, 3, activation=None, weight_decay=weight_decay, name=f"{name}_2")
+    common = dict(weight_decay=weight_decay, bn_epsilon=bn_epsilon, use_bias=use_bias)
+    shortcut = _shortcut(x, filters, strides, common, name)
+    x = conv_bn_act(x, filters, 3, strides, padding=_padding_3x3(strides), activation=activation,
+                    name=f"{name}_1", **common)
+    x = conv_bn_act(x, filters, 3, activation=None, name=f"{name}_2", **common)
     x = layers.Add(name=f"{name}_add")([shortcut, x])
     return activation_layer(x, activation, f"{name}_out")
 
@@ -36,19 +49,22 @@ def residual_bottleneck(
     stride_in_3x3: bool = False,
     activation: Activation = "relu",
     weight_decay: float = 0.0,
+    bn_epsilon: float = 1e-3,
+    use_bias: bool = False,
     name: str,
 ):
     """1x1 reduce, 3x3, 1x1 expand to ``filters * expansion``; ResNet-50 and deeper.
 
     The paper strides the first 1x1 convolution; ``stride_in_3x3=True`` gives the
-    later "v1.5" variant that strides the 3x3 instead.
+    later "v1.5" variant that strides the 3x3 instead. ``use_bias=True`` gives every
+    convolution a bias, as keras.applications' ResNet50 has.
     """
     out = filters * expansion
-    shortcut = _shortcut(x, out, strides, weight_decay, name)
+    common = dict(weight_decay=weight_decay, bn_epsilon=bn_epsilon, use_bias=use_bias)
+    shortcut = _shortcut(x, out, strides, common, name)
     s1, s3 = (1, strides) if stride_in_3x3 else (strides, 1)
-    common = dict(weight_decay=weight_decay)
     x = conv_bn_act(x, filters, 1, s1, activation=activation, name=f"{name}_1", **common)
-    x = conv_bn_act(x, filters, 3, s3, activation=activation, name=f"{name}_2", **common)
+    x = conv_bn_act(x, filters, 3, s3, padding=_padding_3x3(s3), activation=activation, name=f"{name}_2", **common)
     x = conv_bn_act(x, out, 1, activation=None, name=f"{name}_3", **common)
     x = layers.Add(name=f"{name}_add")([shortcut, x])
     return activation_layer(x, activation, f"{name}_out")

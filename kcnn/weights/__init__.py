@@ -1,0 +1,118 @@
+"""Pretrained weights: map keras.applications and torchvision checkpoints onto kcnn models.
+
+``load_weights(model, path)`` fills a kcnn model from a checkpoint file, using every
+tensor once and filling every weight once, or raises naming the first mismatch.
+``kcnn.build(name, weights="imagenet")`` builds the checkpoint's variant and loads it.
+Only numpy, h5py and safetensors are needed (PyTorch only to read ``.pth`` files).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import keras
+
+from kcnn.weights import assign as _assign
+from kcnn.weights import keras_apps
+from kcnn.weights.catalog import CHECKPOINTS, SOURCES, CheckpointSpec, find
+from kcnn.weights.preprocessing import Preprocessing
+from kcnn.weights.sources import CheckpointError, normalise_torch_names, read_checkpoint
+
+__all__ = ["CHECKPOINTS", "CheckpointError", "CheckpointSpec", "Preprocessing", "builder_hint", "checkpoint_for", "fetch",
+           "load_weights", "preprocessing"]
+
+
+def load_weights(model: keras.Model, source, *, skip_head: bool = False, architecture: str | None = None) -> CheckpointSpec:
+    """Load the checkpoint file ``source`` into ``model`` (built by kcnn with the checkpoint's options).
+
+    ``architecture`` defaults to ``model.name`` (what ``kcnn.build`` names it).
+    ``skip_head=True`` loads the backbone only, for a new head or class count.
+    Returns the checkpoint's catalog row. Raises CheckpointError, writing nothing,
+    when a tensor is missing, left over or of the wrong shape.
+    """
+    name = architecture or model.name
+    checkpoint = read_checkpoint(source)
+    library = "keras" if checkpoint.kind in ("keras", "keras3") else "torchvision"
+    try:
+        spec = find(name, library)
+    except ValueError as error:
+        raise CheckpointError(f"{source}: {error}") from None
+    pairs = spec.pairs(name)
+    if checkpoint.kind == "keras3" or (checkpoint.kind == "keras" and not _names_match(pairs, checkpoint.tensors)):
+        tensors = keras_apps.read_through_reference(checkpoint.path, name, model)
+    elif checkpoint.kind == "torch":
+        tensors = normalise_torch_names(checkpoint.tensors)
+    else:
+        tensors = checkpoint.tensors
+    family = f"{name} from {library} ({os.path.basename(str(source))})"
+    writes = _assign.plan(model, pairs, tensors, skip_head=skip_head, family=family,
+                          bn_epsilon=spec.bn_epsilon, builder_hint=builder_hint(spec))
+    _assign.assign(writes)
+    return spec
+
+
+def checkpoint_for(name: str, weights: str, source: str | None = None) -> tuple[CheckpointSpec, str]:
+    """``weights`` ("imagenet" or a file) as (catalog row, local path); "imagenet" is fetched into the cache."""
+    if source is not None and source not in SOURCES:
+        raise ValueError(f"weights_source must be one of {SOURCES}, got {source!r}")
+    if weights == "imagenet":
+        spec = find(name, source)
+        return spec, fetch(spec)
+    path = os.fspath(weights)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"weights must be 'imagenet' or a checkpoint file; {path!r} does not exist")
+    if source is None:
+        source = "keras" if path.endswith((".h5", ".hdf5")) else "torchvision"
+    return find(name, source), path
+
+
+def _names_match(pairs, tensors) -> bool:
+    """Whether a legacy Keras file names its layers as today's keras.applications does."""
+    layers = {key.rsplit("/", 1)[0] for key in tensors}
+    return all(pair.source in layers for pair in pairs if not pair.head)
+
+
+def builder_hint(spec: CheckpointSpec) -> str:
+    """The ``kcnn.build`` arguments that reproduce a checkpoint's architecture, as source text."""
+    return f", backbone_kwargs={spec.builder_kwargs!r}" if spec.builder_kwargs else ""
+
+
+def preprocessing(name: str, source: str | None = None) -> Preprocessing:
+    """The preprocessing the ``source`` checkpoint of ``name`` expects (mode, mean/std, resize and crop)."""
+    return find(name, source).preprocessing
+
+
+def cache_dir() -> str:
+    """Where ``keras.utils.get_file`` keeps downloads: ``$KERAS_HOME/models`` or ``~/.keras/models``."""
+    return os.path.join(os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras")), "models")
+
+
+def fetch(spec: CheckpointSpec) -> str:
+    """The local path of ``spec``'s file, downloaded into the Keras cache if it is not there yet."""
+    target = os.path.join(cache_dir(), spec.file_name)
+    place = f"download {spec.url} and place it at {target}"
+    if os.path.exists(target):
+        if not _hash_ok(target, spec):
+            raise CheckpointError(f"{target} does not match the published hash {spec.file_hash}; "
+                                  f"delete it and {place}")
+        return target
+    try:
+        path = keras.utils.get_file(spec.file_name, spec.url, cache_subdir="models",
+                                    file_hash=spec.file_hash if spec.source == "keras" and spec.file_hash else None)
+    except Exception as error:  # get_file raises plain Exception when offline
+        raise CheckpointError(f"could not download {spec.model} weights ({error.__class__.__name__}); {place}") from None
+    if not _hash_ok(path, spec):
+        os.remove(path)
+        raise CheckpointError(f"{spec.url} downloaded but does not match the published hash {spec.file_hash}; {place}")
+    return path
+
+
+def _hash_ok(path: str, spec: CheckpointSpec) -> bool:
+    if not spec.file_hash:
+        return True
+    digest = hashlib.md5() if spec.source == "keras" else hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest().startswith(spec.file_hash)

@@ -1,0 +1,127 @@
+"""keras.applications checkpoints -> kcnn layers, one table-walking function per family.
+
+keras.applications and kcnn both keep weights channels-last in Keras order, so a
+pair maps a whole layer with no transform (MobileNet v1's 1x1-convolution
+classifier is reshaped to kcnn's Dense). Legacy ``.h5`` files are read by layer
+name; a Keras 3 ``.weights.h5`` file names layers only by class and position, so it
+is read through the keras.applications model itself (built with ``weights=None``).
+"""
+
+from __future__ import annotations
+
+import keras
+
+from kcnn.backbones.densenet import BLOCKS as DENSENET_BLOCKS
+from kcnn.backbones.mobilenet import V2_BLOCKS
+from kcnn.backbones.resnet import DEPTHS as RESNET_DEPTHS
+from kcnn.backbones.vgg import DEPTHS as VGG_DEPTHS
+from kcnn.weights.assign import Pair
+from kcnn.weights.sources import CheckpointError
+
+
+def vgg_pairs(name: str) -> list[Pair]:
+    pairs = [Pair(f"block{b}_conv{i}_conv", f"block{b}_conv{i}")
+             for b, depth in enumerate(VGG_DEPTHS[name], start=1) for i in range(1, depth + 1)]
+    return pairs + [Pair("fc1", "fc1", head=True), Pair("fc2", "fc2", head=True),
+                    Pair("logits", "predictions", head=True)]
+
+
+def resnet50_pairs(name: str = "resnet50") -> list[Pair]:
+    pairs = [Pair("conv1_conv", "conv1_conv"), Pair("conv1_bn", "conv1_bn")]
+    for stage, depth in enumerate(RESNET_DEPTHS[name][0], start=2):
+        for block in range(1, depth + 1):
+            prefix = f"conv{stage}_block{block}"
+            if block == 1:
+                pairs += [Pair(f"{prefix}_shortcut_conv", f"{prefix}_0_conv"), Pair(f"{prefix}_shortcut_bn", f"{prefix}_0_bn")]
+            pairs += [Pair(f"{prefix}_{j}_{part}", f"{prefix}_{j}_{part}") for j in (1, 2, 3) for part in ("conv", "bn")]
+    return pairs + [Pair("logits", "predictions", head=True)]
+
+
+def mobilenet_v1_pairs(name: str = "mobilenet_v1") -> list[Pair]:
+    pairs = [Pair("conv1_conv", "conv1"), Pair("conv1_bn", "conv1_bn")]
+    for i in range(1, 14):
+        pairs += [Pair(f"conv_ds_{i}_dw_conv", f"conv_dw_{i}"), Pair(f"conv_ds_{i}_dw_bn", f"conv_dw_{i}_bn"),
+                  Pair(f"conv_ds_{i}_pw_conv", f"conv_pw_{i}"), Pair(f"conv_ds_{i}_pw_bn", f"conv_pw_{i}_bn")]
+    return pairs + [Pair("logits", "conv_preds", kind="keras_conv_as_dense", head=True)]
+
+
+def mobilenet_v2_pairs(name: str = "mobilenet_v2") -> list[Pair]:
+    pairs = [Pair("conv1_conv", "Conv1"), Pair("conv1_bn", "bn_Conv1")]
+    blocks = sum(n for _, _, n, _ in V2_BLOCKS)
+    for block in range(blocks):
+        source = "expanded_conv" if block == 0 else f"block_{block}"
+        parts = [("dw", "depthwise"), ("project", "project")] if block == 0 else \
+            [("expand", "expand"), ("dw", "depthwise"), ("project", "project")]
+        for ours, theirs in parts:
+            pairs += [Pair(f"block_{block}_{ours}_conv", f"{source}_{theirs}"),
+                      Pair(f"block_{block}_{ours}_bn", f"{source}_{theirs}_BN")]
+    pairs += [Pair("conv_last_conv", "Conv_1"), Pair("conv_last_bn", "Conv_1_bn")]
+    return pairs + [Pair("logits", "predictions", head=True)]
+
+
+def densenet_pairs(name: str = "densenet121") -> list[Pair]:
+    pairs = [Pair("conv1_conv", "conv1_conv"), Pair("conv1_bn", "conv1_bn")]
+    blocks = DENSENET_BLOCKS[name]
+    for i, layers in enumerate(blocks, start=1):
+        for j in range(1, layers + 1):
+            ours, theirs = f"dense{i}_layer{j}", f"conv{i + 1}_block{j}"
+            pairs += [Pair(f"{ours}_1_bn", f"{theirs}_0_bn"), Pair(f"{ours}_1_conv", f"{theirs}_1_conv"),
+                      Pair(f"{ours}_2_bn", f"{theirs}_1_bn"), Pair(f"{ours}_2_conv", f"{theirs}_2_conv")]
+        if i < len(blocks):
+            pairs += [Pair(f"transition{i}_bn", f"pool{i + 1}_bn"), Pair(f"transition{i}_conv", f"pool{i + 1}_conv")]
+    return pairs + [Pair("final_bn", "bn"), Pair("logits", "predictions", head=True)]
+
+
+# kcnn name -> the keras.applications constructor that defines the checkpoint's layout.
+REFERENCE_MODELS = {
+    "vgg16": "VGG16", "vgg19": "VGG19", "resnet50": "ResNet50", "mobilenet_v1": "MobileNet",
+    "mobilenet_v2": "MobileNetV2", "densenet121": "DenseNet121",
+}
+
+
+def reference_model(name: str, input_shape: tuple, include_top: bool, classes: int, alpha: float | None):
+    """The keras.applications model (random weights) whose layout a checkpoint of ``name`` has."""
+    constructor = getattr(keras.applications, REFERENCE_MODELS[name])
+    kwargs = dict(include_top=include_top, weights=None, input_shape=input_shape, classes=classes)
+    if alpha is not None:
+        kwargs["alpha"] = alpha
+    return constructor(**kwargs)
+
+
+def read_through_reference(path: str, name: str, model: keras.Model) -> dict:
+    """Load a Keras weights file with Keras' own loader into the keras.applications model.
+
+    Used for Keras 3 ``.weights.h5`` files and for legacy files whose layer names
+    differ from today's (Keras loads those by layer order). Returns ``{"layer/index": array}``.
+    """
+    if name not in REFERENCE_MODELS:
+        raise CheckpointError(f"{path!r}: no keras.applications model corresponds to {name!r}")
+    input_shape = tuple(model.input_shape[1:])
+    alphas = {"mobilenet_v1": [_v1_alpha(model)] if name == "mobilenet_v1" else None,
+              "mobilenet_v2": [0.35, 0.5, 0.75, 1.0, 1.3, 1.4]}.get(name) or [None]
+    classes = _num_classes(model)
+    errors = []
+    for include_top in (True, False):
+        for alpha in alphas:
+            for count in dict.fromkeys([classes, 1000]):
+                if not include_top and count != classes:
+                    continue
+                reference = reference_model(name, input_shape, include_top, count, alpha)
+                try:
+                    reference.load_weights(path)
+                except ValueError as error:
+                    errors.append(str(error).splitlines()[0])
+                    continue
+                return {f"{layer.name}/{i}": keras.ops.convert_to_numpy(w)
+                        for layer in reference.layers for i, w in enumerate(layer.weights)}
+    raise CheckpointError(f"{path!r} does not load into keras.applications.{REFERENCE_MODELS[name]} at input "
+                          f"{input_shape} with or without its top: {errors[-1] if errors else ''}")
+
+
+def _v1_alpha(model):
+    layer = model.get_layer("conv1_conv")
+    return layer.filters / 32
+
+
+def _num_classes(model) -> int:
+    return int(model.output_shape[-1])
