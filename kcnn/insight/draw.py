@@ -73,6 +73,7 @@ def _atomic_write(path: str, data: bytes) -> str:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
+        os.chmod(temporary, 0o644)  # mkstemp makes it owner-only
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):

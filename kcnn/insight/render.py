@@ -110,7 +110,7 @@ def explain_panels(target: Target, method: str, inputs: np.ndarray, *, layer=Non
 def visualize(path: str, method: str, out_dir: str, *, layer=None, images=(), units=None, steps: int = 150,
               mean=(0.0,), std=(1.0,)) -> list[str]:
     """Write ``method``'s PNGs for the model at ``path`` into ``out_dir``; returns the paths written."""
-    from kcnn.insight.cli import METHODS, NEEDS_IMAGES
+    from kcnn.insight_cli import METHODS, NEEDS_IMAGES
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -143,7 +143,7 @@ def visualize(path: str, method: str, out_dir: str, *, layer=None, images=(), un
             write(f"{method}_{_safe(chosen.name)}_{stem}.png", _projections(target, chosen, image, method))
     else:
         for stem, picture in zip(stems, explain_panels(target, method, inputs, layer=layer)):
-            write(f"{_safe(method)}_{stem}.png", picture)
+            write(f"{method.replace('++', 'pp')}_{stem}.png", picture)
     return written
 
 
