@@ -40,6 +40,7 @@ class Run:
     history: list
     metrics: dict
     class_names: list
+    plots: dict  # name -> path of a PNG the run already holds ("curves", "confusion")
 
 
 def read_run(run_dir: str) -> Run:
@@ -53,7 +54,10 @@ def read_run(run_dir: str) -> Run:
             history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
     metrics = _json(os.path.join(run_dir, "metrics.json"), {})
     names = _json(os.path.join(run_dir, "class_names.json"), None)
-    return Run(run_dir, config, model, history, metrics, names)
+    pictures = {name: os.path.join(run_dir, "plots", file)
+                for name, file in (("curves", "curves.png"), ("confusion", "confusion_matrix.png"))}
+    pictures = {name: path for name, path in pictures.items() if os.path.exists(path)}
+    return Run(run_dir, config, model, history, metrics, names, pictures)
 
 
 def _json(path, default):
@@ -73,7 +77,7 @@ def test_predictions(run: Run, *, keep_wrong: int = 8):
                            data_dir=data.data_dir)
     labels, predictions, wrong, seen = [], [], [], 0
     for images, batch_labels in dataset:
-        probabilities = np.asarray(run.model.predict_on_batch(images))
+        probabilities = np.asarray(run.model(images, training=False))  # eager: no tracing for one pass
         truth = batch_labels.numpy()
         guess = probabilities.argmax(-1)
         labels.append(truth)
@@ -91,7 +95,11 @@ def _png_tag(data: bytes, alt: str) -> str:
     return f'<img src="data:image/png;base64,{encoded}" alt="{html.escape(alt)}">'
 
 
-def _plot_bytes(draw, *args) -> bytes:
+def _plot_bytes(run: Run, name: str, draw, *args) -> bytes:
+    """The run's own plot ``name`` when it has one (kcnn train draws them), else drawn now."""
+    if name in run.plots:
+        with open(run.plots[name], "rb") as handle:
+            return handle.read()
     with tempfile.TemporaryDirectory() as scratch:
         path = draw(*args, os.path.join(scratch, "plot.png"))
         with open(path, "rb") as handle:
@@ -130,12 +138,13 @@ def _wrong_section(model, wrong, names) -> str:
     figures = []
     for (confidence, index, image, label, guess), cam in zip(wrong, cams):
         title = f"test #{index}: true {names[label]}, predicted {names[guess]} ({confidence:.2f})"
-        picture = draw.panels_png([draw.to_display(image), draw.overlay(image, cam)],
-                                  ["image", f"Grad-CAM for {names[guess]}"], size=2.0)
+        scale = max(1, 128 // image.shape[0])  # small images magnified to at least 128 pixels
+        picture = draw.array_png(draw.side_by_side([draw.to_display(image), draw.overlay(image, cam)]), scale=scale)
         figures.append(f"<figure>{_png_tag(picture, title)}<figcaption>{html.escape(title)}</figcaption></figure>")
     layer = insight.last_conv_layer(model).name
-    return (f"<p>Grad-CAM at layer <code>{html.escape(layer)}</code> for the predicted class: where the model "
-            "looked when it was wrong.</p>" + "".join(figures))
+    return (f"<p>Each image beside its Grad-CAM overlay (layer <code>{html.escape(layer)}</code>, predicted class; "
+            "red is where the model looked) for the test images it got wrong with the highest confidence.</p>"
+            + "".join(figures))
 
 
 def _filters_section(model) -> str:
@@ -170,9 +179,10 @@ def render_report(run: Run, *, keep_wrong: int = 8) -> str:
     body = {
         "summary": f"<p>{html.escape(config.model.name)} on {html.escape(config.data.source)}, "
                    f"{config.data.image_size}x{config.data.image_size}.</p>" + _table(("figure", "value"), summary_rows),
-        "curves": (_png_tag(_plot_bytes(plots.plot_curves, run.history), "training curves") if run.history
+        "curves": (_png_tag(_plot_bytes(run, "curves", plots.plot_curves, run.history), "training curves") if run.history
                    else "<p>No history.csv in this run.</p>"),
-        "confusion": _png_tag(_plot_bytes(plots.plot_confusion, labels, predictions, names), "confusion matrix"),
+        "confusion": _png_tag(_plot_bytes(run, "confusion", plots.plot_confusion, labels, predictions,
+                                                 names), "confusion matrix"),
         "per-class": _table(("class", "precision", "recall", "F1", "support"),
                             [(r["class"], f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}",
                               r["support"]) for r in scores]),

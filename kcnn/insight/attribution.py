@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from kcnn.autodiff import value_and_grad
-from kcnn.insight.graph import as_batch, get_layer, last_conv_layer, predict, run_graph, score_tensor
+from kcnn.insight.graph import as_batch, get_layer, last_conv_layer, predict, run_graph, score_tensor, scores
 
 
 def _classes(model, batch, class_index) -> np.ndarray:
@@ -52,11 +52,10 @@ def input_gradients(model, images, class_index=None) -> tuple[np.ndarray, np.nda
     """dScore/dInput ``[N, H, W, C]`` and the classes explained."""
     batch = as_batch(images)
     classes = _classes(model, batch, class_index)
-    scores = score_tensor(model)
-    target = _one_hot(classes, scores.shape[-1])
+    target = _one_hot(classes, score_tensor(model).shape[-1])
 
     def objective(x):
-        return keras.ops.sum(run_graph(model, x, wanted=scores) * target)
+        return keras.ops.sum(scores(model, x) * target)
 
     _, (grad,) = value_and_grad(objective, batch)
     return grad, classes
@@ -91,15 +90,15 @@ def activation_gradients(model, layer, images, class_index=None):
     batch = as_batch(images)
     classes = _classes(model, batch, class_index)
     layer = get_layer(model, layer) if layer is not None else last_conv_layer(model)
-    features, scores = layer.output, score_tensor(model)
+    features = layer.output
     if len(features.shape) != 4:
         raise ValueError(f"layer {layer.name!r} has output shape {tuple(features.shape)}; Grad-CAM needs a "
                          "4-D feature map (a convolution or pooling layer)")
     activations = np.asarray(keras.ops.convert_to_numpy(run_graph(model, batch, wanted=features)))
-    target = _one_hot(classes, scores.shape[-1])
+    target = _one_hot(classes, score_tensor(model).shape[-1])
 
     def objective(a):
-        return keras.ops.sum(run_graph(model, batch, wanted=scores, replace={features: a}) * target)
+        return keras.ops.sum(scores(model, batch, replace={features: a}) * target)
 
     _, (grad,) = value_and_grad(objective, activations)
     return activations, grad, classes

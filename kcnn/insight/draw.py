@@ -145,5 +145,27 @@ def plot_history_png(history, *, title: str, ylabel: str = "activation") -> byte
     return figure_png(figure)
 
 
+def array_png(image, *, scale: int = 1) -> bytes:
+    """An ``[H, W, 3]`` (or ``[H, W]``) image in [0, 1] as PNG bytes, magnified ``scale`` times (nearest)."""
+    from PIL import Image
+
+    pixels = np.clip(np.asarray(image, "float32"), 0, 1)
+    if scale > 1:
+        pixels = pixels.repeat(scale, axis=0).repeat(scale, axis=1)
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(pixels * 255).astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def side_by_side(images, *, gap: int = 2) -> np.ndarray:
+    """``[H, W, 3]`` images in [0, 1] in one row, separated by white columns."""
+    images = [to_display(i) if np.ndim(i) == 2 else np.asarray(i, "float32") for i in images]
+    spacer = np.ones((images[0].shape[0], gap, 3), "float32")
+    row = [images[0]]
+    for image in images[1:]:
+        row += [spacer, image]
+    return np.concatenate(row, axis=1)
+
+
 def save_png_bytes(path: str, data: bytes) -> str:
     return _atomic_write(path, data)

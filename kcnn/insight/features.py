@@ -14,7 +14,7 @@ import numpy as np
 
 from kcnn.autodiff import value_and_grad
 from kcnn.insight.graph import (
-    as_batch, first_conv_layer, functional, get_layer, is_conv, run_graph, score_tensor,
+    as_batch, first_conv_layer, functional, get_layer, is_conv, run_graph, score_tensor, scores,
 )
 
 
@@ -86,7 +86,7 @@ def unit_objective(model, layer=None, unit: int = 0):
         raise ValueError(f"unit must be in [0, {tensor.shape[-1]}) for this layer, got {unit}")
 
     def objective(x):
-        values = run_graph(model, x, wanted=tensor)[..., unit]
+        values = (scores(model, x) if layer is None else run_graph(model, x, wanted=tensor))[..., unit]
         axes = tuple(range(1, len(values.shape)))
         per_image = keras.ops.mean(values, axis=axes) if axes else values
         return keras.ops.sum(per_image)

@@ -68,17 +68,47 @@ def first_conv_layer(model: keras.Model) -> keras.layers.Layer:
     return convs[0]
 
 
+def _is_softmax(function) -> bool:
+    return getattr(function, "__name__", "") in SOFTMAX_NAMES
+
+
+def _final_softmax(model):
+    """(layer, fused): the layer ending the model in a softmax, fused when it is e.g. Dense(activation="softmax")."""
+    layer = functional(model).outputs[0]._keras_history.operation
+    kind = type(layer).__name__
+    if kind == "Softmax" or (kind == "Activation" and _is_softmax(layer.activation)):
+        return layer, False
+    if _is_softmax(getattr(layer, "activation", None)):
+        return layer, True
+    return None, False
+
+
 def score_tensor(model: keras.Model) -> keras.KerasTensor:
-    """The class scores before a final softmax (logits), or the output itself when it ends otherwise."""
-    graph = functional(model)
-    output = graph.outputs[0]
-    layer = output._keras_history.operation
-    activation = getattr(layer, "activation", None)
-    is_softmax = type(layer).__name__ == "Softmax" or (
-        type(layer).__name__ == "Activation" and getattr(activation, "__name__", "") in SOFTMAX_NAMES)
-    if is_softmax:
-        return layer.input
-    return output
+    """The symbolic tensor holding the class scores: the input of a final softmax layer, else the output
+    (whose last layer may fuse the softmax: :func:`scores` removes it)."""
+    layer, fused = _final_softmax(model)
+    return layer.input if layer is not None and not fused else functional(model).outputs[0]
+
+
+def scores(model: keras.Model, inputs, *, replace=None, intercept=None):
+    """The class scores before a final softmax (logits), also when the last layer fuses the softmax."""
+    layer, fused = _final_softmax(model)
+    if not fused:
+        return run_graph(model, inputs, wanted=score_tensor(model), replace=replace, intercept=intercept)
+
+    def without_softmax(op, call):
+        if op is layer:
+            def linear(*args, **kwargs):
+                saved = op.activation
+                op.activation = keras.activations.linear
+                try:
+                    return call(*args, **kwargs)
+                finally:
+                    op.activation = saved
+            return linear
+        return intercept(op, call) if intercept is not None else None
+
+    return run_graph(model, inputs, wanted=functional(model).outputs[0], replace=replace, intercept=without_softmax)
 
 
 def run_graph(model: keras.Model, inputs, *, wanted, replace=None, intercept=None):

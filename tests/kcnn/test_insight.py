@@ -69,6 +69,19 @@ def test_saliency_of_a_linear_model_is_its_weights_before_softmax():
     np.testing.assert_allclose(saliency, (expected - expected.min()) / (expected.max() - expected.min()), atol=1e-6)
 
 
+def test_scores_skip_a_softmax_fused_into_the_last_layer():
+    inputs = keras.Input((4, 4, 1))
+    outputs = keras.layers.Dense(2, activation="softmax", name="scores")(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, outputs)
+    weights = np.arange(32, dtype="float32").reshape(16, 2) - 16
+    model.get_layer("scores").set_weights([weights, np.zeros(2, "float32")])
+    image = np.ones((1, 4, 4, 1), "float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(insight.scores(model, image)), [[-16.0, 0.0]])  # sums of the columns
+    grad, _ = insight.input_gradients(model, image, class_index=0)
+    np.testing.assert_allclose(grad[0, ..., 0].ravel(), weights[:, 0])
+    assert model.get_layer("scores").activation.__name__ == "softmax"  # restored after the call
+
+
 def test_score_tensor_skips_a_final_softmax_and_last_conv_layer_is_found():
     model = linear_model()
     assert insight.score_tensor(model) is model.get_layer("scores").output
