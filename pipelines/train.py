@@ -32,6 +32,7 @@ from pipelines.config import Config
 from pipelines.data import make_dataset
 from pipelines.environment import is_chief, resolve_jit, resolve_precision, resolve_strategy
 from pipelines.optim import make_optimizer
+from pipelines.run_report import write_report
 
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_top5_accuracy", "learning_rate",
                   "images_per_second", "seconds")
@@ -217,6 +218,7 @@ def _finish(config, run_dir, work_dir, chief, model, eval_step, history, policy,
         report.plot_curves(history, os.path.join(run_dir, "plots", "curves.png"))
         report.plot_confusion(test["labels"], test["predictions"], train_ds.class_names,
                               os.path.join(run_dir, "plots", "confusion_matrix.png"))
+        write_report(run_dir)  # report.html: reads the files written above
     _say(verbose, f"test accuracy {metrics['test_accuracy']:.4f} (top-5 {metrics['test_top5_accuracy']:.4f}); "
          f"run directory {run_dir}")
     return metrics

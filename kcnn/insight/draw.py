@@ -1,0 +1,171 @@
+"""Pictures: images scaled for display, heatmaps over images, tile grids, PNG files (matplotlib, Agg).
+
+matplotlib is imported inside the functions that draw, so importing kcnn.insight stays light. Every
+PNG is written atomically (a temporary name in the same directory, then renamed).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def to_display(image) -> np.ndarray:
+    """A model input ``[H, W, C]`` (any range) -> ``[H, W, 3]`` in [0, 1] for showing (min-max scaled)."""
+    image = np.asarray(image, dtype="float32")
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=-1)
+    low, high = image.min(), image.max()
+    return (image - low) / (high - low) if high > low else np.full_like(image, 0.5)
+
+
+def colorize(heatmap, cmap: str = "jet") -> np.ndarray:
+    """A ``[H, W]`` map in [0, 1] -> RGB ``[H, W, 3]`` through a matplotlib colour map."""
+    import matplotlib
+
+    return np.asarray(matplotlib.colormaps[cmap](np.clip(heatmap, 0, 1))[..., :3], "float32")
+
+
+def overlay(image, heatmap, *, alpha: float = 0.45, cmap: str = "jet") -> np.ndarray:
+    """The heatmap blended over the image: ``[H, W, 3]`` in [0, 1]."""
+    base = to_display(image)
+    heat = np.asarray(heatmap, "float32")
+    if heat.shape != base.shape[:2]:
+        raise ValueError(f"heatmap shape {heat.shape} does not match the image's {base.shape[:2]}")
+    return np.clip((1 - alpha) * base + alpha * colorize(heat, cmap), 0, 1)
+
+
+def tile_image(tiles, columns: int, *, gap: int = 1, background: float = 1.0) -> np.ndarray:
+    """Tiles ``[n, h, w, c]`` in [0, 1] -> one image ``[rows*(h+gap)-gap, columns*(w+gap)-gap, 3]``."""
+    tiles = np.asarray(tiles, "float32")
+    if tiles.shape[-1] == 1:
+        tiles = np.repeat(tiles, 3, axis=-1)
+    n, h, w = tiles.shape[:3]
+    columns = max(1, min(columns, n))
+    rows = -(-n // columns)
+    canvas = np.full((rows * (h + gap) - gap, columns * (w + gap) - gap, 3), background, "float32")
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, columns)
+        canvas[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = tile
+    return canvas
+
+
+def _atomic_write(path: str, data: bytes) -> str:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temporary, 0o644)  # mkstemp makes it owner-only
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+    return path
+
+
+def figure_png(figure, dpi: int = 100) -> bytes:
+    """A matplotlib figure as PNG bytes (the figure is closed)."""
+    plt = _pyplot()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def panels_png(panels, titles=(), *, columns: int | None = None, size: float = 2.2, suptitle: str | None = None,
+               dpi: int = 100) -> bytes:
+    """Images (``[H, W]`` grey or ``[H, W, 3]`` in [0, 1]) side by side with titles, as PNG bytes."""
+    plt = _pyplot()
+    panels = list(panels)
+    columns = columns or len(panels)
+    rows = -(-len(panels) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(size * columns, size * rows + (0.4 if suptitle else 0)),
+                                squeeze=False)
+    for i, axis in enumerate(axes.ravel()):
+        axis.axis("off")
+        if i < len(panels):
+            panel = np.asarray(panels[i])
+            axis.imshow(panel, cmap="gray" if panel.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+            if i < len(titles):
+                axis.set_title(titles[i], fontsize=9)
+    if suptitle:
+        figure.suptitle(suptitle, fontsize=11)
+    figure.tight_layout()
+    return figure_png(figure, dpi)
+
+
+def save_panels(path: str, panels, titles=(), **kwargs) -> str:
+    return _atomic_write(path, panels_png(panels, titles, **kwargs))
+
+
+def grid_png(grid, *, title: str | None = None, scale: int = 8, dpi: int = 100) -> bytes:
+    """A :class:`kcnn.insight.features.Grid` as PNG bytes, tiles magnified without smoothing."""
+    plt = _pyplot()
+    canvas = tile_image(grid.tiles, grid.columns)
+    height, width = canvas.shape[:2]
+    inches = max(2.5, min(12.0, width * scale / dpi))
+    figure, axis = plt.subplots(figsize=(inches, inches * height / width + (0.4 if title else 0)))
+    axis.imshow(canvas, interpolation="nearest")
+    axis.axis("off")
+    if title:
+        axis.set_title(title, fontsize=10)
+    return figure_png(figure, dpi)
+
+
+def save_grid(path: str, grid, *, title: str | None = None) -> str:
+    return _atomic_write(path, grid_png(grid, title=title))
+
+
+def plot_history_png(history, *, title: str, ylabel: str = "activation") -> bytes:
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(4, 2.6))
+    axis.plot(np.arange(len(history)), history)
+    axis.set(xlabel="step", ylabel=ylabel, title=title)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure_png(figure)
+
+
+def array_png(image, *, scale: int = 1) -> bytes:
+    """An ``[H, W, 3]`` (or ``[H, W]``) image in [0, 1] as PNG bytes, magnified ``scale`` times (nearest)."""
+    from PIL import Image
+
+    pixels = np.clip(np.asarray(image, "float32"), 0, 1)
+    if scale > 1:
+        pixels = pixels.repeat(scale, axis=0).repeat(scale, axis=1)
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(pixels * 255).astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def side_by_side(images, *, gap: int = 2) -> np.ndarray:
+    """``[H, W, 3]`` images in [0, 1] in one row, separated by white columns."""
+    images = [to_display(i) if np.ndim(i) == 2 else np.asarray(i, "float32") for i in images]
+    spacer = np.ones((images[0].shape[0], gap, 3), "float32")
+    row = [images[0]]
+    for image in images[1:]:
+        row += [spacer, image]
+    return np.concatenate(row, axis=1)
+
+
+def save_png_bytes(path: str, data: bytes) -> str:
+    return _atomic_write(path, data)

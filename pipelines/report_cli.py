@@ -1,0 +1,23 @@
+"""``kcnn report RUN_DIR``: the run's self-contained HTML page. Importing this module stays cheap."""
+
+from __future__ import annotations
+
+
+def _report(args) -> int:
+    from pipelines.run_report import write_report
+
+    print(f"wrote {write_report(args.run_dir, keep_wrong=args.wrong)}")
+    return 0
+
+
+def register(sub) -> None:
+    """Add ``kcnn report`` to the ``kcnn`` parser."""
+    parser = sub.add_parser(
+        "report", help="write RUN_DIR/report.html: curves, confusion matrix, scores, analysis, Grad-CAM, filters",
+        description="Write one self-contained HTML page (pictures inlined, opens offline) about a finished run: "
+                    "training curves, confusion matrix, per-class precision/recall/F1, the model's analysis table, "
+                    "the most confidently wrong test images with Grad-CAM overlays and the first-layer filters. "
+                    "kcnn train writes it at the end of every run.")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished kcnn run directory")
+    parser.add_argument("--wrong", type=int, default=8, help="how many confidently wrong images to show (default 8)")
+    parser.set_defaults(func=_report)

@@ -1,0 +1,243 @@
+"""kcnn.insight: exact results on hand-built models, and measured ones on a small CNN trained on `shapes`."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from kcnn import insight
+from kcnn.analysis import analyze
+
+
+def normalise(pixels):
+    return (pixels.astype("float32") / 255.0 - 0.5) / 0.5
+
+
+def shapes_cnn():
+    """A plain functional CNN (not one of kcnn's registered models): 32x32 RGB -> 3 shape classes."""
+    inputs = keras.Input((32, 32, 3))
+    x = inputs
+    for i, width in enumerate((16, 32, 64), start=1):
+        x = keras.layers.Conv2D(width, 3, padding="same", name=f"conv{i}")(x)
+        x = keras.layers.BatchNormalization(momentum=0.9, name=f"bn{i}")(x)
+        x = keras.layers.ReLU(name=f"relu{i}")(x)
+        if i < 3:
+            x = keras.layers.MaxPooling2D(name=f"pool{i}")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = keras.layers.Dense(3, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name="shapes_cnn")
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """The shapes CNN after a short training (about 20 s on two cores); held-out test split with masks."""
+    from pipelines.shapes import load_split
+
+    keras.utils.set_random_seed(0)
+    train_x, train_y, _ = load_split("train", 32)
+    test_x, test_y, test_masks = load_split("test", 32)
+    model = shapes_cnn()
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    model.fit(normalise(train_x), train_y, epochs=EPOCHS, batch_size=32, verbose=0)
+    inputs = normalise(test_x)
+    correct = np.where(insight.graph.predict(model, inputs).argmax(-1) == test_y)[0]
+    return model, inputs, test_y, test_masks, correct
+
+
+EPOCHS = 16
+
+
+# --- exact behaviour on hand-built models -------------------------------------------------------------
+
+def linear_model():
+    inputs = keras.Input((4, 4, 1))
+    outputs = keras.layers.Dense(2, name="scores")(keras.layers.Flatten()(inputs))
+    return keras.Model(inputs, keras.layers.Activation("softmax", name="probabilities")(outputs))
+
+
+def test_saliency_of_a_linear_model_is_its_weights_before_softmax():
+    model = linear_model()
+    weights = np.arange(32, dtype="float32").reshape(16, 2) - 16
+    model.get_layer("scores").set_weights([weights, np.zeros(2, "float32")])
+    grad, classes = insight.input_gradients(model, np.ones((4, 4, 1), "float32"), class_index=1)
+    # d(logit_1)/dx is column 1 of the kernel exactly: the softmax is skipped.
+    np.testing.assert_allclose(grad[0, ..., 0].ravel(), weights[:, 1])
+    assert classes.tolist() == [1]
+    saliency = insight.saliency(model, np.ones((4, 4, 1), "float32"), class_index=1)[0]
+    expected = np.abs(weights[:, 1]).reshape(4, 4)
+    np.testing.assert_allclose(saliency, (expected - expected.min()) / (expected.max() - expected.min()), atol=1e-6)
+
+
+def test_scores_skip_a_softmax_fused_into_the_last_layer():
+    inputs = keras.Input((4, 4, 1))
+    outputs = keras.layers.Dense(2, activation="softmax", name="scores")(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, outputs)
+    weights = np.arange(32, dtype="float32").reshape(16, 2) - 16
+    model.get_layer("scores").set_weights([weights, np.zeros(2, "float32")])
+    image = np.ones((1, 4, 4, 1), "float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(insight.scores(model, image)), [[-16.0, 0.0]])  # sums of the columns
+    grad, _ = insight.input_gradients(model, image, class_index=0)
+    np.testing.assert_allclose(grad[0, ..., 0].ravel(), weights[:, 0])
+    assert model.get_layer("scores").activation.__name__ == "softmax"  # restored after the call
+
+
+def test_score_tensor_skips_a_final_softmax_and_last_conv_layer_is_found():
+    model = linear_model()
+    assert insight.score_tensor(model) is model.get_layer("scores").output
+    cnn = shapes_cnn()
+    assert insight.last_conv_layer(cnn).name == "conv3"
+    assert insight.first_conv_layer(cnn).name == "conv1"
+
+
+def test_unknown_layer_names_the_layers_there_are():
+    with pytest.raises(ValueError, match=r"no layer named 'conv9' in model 'shapes_cnn'; its layers are: "
+                                         r"input_layer.*, conv1, bn1"):
+        insight.grad_cam(shapes_cnn(), np.zeros((32, 32, 3), "float32"), layer="conv9")
+
+
+def test_grad_cam_weights_maps_by_their_mean_gradient():
+    """Score = mean over positions of (2 * map0 - map1): Grad-CAM = relu(2/N * map0 - 1/N * map1)."""
+    inputs = keras.Input((4, 4, 2))
+    features = keras.layers.Conv2D(2, 1, use_bias=False, name="features")(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D()(features)
+    model = keras.Model(inputs, keras.layers.Dense(1, use_bias=False, name="score")(pooled))
+    model.get_layer("features").set_weights([np.eye(2, dtype="float32")[None, None]])
+    model.get_layer("score").set_weights([np.array([[2.0], [-1.0]], "float32")])
+    image = np.random.default_rng(0).random((4, 4, 2)).astype("float32")
+    activations, grad, _ = insight.activation_gradients(model, "features", image, class_index=0)
+    np.testing.assert_allclose(grad[0], np.broadcast_to([2 / 16, -1 / 16], (4, 4, 2)), atol=1e-7)
+    expected = np.maximum(2 / 16 * image[..., 0] - 1 / 16 * image[..., 1], 0)
+    expected = (expected - expected.min()) / (expected.max() - expected.min())
+    np.testing.assert_allclose(insight.grad_cam(model, image, 0, layer="features")[0], expected, atol=1e-6)
+
+
+def test_occlusion_finds_the_only_region_the_model_reads():
+    """A model that scores the sum of a 4x4 window: occluding it, and only it, lowers the score."""
+    inputs = keras.Input((16, 16, 1))
+    window = keras.layers.Cropping2D(((4, 8), (8, 4)))(inputs)  # rows 4..7, columns 8..11
+    score = keras.layers.Dense(1, use_bias=False, name="score")(keras.layers.Flatten()(window))
+    model = keras.Model(inputs, score)
+    model.get_layer("score").set_weights([np.ones((16, 1), "float32")])
+    heat = insight.occlusion(model, np.ones((16, 16, 1), "float32"), class_index=0, patch=4, stride=1, fill=0.0)[0]
+    row, column = np.unravel_index(heat.argmax(), heat.shape)
+    assert 4 <= row <= 7 and 8 <= column <= 11
+    assert heat[12:, :].max() == 0 and heat[:, :4].max() == 0
+
+
+def valid_cnn():
+    inputs = keras.Input((20, 20, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="c1")(inputs)
+    x = keras.layers.MaxPooling2D(2, name="p1")(x)
+    x = keras.layers.Conv2D(5, 3, name="c2")(x)
+    x = keras.layers.ReLU(name="r2")(x)
+    return keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(x)))
+
+
+@pytest.mark.parametrize("method", [insight.deconvnet, insight.guided_backprop])
+def test_projection_stays_inside_the_units_receptive_field(method):
+    keras.utils.set_random_seed(3)
+    model = valid_cnn()
+    image = np.random.default_rng(0).normal(size=(20, 20, 3)).astype("float32")
+    layer = analyze(model).layer("r2")
+    (field_h, field_w), (jump_h, jump_w) = layer.receptive_field, layer.jump
+    assert (field_h, jump_h) == (8, 2)  # 3x3 conv (3), 2x2 pool (3 + 1), 3x3 conv at jump 2 (4 + 2 * 2)
+    for unit in range(5):
+        reconstruction, (row, column) = method(model, "r2", unit, image)
+        assert reconstruction.shape == image.shape
+        inside = np.zeros(image.shape[:2], bool)
+        inside[row * jump_h:row * jump_h + field_h, column * jump_w:column * jump_w + field_w] = True
+        assert np.abs(reconstruction[~inside]).max() == 0
+        assert np.abs(reconstruction[inside]).max() > 0
+
+
+def test_deconvnet_and_guided_rectify_the_signal_where_backprop_passes_it():
+    """Two ReLU maps (all-ones 3x3 filters) read by a 1x1 conv with weights (2, -1). Projecting its centre unit
+    (value 2*9 - 9 = 9) sends 18 to map 0 and -9 to map 1; both ReLUs were active, so backprop passes -9 and
+    gives 18 - 9 = 9 on the 3x3 window, while the deconvnet and guided backprop rectify it and give 18."""
+    inputs = keras.Input((5, 5, 1))
+    first = keras.layers.Conv2D(2, 3, padding="same", use_bias=False, activation="relu", name="first")(inputs)
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 1, use_bias=False, name="second")(first))
+    model.get_layer("first").set_weights([np.ones((3, 3, 1, 2), "float32")])
+    model.get_layer("second").set_weights([np.array([2.0, -1.0], "float32").reshape(1, 1, 2, 1)])
+    image = np.ones((5, 5, 1), "float32")
+    window = np.zeros((5, 5, 1), "float32")
+    window[1:4, 1:4] = 1.0
+    _, (plain,) = insight.attribution.value_and_grad(lambda t: 9.0 * model(t)[0, 2, 2, 0], image[None])
+    np.testing.assert_allclose(plain[0], 9.0 * window)
+    for method in (insight.deconvnet, insight.guided_backprop):
+        reconstruction, position = method(model, "second", 0, image, position=(2, 2))
+        assert position == (2, 2)
+        np.testing.assert_allclose(reconstruction, 18.0 * window)
+
+
+def test_filters_tiles_and_activations_order():
+    model = shapes_cnn()
+    first = insight.filters(model)
+    assert first.tiles.shape == (16, 3, 3, 3) and len(first.labels) == 16
+    assert first.tiles.min() >= 0 and first.tiles.max() <= 1
+    deeper = insight.filters(model, "conv2", max_channels=4)
+    assert deeper.tiles.shape == (32 * 4, 3, 3, 1) and deeper.columns == 4
+    image = np.random.default_rng(0).normal(size=(32, 32, 3)).astype("float32")
+    grid = insight.activations(model, "relu2", image, top_k=5)
+    maps = keras.Model(model.inputs, model.get_layer("relu2").output)(image[None]).numpy()[0]
+    strongest = np.argsort(-maps.mean((0, 1)), kind="stable")[:5]
+    assert [label.split()[1] for label in grid.labels] == [str(c) for c in strongest]
+    assert insight.tile_image(grid.tiles, grid.columns).shape == (2 * 17 - 1, 3 * 17 - 1, 3)  # 16x16 maps, 3 + 2
+
+
+# --- measured on a trained model ----------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_grad_cam_points_at_the_shape_and_deletion_beats_random(trained):
+    model, inputs, labels, masks, correct = trained
+    assert len(correct) >= 0.9 * len(labels)  # the model has learned the task
+    cams = insight.grad_cam(model, inputs[correct])
+    hits = np.mean([insight.pointing_hit(cam, masks[i]) for cam, i in zip(cams, correct)])
+    area = np.mean(masks[correct] > 0)  # chance of a random point landing on the shape
+    print(f"pointing game: {hits:.3f} of {len(correct)} correctly classified; random point {area:.3f}")
+    assert hits >= 0.8 and hits > 4 * area
+    # Deletion over the first quarter of the pixels (a shape covers at most ~28% of the image), 48 images.
+    rng = np.random.default_rng(0)
+    salient, random = [], []
+    for cam, i in list(zip(cams, correct))[:48]:
+        salient.append(insight.area_under(insight.deletion_curve(model, inputs[i], cam, labels[i], up_to=0.25)))
+        order = rng.permutation(32 * 32)
+        random.append(insight.area_under(insight.deletion_curve(model, inputs[i], None, labels[i], up_to=0.25,
+                                                                order=order)))
+    print(f"deletion AUC (0-25%): Grad-CAM {np.mean(salient):.3f}, random {np.mean(random):.3f}")
+    assert np.mean(salient) < np.mean(random) - 0.05
+
+
+@pytest.mark.slow
+def test_activation_maximisation_climbs_above_real_images(trained):
+    model, inputs, *_ = trained
+    objective = insight.unit_objective(model, "relu3", 0)
+    real = keras.ops.convert_to_numpy(
+        keras.Model(model.inputs, model.get_layer("relu3").output)(inputs)[..., 0]).mean(axis=(1, 2))
+    image, history = insight.maximize_activation(model, "relu3", 0, steps=40, jitter=1, l2_decay=1e-3,
+                                                 value_range=(-1.0, 1.0))
+    assert image.shape == (32, 32, 3) and len(history) == 41
+    assert float(keras.ops.convert_to_numpy(objective(image[None]))) == pytest.approx(history[-1], rel=1e-4)
+    drops = np.maximum(history[:-1] - history[1:], 0)
+    assert drops.max() <= 0.1 * (history.max() - history.min())  # rises monotonically within jitter noise
+    assert history[-1] > 2 * real.max()
+
+
+def test_filters_of_a_trained_digits_model_differ_from_initialisation():
+    from sklearn.datasets import load_digits
+
+    import kcnn
+
+    keras.utils.set_random_seed(0)
+    digits = load_digits()
+    images = np.kron(digits.images, np.ones((4, 4)))[..., None].astype("float32") / 16.0
+    model = kcnn.build("lenet5", num_classes=10)
+    before = insight.filters(model)
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9), "sparse_categorical_crossentropy")
+    model.fit(images[:512], digits.target[:512], epochs=1, batch_size=32, verbose=0)
+    after = insight.filters(model)
+    assert len(before) == len(after) == 6  # LeNet-5's C1: six 5x5 filters, grey tiles
+    assert after.tiles.shape == (6, 5, 5, 1)
+    assert np.abs(after.tiles - before.tiles).mean() > 0.01
+    assert len(insight.filters(model, "c3_conv")) == 16 * 6
