@@ -31,6 +31,11 @@ INT_RANGES = {tf.uint8: (0, 255), tf.int8: (-128, 127), tf.int16: (-(1 << 15), (
 FLOAT_DIGITS = {tf.float32: 24, tf.float64: 53, tf.float16: 11}
 
 
+def type_string(dtype: tf.DType) -> str:
+    """TensorFlow's DataTypeString: float, double, half; the rest as tf.DType names them (int32, uint8...)."""
+    return {tf.float32: "float", tf.float64: "double", tf.float16: "half"}.get(dtype, dtype.name)
+
+
 class JsonTensorError(ValueError):
     """A request body TF Serving would answer with 400 and this message."""
 
@@ -61,7 +66,7 @@ def json_type(value) -> str:
 
 
 def _type_error(value, dtype: tf.DType) -> JsonTensorError:
-    return JsonTensorError(f"JSON Value: {echo(value)} Type: {json_type(value)} is not of expected type: {dtype.name}")
+    return JsonTensorError(f"JSON Value: {echo(value)} Type: {json_type(value)} is not of expected type: {type_string(dtype)}")
 
 
 def is_b64(value) -> bool:
@@ -90,10 +95,10 @@ def _scalar(value, dtype: tf.DType):
             raise _type_error(value, dtype)
         if isinstance(value, int):
             if abs(value) > (1 << FLOAT_DIGITS[dtype]) - 1:
-                raise JsonTensorError(f"Cannot convert JSON value: {echo(value)} to {dtype.name} without loss of "
+                raise JsonTensorError(f"Cannot convert JSON value: {echo(value)} to {type_string(dtype)} without loss of "
                                       "precision.")
         elif math.isfinite(value) and abs(value) > dtype.max:
-            raise JsonTensorError(f"Cannot convert JSON value: {echo(value)} to {dtype.name} without loss of "
+            raise JsonTensorError(f"Cannot convert JSON value: {echo(value)} to {type_string(dtype)} without loss of "
                                   "precision.")
         return value
     if dtype in INT_RANGES:
@@ -101,7 +106,7 @@ def _scalar(value, dtype: tf.DType):
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise _type_error(value, dtype)
         return value
-    raise JsonTensorError(f"Conversion of JSON Value: {echo(value)} to type: {dtype.name} is not supported")
+    raise JsonTensorError(f"Conversion of JSON Value: {echo(value)} to type: {type_string(dtype)} is not supported")
 
 
 def _shape_of(value) -> list[int]:
@@ -206,6 +211,10 @@ def _from_instances(document: dict, dtypes: dict, max_elements: int) -> dict:
                 raise JsonTensorError(f"Failed to process element: {index} {where}of 'instances' list. Error: "
                                       f"INVALID_ARGUMENT: {error}") from None
             column = columns.setdefault(alias, [])
+            if column and column[0].size != array.size:
+                raise JsonTensorError(f"Failed to process element: {index} of 'instances' list. Error: "
+                                      f"INVALID_ARGUMENT: Expecting tensor size: {column[0].size} but got: "
+                                      f"{array.size}")
             if column and column[0].shape != array.shape:
                 raise JsonTensorError(f"Failed to process element: {index} of 'instances' list. Error: "
                                       f"INVALID_ARGUMENT: Expecting shape {_shape_text(column[0].shape)} but got: "

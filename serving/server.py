@@ -125,6 +125,7 @@ class Predictor:
         response = get_model_status_pb2.GetModelStatusResponse()
         for number, state in sorted(self.manager.status(spec.name, version).items(), reverse=True):  # newest first
             entry = response.model_version_status.add(version=number, state=state.state)
+            entry.status.SetInParent()  # TF Serving always sets it: error_code OK when nothing failed
             if state.error:
                 entry.status.error_code = grpc.StatusCode.UNKNOWN.value[0]
                 entry.status.error_message = state.error
