@@ -141,7 +141,8 @@ class Client:
                     time.sleep(delay)
                     delay *= 2
                     continue
-                raise ServingClientError(code, details, hint_for(code, details, self.model_name, self.for_cli)) from None
+                hint = hint_for(code, details, self.model_name, self.for_cli)
+                raise ServingClientError(code, details, hint) from None
 
     def predict_request(self, inputs, *, signature=None, version=None, version_label=None):
         """Build the PredictRequest ``predict`` sends (numpy arrays -> images; anything else -> image bytes)."""

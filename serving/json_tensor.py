@@ -66,7 +66,13 @@ def json_type(value) -> str:
 
 
 def _type_error(value, dtype: tf.DType) -> JsonTensorError:
-    return JsonTensorError(f"JSON Value: {echo(value)} Type: {json_type(value)} is not of expected type: {type_string(dtype)}")
+    return JsonTensorError(f"JSON Value: {echo(value)} Type: {json_type(value)} is not of expected type: "
+                           f"{type_string(dtype)}")
+
+
+def _lossy(value, dtype: tf.DType) -> JsonTensorError:
+    return JsonTensorError(f"Cannot convert JSON value: {echo(value)} to {type_string(dtype)} without loss of "
+                           "precision.")
 
 
 def is_b64(value) -> bool:
@@ -95,11 +101,9 @@ def _scalar(value, dtype: tf.DType):
             raise _type_error(value, dtype)
         if isinstance(value, int):
             if abs(value) > (1 << FLOAT_DIGITS[dtype]) - 1:
-                raise JsonTensorError(f"Cannot convert JSON value: {echo(value)} to {type_string(dtype)} without loss of "
-                                      "precision.")
+                raise _lossy(value, dtype)
         elif math.isfinite(value) and abs(value) > dtype.max:
-            raise JsonTensorError(f"Cannot convert JSON value: {echo(value)} to {type_string(dtype)} without loss of "
-                                  "precision.")
+            raise _lossy(value, dtype)
         return value
     if dtype in INT_RANGES:
         low, high = INT_RANGES[dtype]

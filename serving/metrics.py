@@ -73,7 +73,8 @@ class Metrics:
             for key, (buckets, count, total) in sorted(self._latency.items()):
                 names = ("model_name", "API", "entrypoint")
                 for bound, n in zip(LATENCY_BUCKETS_US, buckets):
-                    lines.append(f"{self.REQUEST_LATENCY}_bucket{_labels(names + ('le',), key + (f'{bound:.6g}',))} {n}")
+                    labels = _labels(names + ("le",), key + (f"{bound:.6g}",))
+                    lines.append(f"{self.REQUEST_LATENCY}_bucket{labels} {n}")
                 lines.append(f"{self.REQUEST_LATENCY}_bucket{_labels(names + ('le',), key + ('+Inf',))} {count}")
                 lines.append(f"{self.REQUEST_LATENCY}_sum{_labels(names, key)} {total:.6g}")
                 lines.append(f"{self.REQUEST_LATENCY}_count{_labels(names, key)} {count}")

@@ -251,7 +251,7 @@ def test_grpc_server_reflection_lists_tf_servings_services(server):
 STATUS_OK = {"model_version_status": [{"version": "1", "state": "AVAILABLE",
                                        "status": {"error_code": "OK", "error_message": ""}}]}
 REST_ROWS = [
-    # (name, method, path, body (None: no body), status, expected JSON body, or an "error" prefix ending in "...", source)
+    # (name, method, path, body (None: no body), status, the JSON body or an "error:" prefix ending in "...", source)
     ("status", "GET", "/v1/models/toy", None, 200, STATUS_OK, "[api_rest] Model status API; [proto3_json]"),
     ("status of a version", "GET", "/v1/models/toy/versions/1", None, 200, STATUS_OK, "[api_rest]"),
     ("paths are case-insensitive", "GET", "/V1/Models/toy", None, 200, STATUS_OK, "[rest_handler] (?i) patterns"),
