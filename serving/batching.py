@@ -6,6 +6,9 @@ every dimension but the first are concatenated into one call of up to
 fill; the batch is padded up to the next of ``allowed_batch_sizes`` and the outputs
 are split back per request. ``num_batch_threads`` threads run batches; more than
 ``max_enqueued_batches`` batches' worth of waiting rows is refused as UNAVAILABLE.
+With ``enable_large_batch_splitting`` a request may carry up to ``max_batch_size``
+rows and is cut into pieces of at most ``max_execution_batch_size``, each batched on
+its own, as TF Serving's shared batch scheduler splits large tasks.
 """
 
 from __future__ import annotations
@@ -53,19 +56,23 @@ class Batcher:
     def run(self, key: tuple, function, arrays: dict) -> dict:
         """Run ``function`` on ``arrays`` as part of a batch; blocks until this request's outputs are ready."""
         rows = batch_size(arrays)
-        limit = self.parameters.max_batch_size
+        limit, step = self.parameters.max_batch_size, self.parameters.execution_batch_size
         if rows > limit:
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                                f"Task size {rows} is larger than maximum input batch size {limit}")
-        task = _Task(key, function, arrays, rows, time.monotonic())
+        pieces = [{k: a[start:start + step] for k, a in arrays.items()} for start in range(0, rows, step)]
+        tasks = [_Task(key, function, piece, batch_size(piece), time.monotonic()) for piece in pieces]
         with self._condition:
             waiting = sum(t.rows for t in self._queue)
-            if self._closed or waiting + rows > self.parameters.max_enqueued_batches * limit:
+            if self._closed or waiting + rows > self.parameters.max_enqueued_batches * step:
                 raise ServingError(grpc.StatusCode.UNAVAILABLE,
                                    "The batch scheduling queue to which this task was submitted is full")
-            self._queue.append(task)
-            self._condition.notify()
-        return task.future.result()
+            self._queue.extend(tasks)
+            self._condition.notify_all()
+        results = [task.future.result() for task in tasks]
+        if len(results) == 1:
+            return results[0]
+        return {k: np.concatenate([r[k] for r in results]) for k in results[0]}
 
     def close(self) -> None:
         with self._condition:
@@ -76,7 +83,7 @@ class Batcher:
 
     def _take_batch(self) -> list[_Task] | None:
         timeout = self.parameters.batch_timeout_micros / 1e6
-        limit = self.parameters.max_batch_size
+        limit = self.parameters.execution_batch_size
         with self._condition:
             while not self._queue and not self._closed:
                 self._condition.wait()

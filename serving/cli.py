@@ -43,34 +43,60 @@ def _serving_config(args) -> int:
     return 0
 
 
+def tf_bool(text: str) -> bool:
+    """A boolean flag value as TF Serving's flags take it: true/false (also 1/0)."""
+    value = text.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    import argparse
+
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def _serve(args) -> int:
     import logging
+    import sys
 
-    from serving.config import ModelEntry, read_batching_config, read_models_config
+    from serving.config import ModelEntry, PROMETHEUS_PATH, models_from_config, read_batching_config
+    from serving.config import read_monitoring_config
+    from serving.models import Lifecycle, StartupError
     from serving.server import Server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.model_config_file:
-        parsed = read_models_config(args.model_config_file)
-        models = []
-        for config in parsed.model_config_list.config:
-            policy = config.model_version_policy.WhichOneof("policy_choice") or "latest"
-            numbers = (tuple(config.model_version_policy.specific.versions) if policy == "specific" else
-                       (config.model_version_policy.latest.num_versions or 1,) if policy == "latest" else ())
-            models.append(ModelEntry(config.name, config.base_path, policy, numbers, dict(config.version_labels)))
-    elif args.model_name and args.model_base_path:
+        models = models_from_config(args.model_config_file)
+    elif args.model_base_path:
         models = [ModelEntry(args.model_name, args.model_base_path)]
     else:
-        raise ValueError("give --model_name and --model_base_path, or --model_config_file")
+        raise ValueError("give --model_base_path (with --model_name), or --model_config_file")
     batching = None
     if args.enable_batching:
         from serving.config import Batching
 
         batching = read_batching_config(args.batching_parameters_file) if args.batching_parameters_file else Batching()
+    prometheus_path = None
+    if args.monitoring_config_file:
+        monitoring = read_monitoring_config(args.monitoring_config_file)
+        if monitoring.prometheus_config.enable:
+            prometheus_path = monitoring.prometheus_config.path or PROMETHEUS_PATH
+            if not args.rest_api_port:
+                logging.warning("--monitoring_config_file enables Prometheus, which is served on the REST port; "
+                                "give --rest_api_port")
+    lifecycle = Lifecycle(args.enable_model_warmup, args.max_num_load_retries,
+                          args.load_retry_interval_micros / 1e6)
     server = Server(models, port=args.port, rest_api_port=args.rest_api_port or None, host=args.host,
                     batching=batching, poll_seconds=args.file_system_poll_wait_seconds,
-                    max_workers=args.grpc_max_threads)
-    server.start()
+                    max_workers=args.grpc_max_threads, lifecycle=lifecycle, max_elements=args.max_request_elements,
+                    rest_threads=args.rest_api_num_threads, rest_timeout_ms=args.rest_api_timeout_in_ms,
+                    prometheus_path=prometheus_path, model_config_file=args.model_config_file,
+                    config_poll_seconds=args.model_config_file_poll_wait_seconds)
+    try:
+        server.start()
+    except StartupError as error:  # TF Serving's words and a non-zero exit
+        print(f"Failed to start server. Error: UNKNOWN: {error}", file=sys.stderr, flush=True)
+        return 1
     print(f"serving {', '.join(m.name for m in models)} on gRPC {args.host}:{server.port}"
           + (f", REST {args.host}:{server.rest_port}" if server.rest else "") + " (SIGTERM or Ctrl-C stops)",
           flush=True)
@@ -80,26 +106,52 @@ def _serve(args) -> int:
 
 def _predict(args) -> int:
     import json
-
     import sys
+
+    import grpc
 
     from serving.client import Client, ServingClientError
 
+    results = {}
     try:
-        with Client(args.server, args.model, timeout=args.timeout) as client:
-            predictions = client.predict(args.images, version=args.version)
+        with Client(args.server, args.model, timeout=args.timeout, for_cli=True) as client:
+            try:
+                for image, prediction in zip(args.images, client.predict(args.images, version=args.version)):
+                    results[image] = prediction
+            except ServingClientError as error:
+                if error.code != grpc.StatusCode.INVALID_ARGUMENT or len(args.images) == 1:
+                    raise
+                for image in args.images:  # one bad file among several: find it, answer the others
+                    try:
+                        results[image] = client.predict([image], version=args.version)[0]
+                    except ServingClientError as one:
+                        if one.code != grpc.StatusCode.INVALID_ARGUMENT:
+                            raise
+                        results[image] = one
     except ServingClientError as error:
         print(f"kcnn predict: {error}", file=sys.stderr)
         return 1
+    good = [p for p in results.values() if not isinstance(p, Exception)]
+    if good and args.top_k > len(good[0].labels) and len(good[0].probabilities) > len(good[0].labels):
+        print(f"kcnn predict: error: --top-k {args.top_k} is more than the {len(good[0].labels)} labels the model "
+              f"was exported to return; use --top-k {len(good[0].labels)} or less, or re-export with "
+              f"kcnn export --top-k {args.top_k}", file=sys.stderr)
+        return 2
+    failed = 0
+    for image, prediction in results.items():
+        if isinstance(prediction, Exception):
+            failed += 1
+            print(f"kcnn predict: {image}: {prediction}", file=sys.stderr)
     if args.json:
         print(json.dumps([{"image": image, **{k: v[:args.top_k] for k, v in p.as_dict().items()}}
-                          for image, p in zip(args.images, predictions)], indent=2))
+                          for image, p in results.items() if not isinstance(p, Exception)], indent=2))
     else:
-        for image, prediction in zip(args.images, predictions):
-            top = ", ".join(f"{label} {score:.3f}" for label, score in
-                            list(zip(prediction.labels, prediction.scores))[:args.top_k])
-            print(f"{image}: {top}")
-    return 0
+        for image, prediction in results.items():
+            if not isinstance(prediction, Exception):
+                top = ", ".join(f"{label} {score:.3f}" for label, score in
+                                list(zip(prediction.labels, prediction.scores))[:args.top_k])
+                print(f"{image}: {top}")
+    return 1 if failed else 0
 
 
 def _demo(args) -> int:
@@ -118,7 +170,7 @@ def register(sub) -> None:
     export.add_argument("run_dir", help="a finished run directory (from kcnn train or kcnn train-style)")
     export.add_argument("--base-path", required=True, help="model base path, e.g. models/digits")
     export.add_argument("--version", type=int, help="version number (default: the next integer)")
-    export.add_argument("--top-k", type=int, default=5)
+    export.add_argument("--top-k", type=int, default=5, help="labels the exported signatures return per image")
     export.add_argument("--image-dtype", choices=["uint8", "float32"], default="uint8",
                         help="dtype of the serving_default 'images' input")
     export.add_argument("--overwrite", action="store_true", help="replace an existing version")
@@ -143,16 +195,33 @@ def register(sub) -> None:
 
     serve = sub.add_parser(
         "serve", help="serve exported models over TF Serving's gRPC (and REST) API, for development",
-        description="A local server speaking TensorFlow Serving's API. Flags are named as tensorflow_model_server's.")
+        description="A local server speaking TensorFlow Serving's API. Flags are tensorflow_model_server's, with "
+                    "its syntax (--port=8500, --enable_batching=true); booleans also work bare (--enable_batching).")
     serve.add_argument("--port", type=int, default=8500, help="gRPC port (0: a free one)")
     serve.add_argument("--rest_api_port", type=int, default=0, help="REST port (0: no REST, as in TF Serving)")
-    serve.add_argument("--model_name")
-    serve.add_argument("--model_base_path")
-    serve.add_argument("--model_config_file")
-    serve.add_argument("--enable_batching", action="store_true")
-    serve.add_argument("--batching_parameters_file")
-    serve.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0)
-    serve.add_argument("--grpc_max_threads", type=int, default=16)
+    serve.add_argument("--rest_api_num_threads", type=int, default=16, help="REST worker threads")
+    serve.add_argument("--rest_api_timeout_in_ms", type=int, default=30000,
+                       help="REST socket read timeout in milliseconds")
+    serve.add_argument("--model_name", default="default", help="model name with --model_base_path")
+    serve.add_argument("--model_base_path", help="directory of numbered version directories")
+    serve.add_argument("--model_config_file", help="ModelServerConfig in text format (models.config)")
+    serve.add_argument("--model_config_file_poll_wait_seconds", type=float, default=0,
+                       help="re-read --model_config_file this often (0: read once)")
+    serve.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
+                       help="look for new versions this often (0: only at start)")
+    serve.add_argument("--enable_batching", type=tf_bool, nargs="?", const=True, default=False,
+                       help="batch concurrent requests (true/false)")
+    serve.add_argument("--batching_parameters_file", help="BatchingParameters in text format (batching.config)")
+    serve.add_argument("--enable_model_warmup", type=tf_bool, nargs="?", const=True, default=True,
+                       help="replay assets.extra/tf_serving_warmup_requests before a version serves (default true)")
+    serve.add_argument("--monitoring_config_file",
+                       help="MonitoringConfig in text format; Prometheus metrics on the REST port at its path")
+    serve.add_argument("--max_num_load_retries", type=int, default=5, help="retries of a failed version load")
+    serve.add_argument("--load_retry_interval_micros", type=int, default=60_000_000,
+                       help="wait between load retries, in microseconds")
+    serve.add_argument("--grpc_max_threads", type=int, default=16, help="gRPC worker threads")
+    serve.add_argument("--max_request_elements", type=int, default=1 << 28,
+                       help="kcnn's limit on the elements one request tensor may declare, checked before allocating")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     serve.set_defaults(func=_serve)
 
@@ -160,10 +229,10 @@ def register(sub) -> None:
     predict.add_argument("images", nargs="+", help="JPEG, PNG, GIF or BMP files")
     predict.add_argument("--server", default="localhost:8500", help="HOST:PORT of the gRPC endpoint")
     predict.add_argument("--model", required=True, help="model name")
-    predict.add_argument("--version", type=int)
-    predict.add_argument("--top-k", type=int, default=5)
-    predict.add_argument("--timeout", type=float, default=10.0)
-    predict.add_argument("--json", action="store_true")
+    predict.add_argument("--version", type=int, help="a specific version (default: the latest served)")
+    predict.add_argument("--top-k", type=int, default=5, help="labels to print per image (at most the exported top-k)")
+    predict.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
+    predict.add_argument("--json", action="store_true", help="print JSON instead of text")
     predict.set_defaults(func=_predict)
 
     demo = sub.add_parser("demo", help="kcnn's main job: train digits, export, serve, query over gRPC")

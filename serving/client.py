@@ -45,15 +45,18 @@ class ServingClientError(RuntimeError):
         super().__init__(f"{name}: {details}" + (f" ({hint})" if hint else ""))
 
 
-def hint_for(code, details: str, model_name: str) -> str:
+def hint_for(code, details: str, model_name: str, cli: bool = False) -> str:
+    """A short next step for the common failures, in the words of the CLI (``cli``) or of this module's API."""
     if "Servable not found" in details or "Could not find" in details:
-        return f"is the model name '{model_name}' right, and has a version loaded? Check status() or --model"
+        check = "--model and --version" if cli else "Client.status()"
+        return f"is the model name '{model_name}' right, and has a version loaded? Check {check}"
     if "signature key" in details:
         return f"this model's signatures are {SIGNATURE_IMAGES!r} and {SIGNATURE_BYTES!r}"
     if "input size does not match signature" in details or "alias not found" in details:
         return f"send input '{INPUT_IMAGES}' to {SIGNATURE_IMAGES} or '{INPUT_BYTES}' to {SIGNATURE_BYTES}"
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return "the message is over the size limit: send fewer or smaller images per request, or raise max_message_mb"
+        raise_it = "the server's message limit" if cli else "Client(max_message_mb=...)"
+        return f"the message is over the size limit: send fewer or smaller images per request, or raise {raise_it}"
     if code == grpc.StatusCode.UNAVAILABLE:
         return "is the server running and reachable at this address?"
     return ""
@@ -98,8 +101,9 @@ class Client:
     """A gRPC client for one model served by TF Serving (or kcnn's local server)."""
 
     def __init__(self, target: str, model_name: str, *, timeout: float = 10.0, retries: int = 3,
-                 backoff: float = 0.1, tls: grpc.ChannelCredentials | None = None, max_message_mb: int = 64):
-        self.target, self.model_name = target, model_name
+                 backoff: float = 0.1, tls: grpc.ChannelCredentials | None = None, max_message_mb: int = 64,
+                 for_cli: bool = False):
+        self.target, self.model_name, self.for_cli = target, model_name, for_cli
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
         limit = max_message_mb * 1024 * 1024
         options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
@@ -137,7 +141,8 @@ class Client:
                     time.sleep(delay)
                     delay *= 2
                     continue
-                raise ServingClientError(code, details, hint_for(code, details, self.model_name)) from None
+                hint = hint_for(code, details, self.model_name, self.for_cli)
+                raise ServingClientError(code, details, hint) from None
 
     def predict_request(self, inputs, *, signature=None, version=None, version_label=None):
         """Build the PredictRequest ``predict`` sends (numpy arrays -> images; anything else -> image bytes)."""

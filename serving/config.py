@@ -27,6 +27,22 @@ PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 VERSION_POLICIES = ("latest", "all", "specific")
 
 
+INT64, BOOL, STRING = ".google.protobuf.Int64Value", ".google.protobuf.BoolValue", ".google.protobuf.StringValue"
+# Every field of TF Serving's BatchingParameters (session_bundle_config.proto). Text format, the form
+# --batching_parameters_file takes, reads them by name.
+BATCHING_FIELDS = (
+    (1, "max_batch_size", INT64), (2, "batch_timeout_micros", INT64), (3, "max_enqueued_batches", INT64),
+    (4, "num_batch_threads", INT64), (5, "thread_pool_name", STRING), (6, "allowed_batch_sizes", "repeated int64"),
+    (7, "pad_variable_length_inputs", "bool"), (8, "enable_large_batch_splitting", BOOL),
+    (9, "max_execution_batch_size", INT64), (10, "low_priority_max_batch_size", INT64),
+    (11, "low_priority_batch_timeout_micros", INT64), (12, "low_priority_max_enqueued_batches", INT64),
+    (13, "low_priority_allowed_batch_sizes", "repeated int64"), (14, "mixed_priority_batching_policy", "enum"),
+    (15, "batch_padding_policy", STRING),
+)
+MIXED_PRIORITY_POLICIES = ("LOW_PRIORITY_PADDING_WITH_MAX_BATCH_SIZE",
+                           "LOW_PRIORITY_PADDING_WITH_NEXT_ALLOWED_BATCH_SIZE", "PRIORITY_ISOLATION")
+
+
 def _declare_messages():
     """BatchingParameters and MonitoringConfig, as TF Serving's session_bundle_config.proto and
     monitoring_config.proto define them."""
@@ -37,14 +53,19 @@ def _declare_messages():
                                                syntax="proto3", dependency=["google/protobuf/wrappers.proto"])
     F = descriptor_pb2.FieldDescriptorProto
     batching = proto.message_type.add(name="BatchingParameters")
-    for number, name, kind in ((1, "max_batch_size", ".google.protobuf.Int64Value"),
-                               (2, "batch_timeout_micros", ".google.protobuf.Int64Value"),
-                               (3, "max_enqueued_batches", ".google.protobuf.Int64Value"),
-                               (4, "num_batch_threads", ".google.protobuf.Int64Value"),
-                               (5, "thread_pool_name", ".google.protobuf.StringValue")):
-        batching.field.add(name=name, number=number, type=F.TYPE_MESSAGE, type_name=kind, label=F.LABEL_OPTIONAL)
-    batching.field.add(name="allowed_batch_sizes", number=6, type=F.TYPE_INT64, label=F.LABEL_REPEATED)
-    batching.field.add(name="pad_variable_length_inputs", number=7, type=F.TYPE_BOOL, label=F.LABEL_OPTIONAL)
+    for number, name, kind in BATCHING_FIELDS:
+        if kind.startswith("."):
+            batching.field.add(name=name, number=number, type=F.TYPE_MESSAGE, type_name=kind, label=F.LABEL_OPTIONAL)
+        elif kind == "repeated int64":
+            batching.field.add(name=name, number=number, type=F.TYPE_INT64, label=F.LABEL_REPEATED)
+        elif kind == "bool":
+            batching.field.add(name=name, number=number, type=F.TYPE_BOOL, label=F.LABEL_OPTIONAL)
+        else:  # the mixed-priority policy enum
+            batching.field.add(name=name, number=number, type=F.TYPE_ENUM, label=F.LABEL_OPTIONAL,
+                               type_name=".tensorflow.serving.MixedPriorityBatchingPolicy")
+    policy = proto.enum_type.add(name="MixedPriorityBatchingPolicy")
+    for number, name in enumerate(MIXED_PRIORITY_POLICIES):
+        policy.value.add(name=name, number=number)
     prometheus = proto.message_type.add(name="PrometheusConfig")
     prometheus.field.add(name="enable", number=1, type=F.TYPE_BOOL, label=F.LABEL_OPTIONAL)
     prometheus.field.add(name="path", number=2, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
@@ -90,6 +111,22 @@ class Batching:
     num_batch_threads: int = 4
     max_enqueued_batches: int = 100
     allowed_batch_sizes: tuple = ()
+    # TF Serving's large-batch splitting: a request of up to max_batch_size rows is cut into
+    # batches of at most max_execution_batch_size (default: the largest allowed size, else max_batch_size).
+    enable_large_batch_splitting: bool = False
+    max_execution_batch_size: int = 0
+    # Accepted for compatibility; kcnn has one priority and fixed-shape inputs, so these change nothing.
+    thread_pool_name: str = ""
+    pad_variable_length_inputs: bool = False
+    low_priority: tuple = ()  # (field, value) pairs as read from the file
+
+    @property
+    def execution_batch_size(self) -> int:
+        if not self.enable_large_batch_splitting:
+            return self.max_batch_size
+        if self.max_execution_batch_size:
+            return self.max_execution_batch_size
+        return self.allowed_batch_sizes[-1] if self.allowed_batch_sizes else self.max_batch_size
 
     def __post_init__(self):
         for name in ("max_batch_size", "num_batch_threads", "max_enqueued_batches"):
@@ -98,9 +135,16 @@ class Batching:
         if self.batch_timeout_micros < 0:
             raise ValueError(f"batching batch_timeout_micros must be >= 0, got {self.batch_timeout_micros}")
         sizes = list(self.allowed_batch_sizes)
-        if sizes and (sizes != sorted(sizes) or sizes[-1] != self.max_batch_size):
-            raise ValueError("allowed_batch_sizes must increase and end with max_batch_size "
-                             f"({self.max_batch_size}), as TF Serving requires; got {sizes}")
+        if self.enable_large_batch_splitting:
+            limit, what = self.execution_batch_size, "max_execution_batch_size"
+        else:
+            limit, what = self.max_batch_size, "max_batch_size"
+        if sizes and (sizes != sorted(sizes) or sizes[-1] != limit):
+            raise ValueError(f"allowed_batch_sizes must increase and end with {what} ({limit}), as TF Serving "
+                             f"requires; got {sizes}")
+        if self.enable_large_batch_splitting and self.execution_batch_size > self.max_batch_size:
+            raise ValueError(f"max_execution_batch_size ({self.execution_batch_size}) must not exceed max_batch_size "
+                             f"({self.max_batch_size})")
 
 
 def model_server_config(models: list[ModelEntry]) -> model_server_config_pb2.ModelServerConfig:
@@ -127,6 +171,10 @@ def batching_parameters(batching: Batching):
     message.num_batch_threads.value = batching.num_batch_threads
     message.max_enqueued_batches.value = batching.max_enqueued_batches
     message.allowed_batch_sizes.extend(batching.allowed_batch_sizes)
+    if batching.enable_large_batch_splitting:
+        message.enable_large_batch_splitting.value = True
+        if batching.max_execution_batch_size:
+            message.max_execution_batch_size.value = batching.max_execution_batch_size
     return message
 
 
@@ -160,13 +208,31 @@ def read_models_config(path: str) -> model_server_config_pb2.ModelServerConfig:
 
 
 def read_batching_config(path: str) -> Batching:
+    """A --batching_parameters_file; unset fields take TF Serving's defaults (BatchingSessionOptions)."""
     with open(path) as handle:
         message = text_format.Parse(handle.read(), BatchingParameters())
-    return Batching(max_batch_size=message.max_batch_size.value or 32,
+    low_priority = tuple((f.name, str(v)) for f, v in message.ListFields() if f.name.startswith(("low_", "mixed_")))
+    return Batching(max_batch_size=message.max_batch_size.value if message.HasField("max_batch_size") else 1000,
                     batch_timeout_micros=message.batch_timeout_micros.value,
                     num_batch_threads=message.num_batch_threads.value or 4,
-                    max_enqueued_batches=message.max_enqueued_batches.value or 100,
-                    allowed_batch_sizes=tuple(message.allowed_batch_sizes))
+                    max_enqueued_batches=message.max_enqueued_batches.value or 10,
+                    allowed_batch_sizes=tuple(message.allowed_batch_sizes),
+                    enable_large_batch_splitting=message.enable_large_batch_splitting.value,
+                    max_execution_batch_size=message.max_execution_batch_size.value,
+                    thread_pool_name=message.thread_pool_name.value,
+                    pad_variable_length_inputs=message.pad_variable_length_inputs, low_priority=low_priority)
+
+
+def models_from_config(path: str) -> list[ModelEntry]:
+    """The models of a --model_config_file (ModelServerConfig in text format)."""
+    parsed = read_models_config(path)
+    models = []
+    for config in parsed.model_config_list.config:
+        policy = config.model_version_policy.WhichOneof("policy_choice") or "latest"
+        numbers = (tuple(config.model_version_policy.specific.versions) if policy == "specific" else
+                   (config.model_version_policy.latest.num_versions or 1,) if policy == "latest" else ())
+        models.append(ModelEntry(config.name, config.base_path, policy, numbers, dict(config.version_labels)))
+    return models
 
 
 def read_monitoring_config(path: str):

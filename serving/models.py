@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 
 import grpc
@@ -15,6 +16,7 @@ from tensorflow_serving.apis import get_model_status_pb2, prediction_log_pb2
 
 from serving.config import ModelEntry
 from serving.export import WARMUP_FILE, signature_defs, versions
+from serving.tensors import TensorParseError, from_request_proto
 
 log = logging.getLogger(__name__)
 State = get_model_status_pb2.ModelVersionStatus.State
@@ -39,23 +41,27 @@ class Servable:
     module: object
     signature_defs: dict
     inputs: dict = field(default_factory=dict)  # signature -> {input: (dtype, rank)}
+    all_signature_defs: dict = field(default_factory=dict)  # with __saved_model_init_op, as metadata lists them
+    warmup_records: int = 0
 
     def signature(self, name: str):
         if name not in self.signature_defs or name.startswith("__"):
-            raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{name}" not found.')
+            raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{shown(name)}" not found.')
         return self.module.signatures[name]
 
 
-def load_servable(name: str, version: int, path: str) -> Servable:
+def load_servable(name: str, version: int, path: str, warm_up: bool = True) -> Servable:
     module = tf.saved_model.load(path)
-    defs = {k: v for k, v in signature_defs(path).items() if not k.startswith("__")}
+    all_defs = signature_defs(path)
+    defs = {k: v for k, v in all_defs.items() if not k.startswith("__")}
     inputs = {}
     for key, definition in defs.items():
         inputs[key] = {alias: (tf.dtypes.as_dtype(info.dtype),
                                None if info.tensor_shape.unknown_rank else len(info.tensor_shape.dim))
                        for alias, info in definition.inputs.items()}
-    servable = Servable(name, version, path, module, defs, inputs)
-    _warm_up(servable)
+    servable = Servable(name, version, path, module, defs, inputs, all_defs)
+    if warm_up:
+        servable.warmup_records = _warm_up(servable)
     return servable
 
 
@@ -80,17 +86,65 @@ class VersionStatus:
     error: str = ""
 
 
-class ModelManager:
-    """Loads and unloads versions of each configured model and resolves a request's model_spec to one."""
+@dataclass(frozen=True)
+class Lifecycle:
+    """How versions load: TF Serving's --enable_model_warmup, --max_num_load_retries and
+    --load_retry_interval_micros (defaults as TF Serving's: warm-up on, 5 retries, 60 s apart)."""
 
-    def __init__(self, models: list[ModelEntry], poll_seconds: float = 1.0):
-        self.entries = {m.name: m for m in models}
+    enable_warmup: bool = True
+    max_num_load_retries: int = 5
+    load_retry_interval_seconds: float = 60.0
+
+
+@dataclass
+class _Failure:
+    attempts: int
+    retry_at: float
+    error: str
+
+
+class StartupError(RuntimeError):
+    """Some model had versions to serve and none of them became available (TF Serving then exits)."""
+
+
+def shown(name: str, limit: int = 128) -> str:
+    """A client-supplied name as error messages quote it: never more than ``limit`` characters."""
+    return name if len(name) <= limit else name[:limit] + f"...({len(name)} characters)"
+
+
+class ModelManager:
+    """Loads and unloads versions of each configured model and resolves a request's model_spec to one.
+
+    As TF Serving's aspired-versions manager: the versions a policy wants are loaded (a
+    failed load is retried ``max_num_load_retries`` times, ``load_retry_interval`` apart),
+    a version leaves only once a wanted one serves, and when the newest version
+    disappears from disk the remaining latest is loaded again.
+    """
+
+    def __init__(self, models: list[ModelEntry], poll_seconds: float = 1.0, lifecycle: Lifecycle = Lifecycle(),
+                 metrics=None):
         self.poll_seconds = poll_seconds
-        self._servables: dict[str, dict[int, Servable]] = {m.name: {} for m in models}
-        self._status: dict[str, dict[int, VersionStatus]] = {m.name: {} for m in models}
+        self.lifecycle = lifecycle
+        self.metrics = metrics
+        self.entries: dict[str, ModelEntry] = {}
+        self._servables: dict[str, dict[int, Servable]] = {}
+        self._status: dict[str, dict[int, VersionStatus]] = {}
+        self._failures: dict[tuple[str, int], _Failure] = {}
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread = None
+        self.set_models(models)
+
+    def set_models(self, models: list[ModelEntry]) -> None:
+        """Serve this model list from now on (a re-read --model_config_file); dropped models are unloaded."""
+        with self._lock:
+            self.entries = {m.name: m for m in models}
+            for name in list(self._servables):
+                if name not in self.entries:
+                    del self._servables[name], self._status[name]
+            for name in self.entries:
+                self._servables.setdefault(name, {})
+                self._status.setdefault(name, {})
 
     # -------------------------------------------------------------------- lifecycle
     def wanted_versions(self, entry: ModelEntry) -> list[int]:
@@ -102,42 +156,94 @@ class ModelManager:
         keep = int(entry.versions[0]) if entry.versions else 1
         return found[-keep:]
 
+    def _set_state(self, name: str, version: int, state: int, error: str = "") -> None:
+        self._status[name][version] = VersionStatus(state, error)
+        if self.metrics:
+            self.metrics.version_state(name, version, state)
+
     def poll_once(self) -> None:
-        for name, entry in self.entries.items():
+        now = time.monotonic()
+        for name, entry in list(self.entries.items()):
             wanted = self.wanted_versions(entry)
+            if not wanted and not self._status.get(name):
+                log.warning("No versions of servable %s found under base path %s", name, entry.base_path)
+            for key in [k for k in self._failures if k[0] == name and k[1] not in wanted]:
+                del self._failures[key]  # gone from disk: a new copy starts with fresh retries
             with self._lock:
-                loaded = set(self._servables[name])
+                loaded = set(self._servables.get(name, {}))
             for version in wanted:
-                if version in loaded or self._status[name].get(version, VersionStatus(0)).state == State.END:
+                failure = self._failures.get((name, version))
+                if version in loaded or (failure and (failure.attempts > self.lifecycle.max_num_load_retries
+                                                      or now < failure.retry_at)):
                     continue
                 self._load(entry, version)
             with self._lock:
-                for version in sorted(set(self._servables[name]) - set(wanted)):
+                serving = self._servables.get(name, {})
+                for version in sorted(set(serving) - set(wanted)):
                     # Unload only once a wanted version is serving, so no request finds nothing.
-                    if any(v in self._servables[name] for v in wanted) or not wanted:
-                        self._status[name][version] = VersionStatus(State.UNLOADING)
-                        del self._servables[name][version]
-                        self._status[name][version] = VersionStatus(State.END)
+                    if any(v in serving for v in wanted) or not wanted:
+                        self._set_state(name, version, State.UNLOADING)
+                        del serving[version]
+                        self._set_state(name, version, State.END)
                         log.info("unloaded %s version %d", name, version)
 
     def _load(self, entry: ModelEntry, version: int) -> None:
         path = os.path.join(entry.base_path, str(version))
         with self._lock:
-            self._status[entry.name][version] = VersionStatus(State.LOADING)
+            self._set_state(entry.name, version, State.LOADING)
         try:
-            servable = load_servable(entry.name, version, path)
+            servable = load_servable(entry.name, version, path, warm_up=self.lifecycle.enable_warmup)
         except Exception as error:  # a broken version must not take the server down
-            log.error("could not load %s version %d from %s: %s", entry.name, version, path, error)
+            failure = self._failures.get((entry.name, version), _Failure(0, 0.0, ""))
+            failure.attempts += 1
+            failure.retry_at = time.monotonic() + self.lifecycle.load_retry_interval_seconds
+            failure.error = f"{type(error).__name__}: {error}"
+            self._failures[(entry.name, version)] = failure
+            left = self.lifecycle.max_num_load_retries - failure.attempts + 1
+            log.error("could not load %s version %d from %s (%s); %s", entry.name, version, path, failure.error,
+                      f"retrying in {self.lifecycle.load_retry_interval_seconds:g} s ({left} retries left)"
+                      if left > 0 else "giving up")
+            if self.metrics:
+                self.metrics.load_attempt(path, False)
             with self._lock:
-                self._status[entry.name][version] = VersionStatus(State.END, f"{type(error).__name__}: {error}")
+                self._set_state(entry.name, version, State.LOADING if left > 0 else State.END, failure.error)
             return
+        self._failures.pop((entry.name, version), None)
+        if self.metrics:
+            self.metrics.load_attempt(path, True)
         with self._lock:
             self._servables[entry.name][version] = servable
-            self._status[entry.name][version] = VersionStatus(State.AVAILABLE)
+            self._set_state(entry.name, version, State.AVAILABLE)
         log.info("serving %s version %d from %s", entry.name, version, path)
 
-    def start(self) -> None:
+    def pending_retry(self) -> float | None:
+        """When the next retry of a failed load is due (monotonic seconds), or None."""
+        due = [f.retry_at for f in self._failures.values() if f.attempts <= self.lifecycle.max_num_load_retries]
+        return min(due) if due else None
+
+    def wait_until_available(self) -> None:
+        """Load what every model wants, retrying failures as configured, as TF Serving does before it serves.
+
+        Raises StartupError naming the versions that never became available; a model with no
+        versions on disk only warns (TF Serving logs "No versions of servable ... found").
+        """
         self.poll_once()
+        while not self._stop.is_set():
+            if self.pending_retry() is None:
+                break
+            unavailable = [n for n in self.entries if not self._servables[n] and self.wanted_versions(self.entries[n])]
+            if not unavailable:
+                break
+            self._stop.wait(max(0.0, self.pending_retry() - time.monotonic()))
+            self.poll_once()
+        failed = [(name, version, status.error) for name in self.entries if not self._servables[name]
+                  for version, status in sorted(self._status[name].items()) if status.error]
+        if failed:
+            listed = ", ".join(f"{{{{name: {n} version: {v}}} due to error: {e}}}" for n, v, e in failed)
+            raise StartupError(f"{len(failed)} servable(s) did not become available: {{{listed}, }}")
+
+    def start(self) -> None:
+        self.wait_until_available()
         if self.poll_seconds > 0:
             self._thread = threading.Thread(target=self._poll_loop, name="kcnn-model-poller", daemon=True)
             self._thread.start()
@@ -155,11 +261,16 @@ class ModelManager:
             self._thread.join(timeout=10)
 
     # -------------------------------------------------------------------- look-ups
+    def _known(self, name: str) -> None:
+        if not name:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "ModelSpec has no name specified.")
+
     def resolve(self, spec) -> Servable:
         """The servable a ModelSpec names: a version, a version label, or the latest."""
         name = spec.name
+        self._known(name)
         if name not in self.entries:
-            raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({name})")
+            raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({shown(name)})")
         with self._lock:
             servables = dict(self._servables[name])
         which = spec.WhichOneof("version_choice")
@@ -173,7 +284,8 @@ class ModelManager:
             label = spec.version_label
             labels = self.entries[name].version_labels
             if label not in labels:
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"Unrecognized servable version label: {label}")
+                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                                   f"Unrecognized servable version label: {shown(label)}")
             if labels[label] not in servables:
                 raise ServingError(grpc.StatusCode.NOT_FOUND,
                                    f"Servable not found for request: Specific({name}, {labels[label]})")
@@ -183,8 +295,9 @@ class ModelManager:
         return servables[max(servables)]
 
     def status(self, name: str, version: int | None = None) -> dict[int, VersionStatus]:
+        self._known(name)
         if name not in self.entries:
-            raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}")
+            raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {shown(name)}")
         with self._lock:
             status = dict(self._status[name])
         if version is not None:
@@ -194,23 +307,40 @@ class ModelManager:
         return status
 
 
-def check_inputs(servable: Servable, signature: str, inputs: dict) -> dict:
-    """TF Serving's request checks: the input names, then each tensor's dtype and rank."""
+def input_size_error(sent, wanted) -> ServingError:
+    sent, wanted = sorted(sent), sorted(wanted)
+    return ServingError(grpc.StatusCode.INVALID_ARGUMENT, (
+        f"input size does not match signature: {len(sent)}!={len(wanted)} len({{{','.join(map(shown, sent))}}}) != "
+        f"len({{{','.join(wanted)}}}). Sent extra: {{{','.join(shown(n) for n in sorted(set(sent) - set(wanted)))}}}. "
+        f"Missing but required: {{{','.join(sorted(set(wanted) - set(sent)))}}}."))
+
+
+def parse_inputs(servable: Servable, signature: str, inputs: dict, max_elements: int) -> dict:
+    """A PredictRequest's input protos as numpy arrays, after TF Serving's checks (names, then each tensor)."""
     expected = servable.inputs[signature]
-    if set(inputs) != set(expected):
-        sent, wanted = sorted(inputs), sorted(expected)
-        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, (
-            f"input size does not match signature: {len(sent)}!={len(wanted)} len({{{','.join(sent)}}}) != "
-            f"len({{{','.join(wanted)}}}). Sent extra: {{{','.join(sorted(set(sent) - set(wanted)))}}}. "
-            f"Missing but required: {{{','.join(sorted(set(wanted) - set(sent)))}}}."))
+    if len(inputs) != len(expected):
+        raise input_size_error(inputs, expected)
     arrays = {}
-    for index, (alias, proto) in enumerate(sorted(inputs.items())):
+    for alias, proto in sorted(inputs.items()):
+        if alias not in expected:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"input tensor alias not found in signature: {shown(alias)}. Inputs expected to be in "
+                               f"the set {{{','.join(sorted(expected))}}}.")
         try:
-            array = tf.make_ndarray(proto)
-        except Exception:
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"tensor parsing error: {alias}") from None
+            arrays[alias] = from_request_proto(proto, alias, max_elements)
+        except TensorParseError as error:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
+    return check_arrays(servable, signature, arrays)
+
+
+def check_arrays(servable: Servable, signature: str, arrays: dict) -> dict:
+    """The signature's checks on numpy inputs: names, then each tensor's dtype, rank and batch."""
+    expected = servable.inputs[signature]
+    if set(arrays) != set(expected):
+        raise input_size_error(arrays, expected)
+    for index, (alias, array) in enumerate(sorted(arrays.items())):
         dtype, rank = expected[alias]
-        got = tf.dtypes.as_dtype(proto.dtype)
+        got = tf.string if array.dtype == object else tf.dtypes.as_dtype(array.dtype)
         if got != dtype:
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                                f"Expects arg[{index}] to be {dtype.name} but {got.name} is provided")
@@ -219,7 +349,6 @@ def check_inputs(servable: Servable, signature: str, inputs: dict) -> dict:
                                f"input '{alias}' must have rank {rank}, got shape {list(array.shape)}")
         if array.ndim == 0 or array.shape[0] == 0:
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{alias}' holds an empty batch")
-        arrays[alias] = array
     return arrays
 
 

@@ -1,77 +1,72 @@
 """TF Serving's REST API over the same Predictor as the gRPC front end.
 
-``GET /v1/models/NAME[/versions/N|/labels/L]`` (status), ``GET .../metadata`` and
-``POST .../:predict`` with ``{"signature_name", "instances"}`` (row format) or
-``{"inputs"}`` (columnar); binary values travel as ``{"b64": "..."}``.
+``GET /v1/models/NAME[/versions/N|/labels/L]`` (status), ``GET .../metadata``,
+``POST .../:predict`` (row ``instances`` or columnar ``inputs``; see serving/json_tensor.py)
+and ``POST .../:classify|:regress``. Paths are matched case-insensitively after URL
+decoding, anything else is 400 "Malformed request", and every error is a JSON
+``{"error": "..."}``, as TF Serving's ``g3doc/api_rest.md`` describes.
+
+As a production front end it is bounded: ``threads`` worker threads, at most
+``max_connections`` open connections (more are answered 503 and closed), a socket
+read timeout, a body-size limit, strict ``Content-Length`` handling, and error
+messages that quote at most a short prefix of anything the client sent.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import re
+import socket
 import threading
+import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import grpc
-import numpy as np
-import tensorflow as tf
 from google.protobuf import json_format
-from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2, predict_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 
-from serving.models import ServingError
+from serving.json_tensor import JsonTensorError, parse_predict, predict_response
+from serving.models import ServingError, shown
 
-ROUTE = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
-                   r"(?P<action>/metadata|:predict)?$")
-HTTP_CODES = {
+GET_ROUTE = re.compile(r"/v1/models(?:/(?P<name>[^/:]+))?(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
+                       r"(?P<metadata>/metadata)?", re.IGNORECASE)
+POST_ROUTE = re.compile(r"/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
+                        r":(?P<verb>classify|regress|predict)", re.IGNORECASE)
+HTTP_CODES = {  # gRPC status -> HTTP status, as TF Serving's REST handler maps them
     grpc.StatusCode.INVALID_ARGUMENT: HTTPStatus.BAD_REQUEST,
     grpc.StatusCode.FAILED_PRECONDITION: HTTPStatus.BAD_REQUEST,
+    grpc.StatusCode.OUT_OF_RANGE: HTTPStatus.BAD_REQUEST,
     grpc.StatusCode.NOT_FOUND: HTTPStatus.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS: HTTPStatus.CONFLICT,
+    grpc.StatusCode.PERMISSION_DENIED: HTTPStatus.FORBIDDEN,
+    grpc.StatusCode.UNAUTHENTICATED: HTTPStatus.UNAUTHORIZED,
     grpc.StatusCode.UNIMPLEMENTED: HTTPStatus.NOT_IMPLEMENTED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: HTTPStatus.TOO_MANY_REQUESTS,
     grpc.StatusCode.UNAVAILABLE: HTTPStatus.SERVICE_UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED: HTTPStatus.GATEWAY_TIMEOUT,
 }
-STATE_NAMES = {number: name for name, number in get_model_status_pb2.ModelVersionStatus.State.items()}
 MAX_BODY = 64 * 1024 * 1024
+INT64_MAX = (1 << 63) - 1
+PRINT = {"preserving_proto_field_name": True, "always_print_fields_with_no_presence": True}
 
 
-def _decode(value):
-    """JSON value -> Python value with ``{"b64": ...}`` turned into bytes."""
-    if isinstance(value, dict) and set(value) == {"b64"}:
-        try:
-            return base64.b64decode(value["b64"], validate=True)
-        except (ValueError, TypeError):
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "a 'b64' value is not valid base64") from None
-    if isinstance(value, dict):
-        return {k: _decode(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_decode(v) for v in value]
-    return value
-
-
-def _tensor(values, dtype: tf.DType, name: str):
-    try:
-        array = np.array(values, dtype=object if dtype == tf.string else dtype.as_numpy_dtype)
-        return tf.make_tensor_proto(array, dtype=dtype)
-    except (ValueError, TypeError, OverflowError):
-        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                           f"input '{name}' cannot be read as a {dtype.name} tensor") from None
-
-
-def _jsonable(array: np.ndarray):
-    if array.dtype == object:
-        return np.vectorize(lambda b: b.decode("utf-8", "replace"), otypes=[object])(array).tolist() \
-            if array.size else array.tolist()
-    return array.tolist()
+class HttpError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
 
 
 class RestServer:
-    def __init__(self, predictor, host: str, port: int):
-        self.predictor = predictor
-        handler = type("Handler", (_Handler,), {"predictor": predictor})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
+    """An HTTP/1.1 server with a fixed worker pool and a cap on open connections."""
+
+    def __init__(self, predictor, host: str, port: int, *, threads: int = 16, timeout_seconds: float = 30.0,
+                 max_connections: int | None = None, max_body: int = MAX_BODY, prometheus_path: str | None = None):
+        handler = type("Handler", (_Handler,), {"predictor": predictor, "timeout": timeout_seconds,
+                                                 "max_body": max_body, "prometheus_path": prometheus_path})
+        self.httpd = _PooledHTTPServer((host, port), handler, threads, max_connections or 4 * threads)
         self.port = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="kcnn-rest", daemon=True)
 
@@ -79,52 +74,121 @@ class RestServer:
         self._thread.start()
 
     def stop(self) -> None:
-        self.httpd.shutdown()
+        if self._thread.is_alive():
+            self.httpd.shutdown()
         self.httpd.server_close()
+        self.httpd.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _PooledHTTPServer(HTTPServer):
+    """Connections run on a bounded pool; beyond ``max_connections`` open ones a new one gets 503 at once."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, address, handler, threads: int, max_connections: int):
+        super().__init__(address, handler)
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="kcnn-rest")
+        self.slots = threading.BoundedSemaphore(max_connections)
+
+    def process_request(self, request, client_address):
+        if not self.slots.acquire(blocking=False):
+            try:
+                body = b'{"error": "too many open connections; retry later"}'
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                                b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+                                + body)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        self.pool.submit(self._serve, request, client_address)
+
+    def _serve(self, request, client_address):
+        try:
+            self.finish_request(request, client_address)
+        except Exception:  # noqa: BLE001 - a broken connection must not reach the pool
+            pass
+        finally:
+            self.shutdown_request(request)
+            self.slots.release()
 
 
 class _Handler(BaseHTTPRequestHandler):
     predictor = None
+    prometheus_path = None
+    max_body = MAX_BODY
     protocol_version = "HTTP/1.1"
+    server_version = "kcnn-serve"
+    sys_version = ""
 
     def log_message(self, *args):  # quiet by default; errors go through the JSON body
         pass
 
-    def _reply(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
+    def _send(self, status: int, data: bytes, content_type: str = "application/json") -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
 
-    def _route(self, method: str):
-        match = ROUTE.match(self.path.split("?")[0])
-        if not match:
-            raise ServingError(grpc.StatusCode.NOT_FOUND, f"Malformed request: {method} {self.path}")
-        spec = model_pb2.ModelSpec(name=match["name"])
-        if match["version"]:
-            spec.version.value = int(match["version"])
-        elif match["label"]:
-            spec.version_label = match["label"]
-        return spec, match["action"]
+    def _reply(self, status: int, body: dict) -> None:
+        self._send(status, json.dumps(body, indent=1).encode())
 
-    def _handle(self, method: str) -> None:
+    def send_error(self, code, message=None, explain=None):
+        """The http.server's own rejections (bad request line, unknown method...) as JSON, 400 for 501."""
+        status = HTTPStatus.BAD_REQUEST if code == HTTPStatus.NOT_IMPLEMENTED else code
+        self.close_connection = True
         try:
-            spec, action = self._route(method)
-            if method == "GET" and action is None:
-                body = self._status(spec)
-            elif method == "GET" and action == "/metadata":
-                body = self._metadata(spec)
-            elif method == "POST" and action == ":predict":
-                body = self._predict(spec)
+            self._reply(status, {"error": f"Malformed request: {message or HTTPStatus(code).phrase}"[:200]})
+        except OSError:
+            pass
+
+    # ------------------------------------------------------------------ dispatch
+    def _handle(self, method: str) -> None:
+        started, model, api, status = time.perf_counter(), "", "", "OK"
+        try:
+            path = urllib.parse.unquote(self.path.split("?", 1)[0], errors="strict")
+            if method == "GET" and self.prometheus_path and path == self.prometheus_path:
+                self._drain()
+                self._send(HTTPStatus.OK, self.predictor.metrics.render().encode(), "text/plain; version=0.0.4")
+                return
+            route = (GET_ROUTE if method == "GET" else POST_ROUTE).fullmatch(path) if method in ("GET", "POST") \
+                else None
+            if not route:
+                self._drain()
+                raise HttpError(HTTPStatus.BAD_REQUEST, f"Malformed request: {method} {shown(self.path, 100)}")
+            model = route["name"] or ""
+            spec = self._spec(route)
+            if method == "GET":
+                self._drain()
+                api = "GetModelMetadata" if route["metadata"] else "GetModelStatus"
+                body = self._metadata(spec) if route["metadata"] else self._status(spec)
             else:
-                raise ServingError(grpc.StatusCode.NOT_FOUND, f"Malformed request: {method} {self.path}")
+                api = route["verb"].lower()
+                body = self._predict(spec, self._body()) if api == "predict" else self._other(spec, api)
             self._reply(HTTPStatus.OK, body)
+        except HttpError as error:
+            status = HTTPStatus(error.status).phrase
+            self._reply(error.status, {"error": error.message})
         except ServingError as error:
+            status = error.code.name
             self._reply(HTTP_CODES.get(error.code, HTTPStatus.INTERNAL_SERVER_ERROR), {"error": error.message})
-        except Exception as error:  # noqa: BLE001 - never take the server down
-            self._reply(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"{type(error).__name__}: {error}"})
+        except JsonTensorError as error:
+            status = "INVALID_ARGUMENT"
+            self._reply(HTTPStatus.BAD_REQUEST, {"error": str(error)})
+        except (UnicodeDecodeError, ValueError) as error:  # undecodable URL escapes and the like
+            status = "INVALID_ARGUMENT"
+            self._reply(HTTPStatus.BAD_REQUEST, {"error": f"Malformed request: {type(error).__name__}"})
+        except (socket.timeout, ConnectionError):
+            self.close_connection = True
+            status = "DEADLINE_EXCEEDED"
+        except Exception as error:  # noqa: BLE001 - never take the server down, never echo internals
+            status = "INTERNAL"
+            self._reply(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"Internal error: {type(error).__name__}"})
+        finally:
+            if api:
+                self.predictor.metrics.request(shown(model, 64), api, "REST", status, time.perf_counter() - started)
 
     def do_GET(self):
         self._handle("GET")
@@ -132,62 +196,98 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         self._handle("POST")
 
+    def do_PUT(self):
+        self._handle("PUT")
+
+    def do_DELETE(self):
+        self._handle("DELETE")
+
+    def do_PATCH(self):
+        self._handle("PATCH")
+
+    def do_OPTIONS(self):
+        self._handle("OPTIONS")
+
+    # ------------------------------------------------------------------ request pieces
+    def _content_length(self) -> int:
+        values = self.headers.get_all("Content-Length") or []
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            raise HttpError(HTTPStatus.BAD_REQUEST, "Transfer-Encoding bodies are not supported; send Content-Length")
+        if len(values) > 1:
+            self.close_connection = True
+            raise HttpError(HTTPStatus.BAD_REQUEST, "Malformed request: more than one Content-Length header")
+        if not values:
+            return 0
+        text = values[0].strip()
+        if not text.isdigit() or len(text) > 19:
+            self.close_connection = True
+            raise HttpError(HTTPStatus.BAD_REQUEST, "Malformed request: Content-Length is not a byte count")
+        length = int(text)
+        if length > self.max_body:
+            self.close_connection = True
+            raise HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                            f"request body of {length} bytes is over the {self.max_body} byte limit")
+        return length
+
+    def _body(self) -> bytes:
+        length = self._content_length()
+        data = self.rfile.read(length) if length else b""
+        if len(data) != length:
+            self.close_connection = True
+            raise HttpError(HTTPStatus.BAD_REQUEST, "Malformed request: the body is shorter than its Content-Length")
+        return data
+
+    def _drain(self) -> None:
+        """Read (and drop) a body sent with a request that takes none, so the connection stays in step."""
+        self._body()
+
+    def _spec(self, route) -> model_pb2.ModelSpec:
+        if not route["name"]:
+            raise HttpError(HTTPStatus.BAD_REQUEST, "Missing model name in request.")
+        spec = model_pb2.ModelSpec(name=route["name"])
+        if route["version"]:
+            version = int(route["version"])
+            if version > INT64_MAX:
+                raise HttpError(HTTPStatus.BAD_REQUEST,
+                                f"Failed to convert version: {shown(route['version'], 32)} to numeric.")
+            spec.version.value = version
+        elif route["label"]:
+            spec.version_label = route["label"]
+        return spec
+
+    # ------------------------------------------------------------------ APIs
     def _status(self, spec) -> dict:
-        request = get_model_status_pb2.GetModelStatusRequest(model_spec=spec)
-        response = self.predictor.status(request)
-        return {"model_version_status": [
-            {"version": str(s.version), "state": STATE_NAMES[s.state],
-             "status": {"error_code": "OK" if not s.status.error_message else "UNKNOWN",
-                        "error_message": s.status.error_message}}
-            for s in response.model_version_status]}
+        response = self.predictor.status(get_model_status_pb2.GetModelStatusRequest(model_spec=spec))
+        return json_format.MessageToDict(response, **PRINT)
 
     def _metadata(self, spec) -> dict:
         request = get_model_metadata_pb2.GetModelMetadataRequest(model_spec=spec, metadata_field=["signature_def"])
         response = self.predictor.metadata(request)
         signature_map = get_model_metadata_pb2.SignatureDefMap()
         response.metadata["signature_def"].Unpack(signature_map)
-        return {"model_spec": {"name": response.model_spec.name, "version": str(response.model_spec.version.value),
-                               "signature_name": ""},
-                "metadata": {"signature_def": json_format.MessageToDict(signature_map)}}
+        return {"model_spec": json_format.MessageToDict(response.model_spec, **PRINT),
+                "metadata": {"signature_def": json_format.MessageToDict(signature_map, **PRINT)}}
 
-    def _predict(self, spec) -> dict:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"request body of {length} bytes is over the "
-                                                                   f"{MAX_BODY} byte limit")
-        try:
-            body = json.loads(self.rfile.read(length) or b"{}")
-        except json.JSONDecodeError as error:
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"JSON Parse error: {error}") from None
-        if not isinstance(body, dict) or ("instances" in body) == ("inputs" in body):
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                               "Missing 'inputs' or 'instances' key: the request body needs exactly one of them")
-        signature = body.get("signature_name") or "serving_default"
-        spec.signature_name = signature
+    def _predict(self, spec, body: bytes) -> dict:
         servable = self.predictor.manager.resolve(spec)
-        servable.signature(signature)
-        expected = servable.inputs[signature]
-        request = predict_pb2.PredictRequest(model_spec=spec)
-        if "instances" in body:
-            instances = _decode(body["instances"])
-            if not isinstance(instances, list) or not instances:
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "'instances' must be a non-empty list")
-            if len(expected) == 1 and not isinstance(instances[0], dict):
-                columns = {next(iter(expected)): instances}
-            else:
-                if not all(isinstance(i, dict) for i in instances):
-                    raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                                       "each instance must be an object of named inputs")
-                columns = {name: [i.get(name) for i in instances] for name in instances[0]}
-        else:
-            inputs = _decode(body["inputs"])
-            columns = inputs if isinstance(inputs, dict) else {next(iter(expected)): inputs}
-        for name, values in columns.items():
-            dtype = expected.get(name, (tf.string, None))[0]
-            request.inputs[name].CopyFrom(_tensor(values, dtype, name))
-        response = self.predictor.predict(request)
-        outputs = {name: _jsonable(tf.make_ndarray(proto)) for name, proto in response.outputs.items()}
-        if "instances" in body:
-            rows = len(next(iter(outputs.values())))
-            return {"predictions": [{name: values[i] for name, values in outputs.items()} for i in range(rows)]}
-        return {"outputs": outputs}
+
+        def input_dtypes(signature: str) -> dict:
+            servable.signature(signature or "serving_default")
+            return {alias: dtype for alias, (dtype, _) in servable.inputs[signature or "serving_default"].items()}
+
+        signature, arrays, form = parse_predict(body, input_dtypes, self.predictor.max_elements)
+        outputs = self.predictor.run(servable, signature or "serving_default", arrays)
+        return predict_response(outputs, form)
+
+    def _other(self, spec, verb: str) -> dict:
+        try:
+            document = json.loads(self._body().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            raise HttpError(HTTPStatus.BAD_REQUEST, "JSON Parse error: the body is not a JSON document") from None
+        signature = document.get("signature_name", "") if isinstance(document, dict) else ""
+        if not isinstance(signature, str):
+            raise HttpError(HTTPStatus.BAD_REQUEST, "'signature_name' key must be a string value.")
+        spec.signature_name = signature
+        self.predictor.check_method(spec, verb)
+        return {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -13,6 +15,7 @@ from serving.export import export
 from serving.server import Server
 
 CLASSES = ["circle", "square", "triangle"]
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPEC = Preprocessing(image_size=32, channels=3)
 
 

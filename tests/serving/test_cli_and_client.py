@@ -6,10 +6,12 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import grpc
 import numpy as np
@@ -140,3 +142,113 @@ def test_demo_trains_exports_serves_and_served_accuracy_equals_the_trained_one(t
     # Serving preprocesses in the graph with the training evaluation code: the same images, the same answers.
     assert abs(result["served_accuracy"] - result["trained_test_accuracy"]) <= 1 / 360
     assert os.path.exists(os.path.join(result["export_path"], "assets.extra", "tf_serving_warmup_requests"))
+
+
+# tensorflow/serving's image runs tf_serving_entrypoint.sh (tensorflow_serving/tools/docker/Dockerfile):
+#   tensorflow_model_server --port=8500 --rest_api_port=8501 --model_name=${MODEL_NAME} \
+#       --model_base_path=${MODEL_BASE_PATH}/${MODEL_NAME} "$@"
+# with the Dockerfile's CMD as "$@".
+ENTRYPOINT_ARGS = ["--port=8500", "--rest_api_port=8501", "--model_name=${MODEL_NAME}",
+                   "--model_base_path=${MODEL_BASE_PATH}/${MODEL_NAME}"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_kcnn_serve_runs_the_dockerfiles_exact_command_line(tmp_path):
+    from serving_helpers import REPO
+
+    dockerfile = open(os.path.join(REPO, "Dockerfile")).read()
+    cmd = json.loads(re.search(r"^CMD (\[.*?\])", dockerfile, re.M | re.S).group(1).replace("\\\n", ""))
+    model_name = re.search(r"^ARG MODEL_NAME=(\S+)$", dockerfile, re.M).group(1)
+    # The container's paths and ports, moved to this machine: /config and /models under tmp_path, free ports.
+    config_dir, models_root = tmp_path / "config", tmp_path / "models"
+    config_dir.mkdir()
+    for name in ("models.config", "batching.config", "monitoring.config"):
+        text = open(os.path.join(REPO, "serving", "docker", name)).read()
+        (config_dir / name).write_text(text.replace('"/models/', f'"{models_root}/'))
+    exported(str(models_root / model_name), seed=1)
+    grpc_port, rest_port = free_port(), free_port()
+    env_values = {"${MODEL_NAME}": model_name, "${MODEL_BASE_PATH}": str(models_root)}
+    args = []
+    for arg in ENTRYPOINT_ARGS + cmd:
+        for key, value in env_values.items():
+            arg = arg.replace(key, value)
+        args.append(arg.replace("=/config/", f"={config_dir}/").replace("=8500", f"={grpc_port}")
+                    .replace("=8501", f"={rest_port}"))
+    assert [a.split("=")[0] for a in args] == [a.split("=")[0] for a in ENTRYPOINT_ARGS + cmd]  # same flags
+    server = subprocess.Popen(kcnn("serve", *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=ENV)
+    try:
+        deadline, line = time.time() + 120, ""
+        while "on gRPC" not in line and time.time() < deadline:
+            line = server.stdout.readline()
+            if not line and server.poll() is not None:
+                break
+        assert "on gRPC" in line, "kcnn serve did not start with the Dockerfile's command line"
+        from serving.client import RestClient
+
+        assert RestClient(f"127.0.0.1:{rest_port}", model_name).status() == {1: "AVAILABLE"}
+        with Client(f"127.0.0.1:{grpc_port}", model_name) as client:
+            assert client.predict(images(2))[0].labels[0] in CLASSES
+        with urllib.request.urlopen(f"http://127.0.0.1:{rest_port}/monitoring/prometheus/metrics", timeout=10) as r:
+            assert f':tensorflow:serving:request_count{{model_name="{model_name}",status="OK"}}' in r.read().decode()
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=60) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+
+
+def test_serve_takes_tf_servings_boolean_syntax():
+    from kcnn import cli
+
+    def parsed(*flags):
+        return cli.build_parser().parse_args(["serve", "--model_base_path=/m", *flags])
+
+    assert parsed("--enable_batching=true").enable_batching is True
+    assert parsed("--enable_batching=false").enable_batching is False
+    assert parsed("--enable_batching").enable_batching is True
+    assert parsed().enable_batching is False and parsed().enable_model_warmup is True
+    assert parsed("--enable_model_warmup=false").enable_model_warmup is False
+    with pytest.raises(SystemExit):
+        parsed("--enable_batching=maybe")
+
+
+@pytest.mark.slow
+def test_predict_names_the_bad_file_and_still_answers_the_others(tmp_path, capsys):
+    from kcnn import cli
+    from serving.config import ModelEntry
+    from serving.server import Server
+
+    base = str(tmp_path / "shapes")
+    exported(base, seed=1)
+    good, bad = tmp_path / "good.png", tmp_path / "bad.png"
+    good.write_bytes(png(images(1)[0]))
+    bad.write_bytes(b"not an image")
+    with Server([ModelEntry("shapes", base)], port=0, poll_seconds=0) as server:
+        target = f"127.0.0.1:{server.port}"
+        assert cli.main(["predict", "--server", target, "--model", "shapes", str(good), str(bad), "--top-k", "1"]) == 1
+        out, err = capsys.readouterr()
+        assert out.startswith(f"{good}: ") and str(bad) not in out
+        assert f"kcnn predict: {bad}: INVALID_ARGUMENT: " in err
+        assert cli.main(["predict", "--server", target, "--model", "nope", str(good)]) == 1
+        assert "Check --model and --version" in capsys.readouterr().err  # CLI words, not Python methods
+    import keras
+    from serving_helpers import SPEC
+
+    import kcnn as kcnn_package
+    from serving.export import export
+
+    keras.utils.set_random_seed(0)
+    model = kcnn_package.build("lenet5", num_classes=4, input_shape=(32, 32, 3))
+    export(model, str(tmp_path / "four"), class_names=["a", "b", "c", "d"], preprocessing=SPEC, top_k=2)
+    with Server([ModelEntry("four", str(tmp_path / "four"))], port=0, poll_seconds=0) as server:
+        assert cli.main(["predict", "--server", f"127.0.0.1:{server.port}", "--model", "four", str(good),
+                         "--top-k", "3"]) == 2
+    assert ("--top-k 3 is more than the 2 labels the model was exported to return; use --top-k 2 or less, or "
+            "re-export with kcnn export --top-k 3") in capsys.readouterr().err

@@ -98,3 +98,50 @@ def test_kubernetes_manifests_parse_and_agree_with_the_image_and_ports():
     assert kinds["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == kinds["Deployment"]["metadata"]["name"]
     guide = read("serving/deploy/vertex.md")
     assert f"/v1/models/{model}:predict" in guide and "predict_image_bytes" in guide
+
+
+def test_batching_file_with_every_batching_parameters_field_is_read(tmp_path):
+    # Every field of TF Serving's BatchingParameters (session_bundle_config.proto), in its text format.
+    path = tmp_path / "batching.config"
+    path.write_text("max_batch_size { value: 64 }\nbatch_timeout_micros { value: 500 }\n"
+                    "max_enqueued_batches { value: 7 }\nnum_batch_threads { value: 2 }\n"
+                    'thread_pool_name { value: "pool" }\nallowed_batch_sizes: 8\nallowed_batch_sizes: 16\n'
+                    "pad_variable_length_inputs: true\nenable_large_batch_splitting { value: true }\n"
+                    "max_execution_batch_size { value: 16 }\nlow_priority_max_batch_size { value: 8 }\n"
+                    "low_priority_batch_timeout_micros { value: 100 }\nlow_priority_max_enqueued_batches { value: 3 }\n"
+                    "low_priority_allowed_batch_sizes: 8\nmixed_priority_batching_policy: PRIORITY_ISOLATION\n"
+                    'batch_padding_policy { value: "PAD_UP" }\n')
+    batching = sc.read_batching_config(str(path))
+    assert (batching.max_batch_size, batching.batch_timeout_micros, batching.max_enqueued_batches,
+            batching.num_batch_threads, batching.allowed_batch_sizes) == (64, 500, 7, 2, (8, 16))
+    assert batching.enable_large_batch_splitting and batching.execution_batch_size == 16
+    assert batching.thread_pool_name == "pool" and batching.pad_variable_length_inputs
+    assert dict(batching.low_priority)["mixed_priority_batching_policy"] == "2"
+    assert [f.name for f in sc.BatchingParameters.DESCRIPTOR.fields] == [name for _, name, _ in sc.BATCHING_FIELDS]
+    with pytest.raises(ValueError, match="allowed_batch_sizes must increase and end with max_execution_batch_size"):
+        sc.Batching(64, allowed_batch_sizes=(8, 32), enable_large_batch_splitting=True, max_execution_batch_size=16)
+
+
+def test_model_config_file_is_re_read_when_polled(tmp_path):
+    import time
+
+    from toy_models import toy
+
+    from serving.server import Server
+
+    toy(str(tmp_path / "a"))
+    toy(str(tmp_path / "b"))
+    config = tmp_path / "models.config"
+    sc.write_configs(str(tmp_path / "one"), [sc.ModelEntry("a", str(tmp_path / "a"))], monitoring=False)
+    os.replace(tmp_path / "one" / "models.config", config)
+    with Server(sc.models_from_config(str(config)), port=0, poll_seconds=0.1, model_config_file=str(config),
+                config_poll_seconds=0.1) as server:
+        assert set(server.manager.entries) == {"a"}
+        sc.write_configs(str(tmp_path / "two"), [sc.ModelEntry("a", str(tmp_path / "a")),
+                                                  sc.ModelEntry("b", str(tmp_path / "b"))], monitoring=False)
+        os.replace(tmp_path / "two" / "models.config", config)
+        deadline = time.monotonic() + 30
+        while "b" not in server.manager.entries or server.manager.status("b").get(1, None) is None or \
+                server.manager.status("b")[1].state != 30:  # 30: AVAILABLE
+            assert time.monotonic() < deadline
+            time.sleep(0.05)

@@ -41,11 +41,12 @@ def test_metadata_lists_both_signatures_and_status_is_available(served):
     server, _, _ = served
     with Client(f"127.0.0.1:{server.port}", "shapes") as client:
         signatures = client.metadata()
-        assert set(signatures) == {"serving_default", "predict_image_bytes"}
+        # TF Serving's metadata lists every SignatureDef of the MetaGraph, the init op's included.
+        assert set(signatures) == {"serving_default", "predict_image_bytes", "__saved_model_init_op"}
         assert set(signatures["serving_default"].inputs) == {"images"}
         assert set(signatures["predict_image_bytes"].inputs) == {"image_bytes"}
-        for signature in signatures.values():
-            assert set(signature.outputs) == {"probabilities", "classes", "scores", "labels"}
+        for name in ("serving_default", "predict_image_bytes"):
+            assert set(signatures[name].outputs) == {"probabilities", "classes", "scores", "labels"}
         assert client.status() == {1: "AVAILABLE"}
 
 
@@ -77,9 +78,9 @@ UINT8 = tf.make_tensor_proto(images(1))
      "Servable not found for request: Latest(nope)"),
     (lambda: request_for(signature="nope", images=UINT8), grpc.StatusCode.FAILED_PRECONDITION,
      'Serving signature key "nope" not found.'),
+    # Same count, wrong name: predict_util.cc's PreProcessPrediction checks each alias after the count.
     (lambda: request_for(image_bytes=tf.make_tensor_proto([b"x"])), grpc.StatusCode.INVALID_ARGUMENT,
-     "input size does not match signature: 1!=1 len({image_bytes}) != len({images}). Sent extra: {image_bytes}. "
-     "Missing but required: {images}."),
+     "input tensor alias not found in signature: image_bytes. Inputs expected to be in the set {images}."),
     (lambda: request_for(images=UINT8, extra=UINT8), grpc.StatusCode.INVALID_ARGUMENT,
      "input size does not match signature: 2!=1 len({extra,images}) != len({images}). Sent extra: {extra}. "
      "Missing but required: {}."),
@@ -115,14 +116,18 @@ def test_malformed_tensor_and_specific_version_errors(served):
                                                "Unrecognized servable version label: canary")
 
 
-def test_classify_is_unimplemented_with_a_pointer_to_predict(served):
+def test_classify_on_a_predict_signature_is_invalid_argument_as_in_tf_serving(served):
+    # TF Serving's classifier checks the signature's method_name (servables/tensorflow/classifier.cc).
     server, _, _ = served
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name = "shapes"
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         with pytest.raises(grpc.RpcError) as info:
-            stub.Classify(classification_pb2.ClassificationRequest(), timeout=10)
-    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "use Predict" in info.value.details()
+            stub.Classify(request, timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details() == ("Expected classification signature method_name to be tensorflow/serving/classify. "
+                                    "Was: tensorflow/serving/predict")
 
 
 def test_client_errors_carry_code_message_and_hint(served):
@@ -167,7 +172,7 @@ def test_rest_status_metadata_predict_and_errors(served):
     assert rest.status() == {1: "AVAILABLE"}
     metadata = rest.metadata()
     assert metadata["model_spec"] == {"name": "shapes", "version": "1", "signature_name": ""}
-    assert set(metadata["metadata"]["signature_def"]["signatureDef"]) >= {"serving_default", "predict_image_bytes"}
+    assert set(metadata["metadata"]["signature_def"]["signature_def"]) >= {"serving_default", "predict_image_bytes"}
     batch = images(3, seed=2)
     predictions = rest.predict([png(i) for i in batch])
     assert [p.classes[0] for p in predictions] == list(in_process_top1(loaded, batch))

@@ -1,0 +1,170 @@
+"""Version lifecycle, start-up, warm-up, batching splits and REST hardening, as TF Serving runs them."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_pb2_grpc
+from toy_models import toy
+
+from serving.batching import Batcher
+from serving.config import Batching, ModelEntry
+from serving.models import Lifecycle, StartupError
+from serving.server import Server
+from serving.tensors import to_typed_proto
+
+FAST_RETRIES = Lifecycle(max_num_load_retries=50, load_retry_interval_seconds=0.1)
+
+
+def broken_version(base: str, version: int = 1) -> str:
+    """A version directory caught half-copied: a truncated saved_model.pb and nothing else."""
+    path = os.path.join(base, str(version))
+    os.makedirs(path)
+    with open(os.path.join(path, "saved_model.pb"), "wb") as handle:
+        handle.write(b"\x0a\x05trunc")
+    return path
+
+
+def predict_version(server, x=((1.0, 2.0),)) -> int:
+    request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name="toy"))
+    request.inputs["x"].CopyFrom(to_typed_proto(np.array(x, np.float32)))
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=20)
+    return response.model_spec.version.value
+
+
+def states(server, name="toy") -> list:
+    from tensorflow_serving.apis import get_model_status_pb2
+
+    response = server.predictor.status(get_model_status_pb2.GetModelStatusRequest(model_spec={"name": name}))
+    names = get_model_status_pb2.ModelVersionStatus.State.Name
+    return [(s.version, names(s.state)) for s in response.model_version_status]
+
+
+def test_a_version_caught_mid_copy_is_retried_and_then_served(tmp_path):
+    # TF Serving retries a failed load (--max_num_load_retries, --load_retry_interval_micros) before giving up.
+    base = str(tmp_path / "toy")
+    partial = broken_version(base)
+    complete = toy(str(tmp_path / "staging"))
+    server = Server([ModelEntry("toy", base)], port=0, poll_seconds=0.1, lifecycle=FAST_RETRIES)
+    started = threading.Thread(target=server.start)
+    started.start()
+    time.sleep(0.4)  # a few failed attempts, then the copy completes
+    shutil.rmtree(partial)
+    os.replace(complete, partial)
+    started.join(timeout=60)
+    try:
+        assert not started.is_alive()
+        assert states(server) == [(1, "AVAILABLE")] and predict_version(server) == 1
+        metrics = server.metrics.render()
+        assert 'status="fail"}' in metrics and 'status="success"} 1' in metrics
+    finally:
+        server.stop()
+
+
+def test_a_model_that_never_becomes_available_fails_start_up_with_tf_servings_message(tmp_path, capsys):
+    base = str(tmp_path / "toy")
+    broken_version(base)
+    server = Server([ModelEntry("toy", base)], port=0, poll_seconds=0,
+                    lifecycle=Lifecycle(max_num_load_retries=1, load_retry_interval_seconds=0.05))
+    with pytest.raises(StartupError) as info:
+        server.start()
+    message = str(info.value)
+    assert message.startswith("1 servable(s) did not become available: {{{name: toy version: 1} due to error: ")
+    assert states(server) == [(1, "END")]
+    from kcnn import cli
+
+    assert cli.main(["serve", "--port=0", "--model_name=toy", f"--model_base_path={base}",
+                     "--max_num_load_retries=0"]) == 1
+    assert ("Failed to start server. Error: UNKNOWN: 1 servable(s) did not become available: {{{name: toy version: 1}"
+            in capsys.readouterr().err)
+
+
+def test_status_is_newest_first_and_deleting_the_newest_serves_the_remaining_latest(tmp_path):
+    base = str(tmp_path / "toy")
+    toy(base, 1)
+    toy(base, 2)
+    with Server([ModelEntry("toy", base, "all")], port=0, poll_seconds=0) as server:
+        assert states(server) == [(2, "AVAILABLE"), (1, "AVAILABLE")]  # TF Serving lists newest first
+    with Server([ModelEntry("toy", base)], port=0, poll_seconds=0.1) as server:
+        assert predict_version(server) == 2 and states(server) == [(2, "AVAILABLE")]
+        shutil.rmtree(os.path.join(base, "2"))
+        deadline = time.monotonic() + 60
+        while states(server) != [(2, "END"), (1, "AVAILABLE")] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert states(server) == [(2, "END"), (1, "AVAILABLE")]
+        assert predict_version(server) == 1
+
+
+def test_warmup_records_are_replayed_before_a_version_serves_unless_disabled(tmp_path):
+    base = str(tmp_path / "toy")
+    toy(base, 1, warmup_records=3)
+    spec = model_pb2.ModelSpec(name="toy")
+    with Server([ModelEntry("toy", base)], port=0, poll_seconds=0) as server:
+        assert server.manager.resolve(spec).warmup_records == 3
+    with Server([ModelEntry("toy", base)], port=0, poll_seconds=0, lifecycle=Lifecycle(enable_warmup=False)) as server:
+        assert server.manager.resolve(spec).warmup_records == 0
+
+
+def test_an_empty_base_path_warns_at_start_and_keeps_serving_the_others(tmp_path, caplog):
+    base = str(tmp_path / "toy")
+    toy(base)
+    with caplog.at_level(logging.WARNING, logger="serving.models"):
+        with Server([ModelEntry("toy", base), ModelEntry("ghost", str(tmp_path / "nothing"))], port=0,
+                    poll_seconds=0) as server:
+            assert predict_version(server) == 1
+    assert f"No versions of servable ghost found under base path {tmp_path / 'nothing'}" in caplog.text
+
+
+def test_large_batch_splitting_cuts_a_request_into_execution_sized_batches():
+    batching = Batching(max_batch_size=8, batch_timeout_micros=0, num_batch_threads=1, max_enqueued_batches=10,
+                        allowed_batch_sizes=(1, 2), enable_large_batch_splitting=True, max_execution_batch_size=2)
+    batcher = Batcher(batching)
+    seen = []
+
+    def double(x):
+        seen.append(int(x.shape[0]))
+        import tensorflow as tf
+
+        return {"y": tf.identity(x) * 2}
+
+    try:
+        rows = np.arange(10, dtype=np.float32).reshape(5, 2)
+        out = batcher.run(("m", 1, "s"), double, {"x": rows})
+        np.testing.assert_array_equal(out["y"], rows * 2)
+        assert seen and max(seen) <= 2 and sum(seen) >= 5  # pieces of at most 2 rows (the last padded to 2)
+    finally:
+        batcher.close()
+
+
+def test_rest_front_end_drops_a_stalled_body_and_bounds_connections(tmp_path):
+    base = str(tmp_path / "toy")
+    toy(base)
+    with Server([ModelEntry("toy", base)], port=0, rest_api_port=0, poll_seconds=0, rest_threads=2,
+                rest_timeout_ms=300) as server:
+        stalled = socket.create_connection(("127.0.0.1", server.rest_port), timeout=10)
+        stalled.sendall(b"POST /v1/models/toy:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        started = time.monotonic()
+        assert stalled.recv(1024) == b""  # closed by the read timeout, not held forever
+        assert time.monotonic() - started < 5
+        stalled.close()
+        # Beyond max_connections (4 x threads) open connections, a new one is answered 503 at once.
+        idle = [socket.create_connection(("127.0.0.1", server.rest_port), timeout=10) for _ in range(8)]
+        time.sleep(0.1)
+        extra = socket.create_connection(("127.0.0.1", server.rest_port), timeout=10)
+        extra.sendall(b"GET /v1/models/toy HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert extra.recv(1024).startswith(b"HTTP/1.1 503")
+        for connection in idle + [extra]:
+            connection.close()
+        time.sleep(0.5)  # the idle ones time out; the server serves again
+        from serving.client import RestClient
+
+        assert RestClient(f"127.0.0.1:{server.rest_port}", "toy").status() == {1: "AVAILABLE"}
