@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from pipelines.preprocess import Preprocessing, resize_and_center_crop
+from pipelines.preprocess import LUMA, Preprocessing, decode_image, resize_and_center_crop, unit_images
 
 # ---------------------------------------------------------------------------- seeds
 
@@ -105,13 +105,11 @@ def decode_random_resized_crop(encoded, seed, size: int, channels: int, scale=(0
     def jpeg():
         shape = tf.image.extract_jpeg_shape(encoded)
         y, x, h, w = crop_window(shape, seed, scale, ratio)
-        crop = tf.image.decode_and_crop_jpeg(encoded, tf.stack([y, x, h, w]), channels=channels)
-        return tf.image.resize(tf.cast(crop, tf.float32) / 255.0, [size, size])
+        crop = tf.image.decode_and_crop_jpeg(encoded, tf.stack([y, x, h, w]), channels=3)  # as decode_image
+        return tf.image.resize(unit_images(crop, channels), [size, size])
 
     def other():
-        image = tf.io.decode_image(encoded, channels=channels, expand_animations=False, dtype=tf.uint8)
-        image.set_shape([None, None, channels])
-        return random_resized_crop(tf.cast(image, tf.float32) / 255.0, seed, size, scale, ratio)
+        return random_resized_crop(unit_images(decode_image(encoded), channels), seed, size, scale, ratio)
 
     return tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
 
@@ -142,7 +140,6 @@ def flip(images, seed, probability: float = 0.5):
 # RGB <-> YIQ: hue is a rotation of the (I, Q) chroma plane, so a hue shift is one 3x3 matrix.
 _RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
 _YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ).astype(np.float32)
-_LUMA = _RGB_TO_YIQ[0]
 
 
 def color_jitter(images, seed, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1):
@@ -166,7 +163,7 @@ def color_jitter(images, seed, brightness=0.4, contrast=0.4, saturation=0.4, hue
         matrix = tf.eye(3, batch_shape=[batch])
         if saturation:
             factor = _uniform([batch, 1, 1], ss, 1 - saturation, 1 + saturation)
-            grey = tf.tile(tf.constant(_LUMA)[tf.newaxis, tf.newaxis, :], [batch, 3, 1])
+            grey = tf.tile(tf.constant(LUMA)[tf.newaxis, tf.newaxis, :], [batch, 3, 1])
             matrix = factor * matrix + (1 - factor) * grey
         if hue:
             angle = _uniform([batch], sh, -hue, hue) * (2 * math.pi)
@@ -297,7 +294,7 @@ def _blend(a, b, factor):
 
 def _grey(image):
     if image.shape[-1] == 3:
-        grey = tf.reduce_sum(image * tf.constant(_LUMA), axis=-1, keepdims=True)
+        grey = tf.reduce_sum(image * tf.constant(LUMA), axis=-1, keepdims=True)
         return tf.broadcast_to(grey, tf.shape(image))
     return image
 
@@ -395,7 +392,9 @@ PRESETS = {
     "strong": Recipe(crop="resized_crop", scale=(0.25, 1.0), flip=True, randaugment=(2, 9.0), erasing=0.25),
 }
 
-MIXES = ("mixup", "cutmix")
+MIX_FUNCTIONS = {"mixup": mixup, "cutmix": cutmix}
+MIX_DEFAULT_ALPHA = {"mixup": 0.2, "cutmix": 1.0}  # the papers' ImageNet settings
+MIXES = tuple(MIX_FUNCTIONS)
 
 
 def get_recipe(augment) -> Recipe:

@@ -37,12 +37,15 @@ class DataConfig:
     validation_split: str = "validation"
     test_split: str = "test"
     cache: bool = True
+    download: bool = False
+    bad_files: str = "error"
 
     def check(self):
         _positive(self, "image_size", "batch_size")
         _choice(self, "channels", (1, 3))
         _choice(self, "augment", ("none", "cifar", "alexnet", "inception", "strong"))
         _choice(self, "mix", (None, "mixup", "cutmix"))
+        _choice(self, "bad_files", ("error", "skip"))
         _range(self, "crop_fraction", 0.0, 1.0, low_open=True)
 
 

@@ -13,7 +13,7 @@ import yaml
 from pipelines import report
 from pipelines.augment import ten_crop_predict
 from pipelines.config import from_dict
-from pipelines.data import make_dataset
+from pipelines.data import DataSpec, make_dataset
 
 TTA_MODES = ("none", "ten_crop")
 
@@ -35,13 +35,13 @@ def evaluate(run_dir: str, *, tta: str = "none", split: str | None = None) -> di
     if tta not in TTA_MODES:
         raise ValueError(f"tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
     config, model = load_run(run_dir)
-    data = config.data
-    size = data.image_size
+    spec = DataSpec.from_config(config.data).evaluation(cache=False)
+    size = spec.preprocessing.image_size
+    split = split or spec.test_split
     # Ten-crop TTA looks at crops of a larger view: the image resized to size / 0.875 (256 for 224).
-    view = round(size / 0.875) if tta == "ten_crop" else size
-    dataset = make_dataset(data.source, split or data.test_split, image_size=view, batch_size=data.batch_size,
-                           channels=data.channels, crop_fraction=data.crop_fraction, mean=data.mean, std=data.std,
-                           data_dir=data.data_dir)
+    if tta == "ten_crop":
+        spec = spec.with_image_size(round(size / 0.875))
+    dataset, info = make_dataset(spec, split)
     probabilities, labels = [], []
     for images, batch_labels in dataset:
         if tta == "ten_crop":
@@ -51,12 +51,12 @@ def evaluate(run_dir: str, *, tta: str = "none", split: str | None = None) -> di
         labels.append(batch_labels.numpy())
     probabilities = np.concatenate(probabilities)
     labels = np.concatenate(labels)
-    names = dataset.class_names
+    names = list(info.class_names)
     predictions = probabilities.argmax(axis=1)
     top5 = np.argsort(-probabilities, axis=1)[:, :5]
     matrix = report.confusion_matrix(labels, predictions, len(names))
     result = {
-        "split": split or data.test_split,
+        "split": split,
         "tta": tta,
         "examples": int(len(labels)),
         "top1_accuracy": float(np.mean(predictions == labels)),

@@ -29,7 +29,7 @@ import tensorflow as tf
 import kcnn
 from pipelines import report
 from pipelines.config import Config
-from pipelines.data import make_dataset
+from pipelines.data import DataSpec, make_dataset
 from pipelines.environment import is_chief, resolve_jit, resolve_precision, resolve_strategy
 from pipelines.optim import make_optimizer
 
@@ -80,29 +80,24 @@ def _claim_run_dir(run_dir: str, config: Config) -> None:
         handle.write(text)
 
 
-def _datasets(config: Config, replicas: int):
-    data = config.data
-    common = dict(image_size=data.image_size, batch_size=data.batch_size, channels=data.channels,
-                  crop_fraction=data.crop_fraction, mean=data.mean, std=data.std, data_dir=data.data_dir,
-                  cache=data.cache)
-    if data.batch_size % replicas:
-        raise ValueError(f"data.batch_size ({data.batch_size}) is the global batch; it must divide evenly over "
+def _datasets(spec: DataSpec, replicas: int):
+    """The training and validation datasets, each with its info."""
+    if spec.batch_size % replicas:
+        raise ValueError(f"data.batch_size ({spec.batch_size}) is the global batch; it must divide evenly over "
                          f"the {replicas} replicas")
-    train_ds = make_dataset(data.source, data.train_split, augment=data.augment, mix=data.mix,
-                            mix_alpha=data.mix_alpha, seed=config.train.seed, **common)
-    val_ds = make_dataset(data.source, data.validation_split, **common)
-    return train_ds, val_ds
+    return make_dataset(spec, spec.train_split), make_dataset(spec, spec.validation_split)
 
 
 def _run(config, run_dir, work_dir, chief, strategy, strategy_name, policy, callbacks, verbose) -> dict:
     started = time.perf_counter()
     replicas = strategy.num_replicas_in_sync
-    train_ds, val_ds = _datasets(config, replicas)
-    num_classes = len(train_ds.class_names)
+    spec = DataSpec.from_config(config.data, seed=config.train.seed)
+    (train_ds, train_info), (val_ds, _) = _datasets(spec, replicas)
+    num_classes = len(train_info.class_names)
     global_batch = config.data.batch_size
-    steps = train_ds.num_examples // global_batch
+    steps = train_info.num_examples // global_batch
     if steps < 1:
-        raise ValueError(f"data.batch_size {global_batch} is larger than the {train_ds.num_examples} training "
+        raise ValueError(f"data.batch_size {global_batch} is larger than the {train_info.num_examples} training "
                          "images; lower it")
     steps = min(steps, config.train.steps_per_epoch or steps)
     epochs = config.train.epochs
@@ -178,19 +173,16 @@ def _run(config, run_dir, work_dir, chief, strategy, strategy_name, policy, call
     if config.optimizer.ema is not None:
         optimizer.finalize_variable_values(model.trainable_variables)
     return _finish(config, run_dir, work_dir, chief, model, eval_step, history, policy, strategy_name, replicas,
-                   started, train_ds, val_ds, verbose)
+                   started, spec, train_info, verbose)
 
 
 def _finish(config, run_dir, work_dir, chief, model, eval_step, history, policy, strategy_name, replicas, started,
-            train_ds, val_ds, verbose) -> dict:
+            spec, train_info, verbose) -> dict:
     """Test the best model, write model.keras, metrics.json and the plots (chief only)."""
     best_path = os.path.join(work_dir, "best.keras")
     if config.optimizer.ema is None and os.path.exists(best_path):
         model.load_weights(best_path)
-    data = config.data
-    test_ds = make_dataset(data.source, data.test_split, image_size=data.image_size, batch_size=data.batch_size,
-                           channels=data.channels, crop_fraction=data.crop_fraction, mean=data.mean, std=data.std,
-                           data_dir=data.data_dir)
+    test_ds, _ = make_dataset(spec.evaluation(cache=False), spec.test_split)
     test = evaluate_dataset(eval_step, test_ds, keep_predictions=True)
     rates = [h["images_per_second"] for h in history]
     metrics = {
@@ -204,18 +196,18 @@ def _finish(config, run_dir, work_dir, chief, model, eval_step, history, policy,
         "strategy": strategy_name,
         "replicas": replicas,
         "wall_seconds_this_session": time.perf_counter() - started,
-        "num_classes": len(train_ds.class_names),
+        "num_classes": len(train_info.class_names),
     }
     if chief:
         model.save(os.path.join(run_dir, "model.keras"))
         with open(os.path.join(run_dir, "metrics.json"), "w") as handle:
             json.dump(metrics, handle, indent=2)
         with open(os.path.join(run_dir, "class_names.json"), "w") as handle:
-            json.dump(train_ds.class_names, handle)
+            json.dump(list(train_info.class_names), handle)
         with open(os.path.join(run_dir, "preprocessing.json"), "w") as handle:
-            handle.write(val_ds.preprocessing.to_json())
+            handle.write(spec.preprocessing.to_json())
         report.plot_curves(history, os.path.join(run_dir, "plots", "curves.png"))
-        report.plot_confusion(test["labels"], test["predictions"], train_ds.class_names,
+        report.plot_confusion(test["labels"], test["predictions"], list(train_info.class_names),
                               os.path.join(run_dir, "plots", "confusion_matrix.png"))
     _say(verbose, f"test accuracy {metrics['test_accuracy']:.4f} (top-5 {metrics['test_top5_accuracy']:.4f}); "
          f"run directory {run_dir}")

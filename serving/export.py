@@ -8,8 +8,9 @@
 
 both returning ``probabilities`` float32 ``[batch, classes]``, ``classes`` int32
 ``[batch, top_k]``, ``scores`` float32 ``[batch, top_k]`` and ``labels`` string
-``[batch, top_k]``. Preprocessing runs in the graph and is the very function the
-training evaluation pipeline uses (``pipelines.preprocess.preprocess_images``).
+``[batch, top_k]``. Preprocessing runs in the graph and is the very functions the
+evaluation pipeline calls: ``pipelines.preprocess.preprocess_images`` for decoded
+images and ``preprocess_encoded`` (``decode_image`` then ``preprocess_images``) for files.
 
 The version is built in a sibling directory whose name is not an integer and renamed
 into place only when complete and verified, so TF Serving's file-system poller never
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from pipelines.preprocess import Preprocessing, decode_image, preprocess_images
+from pipelines.preprocess import Preprocessing, preprocess_encoded, preprocess_images
 
 SIGNATURE_IMAGES = "serving_default"
 SIGNATURE_BYTES = "predict_image_bytes"
@@ -148,12 +149,9 @@ def _write_saved_model(model, path, class_names, spec: Preprocessing, top_k: int
         return outputs(preprocess_images(images, spec))
 
     def predict_image_bytes(image_bytes):
-        def one(encoded):
-            return preprocess_images(decode_image(encoded, 3)[tf.newaxis], spec)[0]
-
         size = spec.image_size
-        images = tf.map_fn(one, image_bytes, fn_output_signature=tf.TensorSpec([size, size, spec.channels],
-                                                                                tf.float32))
+        images = tf.map_fn(lambda encoded: preprocess_encoded(encoded, spec), image_bytes,
+                           fn_output_signature=tf.TensorSpec([size, size, spec.channels], tf.float32))
         return outputs(images)
 
     archive = ExportArchive()

@@ -8,8 +8,7 @@ import pytest
 import tensorflow as tf
 
 from pipelines import augment as aug
-from pipelines.data import make_dataset
-from pipelines.sources import SPLITS
+from pipelines.data import load_dataset
 
 SEED = tf.constant([3, 7], tf.int32)
 
@@ -26,8 +25,8 @@ def gradient_images(batch=4, size=16, channels=3):
 
 @pytest.mark.parametrize("preset", list(aug.PRESETS))
 def test_every_preset_gives_the_right_shape_dtype_range_and_keeps_labels(preset):
-    dataset = make_dataset("shapes", "validation", image_size=24, batch_size=12, augment=preset, seed=5,
-                           shuffle=False)
+    dataset, _ = load_dataset("shapes", "validation", image_size=24, batch_size=12, augment=preset, seed=5,
+                              shuffle=False)
     images, labels = next(iter(dataset))
     assert images.shape == (12, 24, 24, 3) and images.dtype == tf.float32
     assert float(tf.reduce_min(images)) >= -1.0 and float(tf.reduce_max(images)) <= 1.0
@@ -38,7 +37,7 @@ def test_every_preset_gives_the_right_shape_dtype_range_and_keeps_labels(preset)
 
 def test_same_seed_same_batches_other_seed_other_batches_and_epochs_differ():
     def batches(seed):
-        dataset = make_dataset("digits", image_size=16, batch_size=32, augment="strong", seed=seed)
+        dataset, _ = load_dataset("digits", image_size=16, batch_size=32, augment="strong", seed=seed)
         return [b[0].numpy() for b in dataset.take(2)], dataset
 
     first, dataset = batches(11)
@@ -55,12 +54,11 @@ def test_evaluation_pipeline_is_deterministic_and_equals_the_shared_preprocessin
     from pipelines.preprocess import preprocess_images
     from pipelines.sources import digits_arrays
 
-    runs = [next(iter(make_dataset("digits", "test", image_size=20, batch_size=16)))[0].numpy() for _ in range(2)]
+    runs = [next(iter(load_dataset("digits", "test", image_size=20, batch_size=16)[0]))[0].numpy() for _ in range(2)]
     np.testing.assert_array_equal(*runs)
-    dataset = make_dataset("digits", "test", image_size=20, batch_size=16)
-    direct = preprocess_images(tf.constant(digits_arrays("test")[0][:16]), dataset.preprocessing).numpy()
-    np.testing.assert_allclose(runs[0], direct, atol=1e-5)
-    assert "test" in SPLITS
+    _, info = load_dataset("digits", "test", image_size=20, batch_size=16)
+    direct = preprocess_images(tf.constant(digits_arrays("test")[0][:16]), info.preprocessing).numpy()
+    np.testing.assert_array_equal(runs[0], direct)
 
 
 def test_flip_mirrors_and_keeps_pixels():
