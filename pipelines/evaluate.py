@@ -6,7 +6,6 @@ import csv
 import json
 import os
 
-import keras
 import numpy as np
 import yaml
 
@@ -14,20 +13,18 @@ from pipelines import report
 from pipelines.augment import ten_crop_predict
 from pipelines.config import from_dict
 from pipelines.data import DataSpec, make_dataset
+from pipelines.run_dir import RunDir, atomic_write
 
 TTA_MODES = ("none", "ten_crop")
 
 
 def load_run(run_dir: str):
-    """The config and the trained model (``model.keras``) of a run directory."""
-    model_path = os.path.join(run_dir, "model.keras")
-    config_path = os.path.join(run_dir, "config.yaml")
-    if not os.path.exists(model_path) or not os.path.exists(config_path):
-        raise FileNotFoundError(f"{run_dir} is not a finished kcnn run: it needs config.yaml and model.keras "
-                                "(written by `kcnn train` when training ends)")
-    with open(config_path) as handle:
-        config = from_dict(yaml.safe_load(handle))
-    return config, keras.saving.load_model(model_path, safe_mode=True)
+    """The config and the trained model (``model.keras``) of a finished run directory."""
+    run = RunDir(run_dir).require_finished()
+    text = run.read_config_text()
+    if text is None:
+        raise FileNotFoundError(f"{run_dir} has no {RunDir.CONFIG}; it was not written by `kcnn train`")
+    return from_dict(yaml.safe_load(text)), run.load_model()
 
 
 def evaluate(run_dir: str, *, tta: str = "none", split: str | None = None) -> dict:
@@ -64,15 +61,14 @@ def evaluate(run_dir: str, *, tta: str = "none", split: str | None = None) -> di
         "per_class": report.per_class_scores(matrix, names),
         "confusion_matrix": matrix.tolist(),
     }
+    run = RunDir(run_dir)
     suffix = "" if tta == "none" else f"_{tta}"
-    with open(os.path.join(run_dir, f"evaluation{suffix}.json"), "w") as handle:
-        json.dump(result, handle, indent=2)
-    report.plot_confusion(labels, predictions, names, os.path.join(run_dir, "plots", f"confusion_matrix{suffix}.png"))
-    history_path = os.path.join(run_dir, "history.csv")
-    if os.path.exists(history_path):
-        with open(history_path, newline="") as handle:
+    atomic_write(run.evaluation(tta), json.dumps(result, indent=2))
+    report.plot_confusion(labels, predictions, names, run.plot(f"confusion_matrix{suffix}"))
+    if os.path.exists(run.history):
+        with open(run.history, newline="") as handle:
             history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
-        report.plot_curves(history, os.path.join(run_dir, "plots", "curves.png"))
+        report.plot_curves(history, run.plot("curves"))
     return result
 
 
