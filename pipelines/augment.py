@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from pipelines import choices
 from pipelines.preprocess import LUMA, Preprocessing, decode_image, resize_and_center_crop, unit_images
 
 # ---------------------------------------------------------------------------- seeds
@@ -299,7 +300,7 @@ def _grey(image):
     return image
 
 
-def _autocontrast(image, _):
+def _autocontrast(image):
     low = tf.reduce_min(image, axis=[0, 1], keepdims=True)
     high = tf.reduce_max(image, axis=[0, 1], keepdims=True)
     return tf.where(high > low, (image - low) / tf.maximum(high - low, 1e-6), image)
@@ -318,38 +319,48 @@ def _geometric(image, angle=0.0, shift=(0.0, 0.0), shear=(0.0, 0.0)):
                       tf.ones([1]), tf.reshape(shear[0], [1]), tf.reshape(shear[1], [1]))[0]
 
 
-def _randaugment_ops(magnitude: float):
-    """The RandAugment op list (Cubuk et al. 2020) as functions (image, sign) -> image at ``magnitude``."""
-    m = magnitude / _MAX_LEVEL
-    enhance = 1.0 + 0.9 * m  # factors 0.1..1.9 around 1, the sign picks the side
-    size = lambda image: tf.cast(tf.shape(image)[0], tf.float32)  # noqa: E731
-    return [
-        lambda image, s: image,  # identity
-        _autocontrast,
-        lambda image, s: _geometric(image, angle=s * 30.0 * m * math.pi / 180),  # rotate
-        lambda image, s: tf.where(image < 1.0 - m, image, 1.0 - image),  # solarize
-        lambda image, s: _blend(image, _grey(image), 1.0 + s * (enhance - 1.0)),  # colour
-        lambda image, s: tf.floor(image * 255.0 / 2 ** int(4 * m)) * 2 ** int(4 * m) / 255.0,  # posterize
-        lambda image, s: _blend(image, tf.reduce_mean(_grey(image)), 1.0 + s * (enhance - 1.0)),  # contrast
-        lambda image, s: _blend(image, tf.zeros_like(image), 1.0 + s * (enhance - 1.0)),  # brightness
-        lambda image, s: _sharpness(image, 1.0 + s * (enhance - 1.0)),
-        lambda image, s: _geometric(image, shear=(s * 0.3 * m, 0.0)),  # shear x
-        lambda image, s: _geometric(image, shear=(0.0, s * 0.3 * m)),  # shear y
-        lambda image, s: _geometric(image, shift=(0.0, s * 0.45 * m * size(image))),  # translate x
-        lambda image, s: _geometric(image, shift=(s * 0.45 * m * size(image), 0.0)),  # translate y
-    ]
+def _enhance(sign, m):
+    """The PIL-style enhancement factor of a signed op at level ``m`` in [0, 1]: 1 +- 0.9 m (0.1 .. 1.9)."""
+    return 1.0 + sign * 0.9 * m
+
+
+# RandAugment's ops (Cubuk et al. 2020, table of operations), each ``op(image, sign, m)`` with ``m`` the
+# magnitude as a fraction of the maximum level (10) and ``sign`` +-1 for the direction of the signed ops.
+# Documented ranges at level m: rotate up to 30 m degrees; shear up to 0.3 m; translate up to 0.45 m of the
+# size; colour, contrast, brightness and sharpness blend with factor 1 +- 0.9 m; solarize inverts pixels at
+# or above 1 - m; posterize keeps 8 - int(4 m) bits.
+RANDAUGMENT_OPS = {
+    "identity": lambda image, sign, m: image,
+    "autocontrast": lambda image, sign, m: _autocontrast(image),
+    "rotate": lambda image, sign, m: _geometric(image, angle=sign * 30.0 * m * math.pi / 180),
+    "solarize": lambda image, sign, m: tf.where(image < 1.0 - m, image, 1.0 - image),
+    "color": lambda image, sign, m: _blend(image, _grey(image), _enhance(sign, m)),
+    "posterize": lambda image, sign, m: tf.floor(image * 255.0 / 2 ** int(4 * m)) * 2 ** int(4 * m) / 255.0,
+    "contrast": lambda image, sign, m: _blend(image, tf.reduce_mean(_grey(image)), _enhance(sign, m)),
+    "brightness": lambda image, sign, m: _blend(image, tf.zeros_like(image), _enhance(sign, m)),
+    "sharpness": lambda image, sign, m: _sharpness(image, _enhance(sign, m)),
+    "shear_x": lambda image, sign, m: _geometric(image, shear=(sign * 0.3 * m, 0.0)),
+    "shear_y": lambda image, sign, m: _geometric(image, shear=(0.0, sign * 0.3 * m)),
+    "translate_x": lambda image, sign, m: _geometric(image, shift=(0.0, sign * 0.45 * m * _height(image))),
+    "translate_y": lambda image, sign, m: _geometric(image, shift=(sign * 0.45 * m * _height(image), 0.0)),
+}
+
+
+def _height(image):
+    return tf.cast(tf.shape(image)[0], tf.float32)
 
 
 def randaugment(image, seed, num_ops: int = 2, magnitude: float = 9.0):
     """Apply ``num_ops`` ops drawn uniformly from the RandAugment list at ``magnitude`` (0-10) to one image."""
     if not 0 <= magnitude <= _MAX_LEVEL:
         raise ValueError(f"RandAugment magnitude must be in [0, {_MAX_LEVEL:g}], got {magnitude!r}")
-    ops = _randaugment_ops(magnitude)
+    ops = list(RANDAUGMENT_OPS.values())
+    m = magnitude / _MAX_LEVEL
     for seed_i in split_seed(seed, num_ops):
         s_op, s_sign = split_seed(seed_i, 2)
         index = tf.random.stateless_uniform([], s_op, 0, len(ops), dtype=tf.int32)
         sign = tf.where(_uniform([], s_sign) < 0.5, -1.0, 1.0)
-        image = tf.switch_case(index, [lambda f=f: f(image, sign) for f in ops])
+        image = tf.switch_case(index, [lambda op=op: op(image, sign, m) for op in ops])
     return tf.clip_by_value(image, 0.0, 1.0)
 
 
@@ -373,7 +384,6 @@ class Recipe:
     flip: bool = False
     color: tuple | None = None  # brightness, contrast, saturation, hue
     pca_std: float = 0.0
-    affine: tuple | None = None  # rotation degrees, translation fraction, zoom fraction
     randaugment: tuple | None = None  # num_ops, magnitude
     erasing: float = 0.0
 
@@ -391,10 +401,12 @@ PRESETS = {
     "inception": Recipe(crop="resized_crop", flip=True, color=(0.4, 0.4, 0.4, 0.1)),
     "strong": Recipe(crop="resized_crop", scale=(0.25, 1.0), flip=True, randaugment=(2, 9.0), erasing=0.25),
 }
+assert tuple(PRESETS) == choices.AUGMENT_PRESETS
 
 MIX_FUNCTIONS = {"mixup": mixup, "cutmix": cutmix}
 MIX_DEFAULT_ALPHA = {"mixup": 0.2, "cutmix": 1.0}  # the papers' ImageNet settings
-MIXES = tuple(MIX_FUNCTIONS)
+MIXES = choices.MIXES
+assert set(MIX_FUNCTIONS) == set(MIXES) and set(MIX_DEFAULT_ALPHA) == set(MIXES)
 
 
 def get_recipe(augment) -> Recipe:
@@ -456,16 +468,14 @@ def _pad_pixels(recipe: Recipe, size: int) -> int:
 
 
 def train_batch_ops(images, seed, recipe: Recipe, pca=None):
-    """The recipe's photometric batch ops in order: colour, PCA lighting, affine, erasing."""
-    sc, sp, sa, se = split_seed(seed, 4)
+    """The recipe's photometric batch ops in order: colour, PCA lighting, erasing."""
+    sc, sp, se = split_seed(seed, 3)
     if recipe.color:
         images = color_jitter(images, sc, *recipe.color)
     if recipe.pca_std:
         if pca is None:
             raise ValueError("PCA lighting needs the training set's RGB principal components (pca=(values, vectors))")
         images = pca_lighting(images, sp, pca[0], pca[1], recipe.pca_std)
-    if recipe.affine:
-        images = affine(images, sa, *recipe.affine)
     if recipe.erasing:
         images = random_erasing(images, se, recipe.erasing)
     return images

@@ -31,10 +31,10 @@ import tensorflow as tf
 from pipelines import augment as aug
 from pipelines.preprocess import (Preprocessing, decode_image, normalize, preprocess_encoded, preprocess_images,
                                   resize_and_center_crop, unit_images)
-from pipelines.sources import BAD_FILE_POLICIES, SPLITS, Source, load_source, sample_images
+from pipelines.choices import BAD_FILE_POLICIES, SPLITS, TARGETS
+from pipelines.sources import Source, load_source, sample_images
 
 AUTOTUNE = tf.data.AUTOTUNE
-TARGETS = ("label", "mask")
 
 
 @dataclass(frozen=True)

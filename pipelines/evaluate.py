@@ -11,11 +11,11 @@ import yaml
 
 from pipelines import report
 from pipelines.augment import ten_crop_predict
+from pipelines.choices import TTA_MODES
 from pipelines.config import from_dict
 from pipelines.data import DataSpec, make_dataset
 from pipelines.run_dir import RunDir, atomic_write
 
-TTA_MODES = ("none", "ten_crop")
 
 
 def load_run(run_dir: str):

@@ -19,13 +19,12 @@ import numpy as np
 import tensorflow as tf
 
 from pipelines import shapes
+from pipelines.choices import BAD_FILE_POLICIES, SPLITS
 from pipelines.preprocess import decode_image, match_channels
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "validation", "test")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-BAD_FILE_POLICIES = ("error", "skip")
 FEATURE_IMAGE = "image/encoded"
 FEATURE_LABEL = "image/class/label"
 FEATURE_TEXT = "image/class/text"

@@ -113,10 +113,65 @@ def test_color_jitter_affine_erasing_and_randaugment_stay_in_range():
         assert out.shape == images.shape
         assert 0.0 <= float(tf.reduce_min(out)) and float(tf.reduce_max(out)) <= 1.0
         assert not np.allclose(out.numpy(), images.numpy())
-    one = aug.randaugment(images[0], SEED, num_ops=3, magnitude=9)
-    assert one.shape == (16, 16, 3)
     with pytest.raises(ValueError, match=r"magnitude must be in \[0, 10\]"):
         aug.randaugment(images[0], SEED, magnitude=11)
+
+
+def randaugment_image(size=15):
+    """An RGB image in [0.1, 0.9] whose pixels all differ, odd-sized so the centre is a pixel."""
+    ramp = np.linspace(0.1, 0.9, size * size, dtype=np.float32).reshape(size, size)
+    return np.ascontiguousarray(np.stack([ramp, 1.0 - ramp, np.roll(ramp, 5, axis=1)], axis=-1))  # colourful
+
+
+@pytest.mark.parametrize("sign", [-1.0, 1.0])
+def test_each_randaugment_photometric_op_changes_the_image_by_its_documented_formula(sign):
+    x = randaugment_image()
+    m = 0.9  # magnitude 9 of 10
+    factor = 1 + sign * 0.9 * m
+    grey = (x @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+    expected = {
+        "identity": x,
+        "solarize": np.where(x < 1 - m, x, 1 - x),
+        "posterize": np.floor(x * 255 / 8) * 8 / 255,  # 8 - int(4 * 0.9) = 5 bits kept
+        "brightness": np.clip(x * factor, 0, 1),
+        "color": np.clip(grey + (x - grey) * factor, 0, 1),
+        "contrast": np.clip(grey.mean() + (x - grey.mean()) * factor, 0, 1),
+        "autocontrast": (x - x.min(axis=(0, 1))) / (x.max(axis=(0, 1)) - x.min(axis=(0, 1))),
+    }
+    for name, want in expected.items():
+        got = aug.RANDAUGMENT_OPS[name](tf.constant(x), tf.constant(sign), m).numpy()
+        np.testing.assert_allclose(got, want, atol=2e-6, err_msg=name)
+        if name != "identity":
+            assert np.abs(got - x).max() > 0.02, f"{name} did not change the image"
+    sharp = aug.RANDAUGMENT_OPS["sharpness"](tf.constant(x), tf.constant(sign), m).numpy()
+    assert 0.0 <= sharp.min() and sharp.max() <= 1.0 and np.abs(sharp - x).max() > 1e-3
+
+
+def test_each_randaugment_geometric_op_moves_pixels_by_its_documented_amount():
+    x = randaugment_image(size=20)
+    one = tf.constant(1.0)
+    # Translation at full magnitude is 0.45 of the size: 9 pixels of 20, content moving right / down.
+    shifted = aug.RANDAUGMENT_OPS["translate_x"](tf.constant(x), one, 1.0).numpy()
+    np.testing.assert_allclose(shifted[:, 9:], x[:, :-9], atol=1e-6)
+    np.testing.assert_array_equal(shifted[:, :9], 0.0)
+    down = aug.RANDAUGMENT_OPS["translate_y"](tf.constant(x), -one, 1.0).numpy()
+    np.testing.assert_allclose(down[:-9], x[9:], atol=1e-6)
+    odd = randaugment_image(size=15)
+    centre = 7
+    # Rotation and shear about the centre: the centre pixel (rotate) or centre row/column (shear) stay put.
+    rotated = aug.RANDAUGMENT_OPS["rotate"](tf.constant(odd), one, 0.9).numpy()  # 27 degrees
+    np.testing.assert_allclose(rotated[centre, centre], odd[centre, centre], atol=1e-5)
+    assert np.array_equal(rotated[0, 0], [0, 0, 0])  # a corner leaves the frame at 27 degrees
+    sheared = aug.RANDAUGMENT_OPS["shear_x"](tf.constant(odd), one, 0.9).numpy()
+    np.testing.assert_allclose(sheared[centre], odd[centre], atol=1e-5)
+    # 0.27 shear moves row 0 by 0.27 * 7 = 1.89 pixels: it differs from the original there.
+    assert np.abs(sheared[0] - odd[0]).max() > 0.01
+    sheared_y = aug.RANDAUGMENT_OPS["shear_y"](tf.constant(odd), one, 0.9).numpy()
+    np.testing.assert_allclose(sheared_y[:, centre], odd[:, centre], atol=1e-5)
+    # At magnitude 0 every op with a magnitude is the identity (solarize inverts nothing below 1, factors are 1).
+    for name, op in aug.RANDAUGMENT_OPS.items():
+        if name not in ("autocontrast", "posterize"):  # no magnitude; posterize at 0 rounds to 8-bit pixels
+            np.testing.assert_allclose(op(tf.constant(odd), one, 0.0).numpy(), odd, atol=1e-5, err_msg=name)
 
 
 def test_pad_and_crop_and_random_resized_crop_shapes():

@@ -272,10 +272,3 @@ def test_optimizer_config_reaches_the_keras_optimizer(name, cls):
     assert float(optimizer.learning_rate) == pytest.approx(0.4)  # cosine schedule at step 0
     if name == "sgd":
         assert optimizer.nesterov
-
-
-def test_label_smoothing_ema_clipping_and_mixup_train_together(tmp_path):
-    metrics = train(tiny("optimizer.name=adamw", "optimizer.learning_rate=0.001", "optimizer.label_smoothing=0.1",
-                         "optimizer.ema=0.9", "optimizer.clip_norm=1.0", "data.augment=cifar", "data.mix=mixup",
-                         "train.epochs=1"), str(tmp_path / "all"), verbose=False)
-    assert np.isfinite(metrics["test_loss"]) and metrics["epochs_completed"] == 1
