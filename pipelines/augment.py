@@ -484,8 +484,11 @@ def train_batch_ops(images, seed, recipe: Recipe, pca=None):
 # ----------------------------------------------------------------- test-time (TTA)
 
 
-def ten_crops(images, crop_size: int):
-    """The four corner crops and the centre crop of each image, and their mirror images: ``[10, B, s, s, C]``."""
+def ten_crops(images, crop_size: int, flip: bool = True):
+    """The four corner crops and the centre crop of each image, and with ``flip`` their mirror images.
+
+    ``[10, B, s, s, C]`` (``[5, ...]`` without ``flip``).
+    """
     height, width = images.shape[1], images.shape[2]
     if height is None or width is None:
         height, width = tf.shape(images)[1], tf.shape(images)[2]
@@ -493,18 +496,19 @@ def ten_crops(images, crop_size: int):
     corners = [(0, 0), (0, width - crop_size), (height - crop_size, 0), (height - crop_size, width - crop_size),
                (top, left)]
     crops = [images[:, y:y + crop_size, x:x + crop_size, :] for y, x in corners]
-    return tf.stack(crops + [tf.reverse(c, axis=[2]) for c in crops])
+    return tf.stack(crops + ([tf.reverse(c, axis=[2]) for c in crops] if flip else []))
 
 
-def ten_crop_predict(model, images, crop_size: int, batch_size: int = 64) -> np.ndarray:
+def ten_crop_predict(model, images, crop_size: int, batch_size: int = 64, flip: bool = True) -> np.ndarray:
     """AlexNet's test-time augmentation: average ``model``'s predictions over the ten crops.
 
     ``images`` are preprocessed model inputs larger than ``crop_size`` (e.g. 256 for
-    224 crops, section 4.1 of Krizhevsky et al. 2012).
+    224 crops, section 4.1 of Krizhevsky et al. 2012). ``flip=False`` leaves out the
+    mirror images (five crops), for data that is not mirror-symmetric (digits, text).
     """
     images = tf.convert_to_tensor(images, tf.float32)
     if images.shape[1] < crop_size or images.shape[2] < crop_size:
         raise ValueError(f"ten-crop TTA needs images of at least {crop_size}x{crop_size}, got {images.shape[1:3]}")
-    crops = ten_crops(images, crop_size)
+    crops = ten_crops(images, crop_size, flip)
     predictions = [model.predict(c, batch_size=batch_size, verbose=0) for c in tf.unstack(crops)]
     return np.mean(predictions, axis=0)

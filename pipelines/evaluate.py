@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import os
+import warnings
 
 import numpy as np
 import yaml
 
 from pipelines import report
-from pipelines.augment import ten_crop_predict
+from pipelines.augment import get_recipe, ten_crop_predict
 from pipelines.choices import TTA_MODES
 from pipelines.config import from_dict
 from pipelines.data import DataSpec, make_dataset
@@ -27,11 +28,22 @@ def load_run(run_dir: str):
     return from_dict(yaml.safe_load(text)), run.load_model()
 
 
-def evaluate(run_dir: str, *, tta: str = "none", split: str | None = None) -> dict:
-    """Evaluate a run's model on its test split; writes evaluation.json and the plots."""
+def evaluate(run_dir: str, *, tta: str = "none", split: str | None = None, flip: bool | None = None) -> dict:
+    """Evaluate a run's model on its test split; writes evaluation.json and the plots.
+
+    ``flip`` (ten-crop TTA only) includes the mirrored crops; by default it does,
+    with a warning when the run's augmentation never mirrored images: a model of
+    data that is not mirror-symmetric (digits) loses accuracy on mirrored views.
+    """
     if tta not in TTA_MODES:
         raise ValueError(f"tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
     config, model = load_run(run_dir)
+    mirror = tta == "ten_crop" and flip is not False
+    if mirror and flip is None and not get_recipe(config.data.augment).flip:
+        warnings.warn(f"ten-crop TTA averages mirrored crops, but this run's augmentation "
+                      f"({config.data.augment!r}) never mirrored images, so mirrored views may lower accuracy "
+                      "(digits are not mirror-symmetric); pass flip=False (--no-flip) to leave them out",
+                      UserWarning, stacklevel=2)
     spec = DataSpec.from_config(config.data).evaluation(cache=False)
     size = spec.preprocessing.image_size
     split = split or spec.test_split
@@ -42,7 +54,7 @@ def evaluate(run_dir: str, *, tta: str = "none", split: str | None = None) -> di
     probabilities, labels = [], []
     for images, batch_labels in dataset:
         if tta == "ten_crop":
-            probabilities.append(ten_crop_predict(model, images, size))
+            probabilities.append(ten_crop_predict(model, images, size, flip=mirror))
         else:
             probabilities.append(model.predict_on_batch(images))
         labels.append(batch_labels.numpy())
@@ -55,6 +67,7 @@ def evaluate(run_dir: str, *, tta: str = "none", split: str | None = None) -> di
     result = {
         "split": split,
         "tta": tta,
+        "tta_flip": mirror,
         "examples": int(len(labels)),
         "top1_accuracy": float(np.mean(predictions == labels)),
         "top5_accuracy": float(np.mean([label in row for label, row in zip(labels, top5)])),
@@ -62,8 +75,9 @@ def evaluate(run_dir: str, *, tta: str = "none", split: str | None = None) -> di
         "confusion_matrix": matrix.tolist(),
     }
     run = RunDir(run_dir)
-    suffix = "" if tta == "none" else f"_{tta}"
-    atomic_write(run.evaluation(tta), json.dumps(result, indent=2))
+    mode = tta if tta == "none" or mirror else f"{tta}_noflip"
+    suffix = "" if mode == "none" else f"_{mode}"
+    atomic_write(run.evaluation(mode), json.dumps(result, indent=2))
     report.plot_confusion(labels, predictions, names, run.plot(f"confusion_matrix{suffix}"))
     if os.path.exists(run.history):
         with open(run.history, newline="") as handle:
@@ -73,7 +87,8 @@ def evaluate(run_dir: str, *, tta: str = "none", split: str | None = None) -> di
 
 
 def format_evaluation(result: dict) -> str:
-    lines = [f"{result['split']} split, {result['examples']} images, TTA {result['tta']}: "
+    lines = [f"{result['split']} split, {result['examples']} images, TTA {result['tta']}"
+             f"{' with mirrored crops' if result.get('tta_flip') else ''}: "
              f"top-1 {result['top1_accuracy']:.4f}, top-5 {result['top5_accuracy']:.4f}",
              f"{'class':>12} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>7}"]
     for row in result["per_class"]:

@@ -109,7 +109,7 @@ def register(sub) -> None:
     export.add_argument("run_dir", help="a finished run directory (from kcnn train)")
     export.add_argument("--base-path", required=True, help="model base path, e.g. models/digits")
     export.add_argument("--version", type=int, help="version number (default: the next integer)")
-    export.add_argument("--top-k", type=int, default=5)
+    export.add_argument("--top-k", type=int, default=5, help="classes, scores and labels returned per image")
     export.add_argument("--image-dtype", choices=["uint8", "float32"], default="uint8",
                         help="dtype of the serving_default 'images' input")
     export.add_argument("--overwrite", action="store_true", help="replace an existing version")
@@ -118,17 +118,21 @@ def register(sub) -> None:
     config = sub.add_parser(
         "serving-config", help="write TF Serving's models.config, batching.config and monitoring.config",
         description="Write TensorFlow Serving configuration files in its text-protobuf format.")
-    config.add_argument("--model-name", required=True)
+    config.add_argument("--model-name", required=True, help="the name clients ask for")
     config.add_argument("--base-path", help="model base path inside the server (default /models/NAME)")
-    config.add_argument("--version-policy", choices=["latest", "all", "specific"], default="latest")
+    config.add_argument("--version-policy", choices=["latest", "all", "specific"], default="latest",
+                        help="which versions TF Serving loads (default: the latest)")
     config.add_argument("--versions", type=int, nargs="+", help="versions for 'specific' (or N for 'latest')")
     config.add_argument("--label", action="append", metavar="LABEL=VERSION", help="version label, repeatable")
     config.add_argument("--batching", action="store_true", help="also write batching.config")
-    config.add_argument("--max-batch-size", type=int, default=32)
-    config.add_argument("--batch-timeout-micros", type=int, default=2000)
-    config.add_argument("--num-batch-threads", type=int, default=4)
-    config.add_argument("--max-enqueued-batches", type=int, default=100)
-    config.add_argument("--allowed-batch-sizes", type=int, nargs="+")
+    config.add_argument("--max-batch-size", type=int, default=32, help="largest batch the server forms")
+    config.add_argument("--batch-timeout-micros", type=int, default=2000,
+                        help="longest wait for a batch to fill, in microseconds")
+    config.add_argument("--num-batch-threads", type=int, default=4, help="batches processed in parallel")
+    config.add_argument("--max-enqueued-batches", type=int, default=100,
+                        help="queued batches before requests are refused")
+    config.add_argument("--allowed-batch-sizes", type=int, nargs="+",
+                        help="sizes batches are padded to (the last must equal --max-batch-size)")
     config.add_argument("--out", default="serving/docker", help="output directory")
     config.set_defaults(func=_serving_config)
 
@@ -137,26 +141,33 @@ def register(sub) -> None:
         description="A local server speaking TensorFlow Serving's API. Flags are named as tensorflow_model_server's.")
     serve.add_argument("--port", type=int, default=8500, help="gRPC port (0: a free one)")
     serve.add_argument("--rest_api_port", type=int, default=0, help="REST port (0: no REST, as in TF Serving)")
-    serve.add_argument("--model_name")
-    serve.add_argument("--model_base_path")
-    serve.add_argument("--model_config_file")
-    serve.add_argument("--enable_batching", action="store_true")
-    serve.add_argument("--batching_parameters_file")
-    serve.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0)
-    serve.add_argument("--grpc_max_threads", type=int, default=16)
+    serve.add_argument("--model_name", help="name of the one model served (with --model_base_path)")
+    serve.add_argument("--model_base_path", help="directory holding the model's integer version directories")
+    serve.add_argument("--model_config_file", help="a models.config (several models, version policies, labels)")
+    serve.add_argument("--enable_batching", action="store_true", help="batch concurrent requests server-side")
+    serve.add_argument("--batching_parameters_file", help="a batching.config (default: kcnn's batching defaults)")
+    serve.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
+                       help="how often new versions are looked for (0: only at start)")
+    serve.add_argument("--grpc_max_threads", type=int, default=16, help="threads answering gRPC requests")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     serve.set_defaults(func=_serve)
 
-    predict = sub.add_parser("predict", help="query a served model over gRPC with image files")
+    predict = sub.add_parser(
+        "predict", help="query a served model over gRPC with image files",
+        description="Send image files to a served model's predict_image_bytes signature and print the top classes.")
     predict.add_argument("images", nargs="+", help="JPEG, PNG, GIF or BMP files")
     predict.add_argument("--server", default="localhost:8500", help="HOST:PORT of the gRPC endpoint")
     predict.add_argument("--model", required=True, help="model name")
-    predict.add_argument("--version", type=int)
-    predict.add_argument("--top-k", type=int, default=5)
-    predict.add_argument("--timeout", type=float, default=10.0)
-    predict.add_argument("--json", action="store_true")
+    predict.add_argument("--version", type=int, help="version to ask for (default: the server's choice)")
+    predict.add_argument("--top-k", type=int, default=5, help="classes printed per image")
+    predict.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each answer")
+    predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
     predict.set_defaults(func=_predict)
 
-    demo = sub.add_parser("demo", help="kcnn's main job: train digits, export, serve, query over gRPC")
+    demo = sub.add_parser(
+        "demo", help="kcnn's main job: train digits, export, serve, query over gRPC",
+        description="Train pipelines/configs/digits.yaml into WORKDIR/runs/digits, export it as version 1 of "
+                    "WORKDIR/models/digits, serve exactly that version on a free port and report its accuracy "
+                    "on the held-out test images sent as PNG bytes (2-5 minutes on two CPU cores).")
     demo.add_argument("--workdir", default=".", help="where runs/ and models/ go (default: here)")
     demo.set_defaults(func=_demo)
