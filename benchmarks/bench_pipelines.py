@@ -38,7 +38,7 @@ from PIL import Image  # noqa: E402
 
 import kcnn  # noqa: E402
 from pipelines import sources  # noqa: E402
-from pipelines.data import make_dataset  # noqa: E402
+from pipelines.data import load_dataset  # noqa: E402
 from pipelines.shapes import make_shapes  # noqa: E402
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -129,8 +129,8 @@ def main() -> None:
     images, labels = sources.digits_arrays("train")
     cifar_like = np.repeat(tf.image.resize(images, [32, 32]).numpy().astype(np.uint8), 3, axis=-1)
     small_batch = 128
-    kcnn_small = make_dataset((cifar_like, labels), image_size=32, batch_size=small_batch, augment="cifar",
-                              mix="cutmix", seed=0, repeat=True)
+    kcnn_small, _ = load_dataset((cifar_like, labels), image_size=32, batch_size=small_batch, augment="cifar",
+                                 mix="cutmix", seed=0, repeat=True)
     keras_small = keras_cifar_cutmix(cifar_like, labels, small_batch, 10, seed=0)
     results["cifar_cutmix_32"] = compare({"kcnn": kcnn_small, "keras": keras_small}, args.rounds, 40, small_batch)
     print("32x32 cifar+cutmix", results["cifar_cutmix_32"], flush=True)
@@ -143,7 +143,8 @@ def main() -> None:
         big_batch = 32
         for case, spec in (("folder_inception_224", f"folder:{folder}"),
                            ("tfrecord_inception_224", f"tfrecord:{root}/records/train-*.tfrecord")):
-            ours = make_dataset(spec, image_size=224, batch_size=big_batch, augment="inception", seed=0, repeat=True)
+            ours, _ = load_dataset(spec, image_size=224, batch_size=big_batch, augment="inception", seed=0,
+                                   repeat=True)
             theirs = keras_inception(sources.load_source(spec).dataset, big_batch, seed=0)
             results[case] = compare({"kcnn": ours, "keras": theirs}, args.rounds, 6, big_batch)
             print(case, results[case], flush=True)

@@ -3,6 +3,8 @@
 ``kcnn`` itself only builds and analyses; the data, training and serving commands
 come from ``pipelines.cli`` and ``serving.cli``, loaded by name when they are
 installed, so kcnn imports neither (and ``kcnn summary`` works without TensorFlow).
+Building the parser imports neither Keras nor TensorFlow: ``kcnn --help``,
+``kcnn --version`` and argument errors answer at once.
 """
 
 from __future__ import annotations
@@ -14,9 +16,14 @@ import sys
 
 COMMAND_MODULES = ("pipelines.cli", "pipelines.style_cli", "serving.cli", "kcnn.insight_cli", "pipelines.report_cli")
 
-# Quieter TensorFlow C++ logs for the processes the commands start (kcnn demo's training run); TensorFlow
-# in this process was imported with the kcnn package, before this line. Set it yourself to override.
+# TensorFlow's C++ start-up logs (CUDA probing, oneDNN notices) are noise on a command line: silence them in
+# this process (TensorFlow is imported later, by the commands that need it) and in the processes the commands
+# start (kcnn demo's training run). Set the variables yourself to see the logs.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+# kcnn.analysis.format.FORMATS, written out so that building the parser imports no Keras (a test keeps them equal)
+SUMMARY_FORMATS = ("table", "markdown", "csv", "json")
 
 
 def _summary(args) -> int:
@@ -29,6 +36,8 @@ def _summary(args) -> int:
     parse_columns(args.columns)  # a misspelt column fails before the model is built
     input_shape = None
     if args.model:
+        import kcnn.layers  # noqa: F401  (registers kcnn's custom layers before loading)
+
         model = keras.saving.load_model(args.model, safe_mode=True)
         if args.input_size:  # every spatial axis (length; height, width; depth, height, width) at that size
             spatial_axes = len(model.inputs[0].shape) - 2
@@ -49,11 +58,41 @@ def _summary(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from kcnn.analysis.format import FORMATS
+def _models(args) -> int:
+    import kcnn
 
-    parser = argparse.ArgumentParser(prog="kcnn", description="Build, analyse, train, export and serve CNNs.")
+    names = kcnn.backbones.BACKBONES.list(args.pattern)
+    if not names:
+        raise ValueError(f"no architecture matches {args.pattern!r}; run `kcnn models` to list them all")
+    rows = []
+    for name in names:
+        meta = kcnn.backbones.BACKBONES.entry(name).metadata
+        params = "" if args.no_params else f"{kcnn.build(name, num_classes=args.classes).count_params():,}"
+        rows.append((name, "x".join(map(str, meta["input_shape"])), meta["head"], params, meta["paper"]))
+    header = ("name", "input", "head", f"params ({args.classes} classes)" if not args.no_params else "", "paper")
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(4)]
+    for row in [header, *rows]:
+        print("  ".join(f"{cell:>{w}}" if i == 3 else f"{cell:<{w}}" for i, (cell, w) in enumerate(zip(row, widths)))
+              + "  " + row[4])
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from kcnn import __version__
+
+    parser = argparse.ArgumentParser(prog="kcnn", description="Build, analyse, train, export and serve CNNs. "
+                                     "`kcnn COMMAND --help` describes each command.")
+    parser.add_argument("--version", action="version", version=f"kcnn {__version__}",
+                        help="print kcnn's version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    models = sub.add_parser(
+        "models", help="list the registered architectures with input size, head, parameters and paper",
+        description="List registered backbones whose name matches PATTERN (fnmatch, e.g. 'resnet*'), each built "
+                    "at its paper's input size with its default head to count the parameters.")
+    models.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern of names (default: all)")
+    models.add_argument("--classes", type=int, default=1000, help="classes of the head counted (default 1000)")
+    models.add_argument("--no-params", action="store_true", help="skip building the models to count parameters")
+    models.set_defaults(func=_models)
     summary = sub.add_parser(
         "summary", help="per-layer shapes, parameters, MACs, the notes' counts and receptive fields of a model",
         description="Analyse a registered architecture (NAME) or a saved .keras model.",
@@ -64,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--input-size", type=int,
                          help="input size on every spatial axis, e.g. 224 for 224x224 (default: the paper's)")
     summary.add_argument("--classes", type=int, default=1000, help="number of classes (default 1000)")
-    summary.add_argument("--format", choices=FORMATS, default="table")
+    summary.add_argument("--format", choices=SUMMARY_FORMATS, default="table",
+                         help="table (100 columns), markdown, csv or json (a stable contract)")
     summary.add_argument("--strict", action="store_true", help="fail when a filter does not fit its input")
     summary.add_argument(
         "--columns", metavar="KEYS",

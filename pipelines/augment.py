@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from pipelines.preprocess import Preprocessing, resize_and_center_crop
+from pipelines import choices
+from pipelines.preprocess import LUMA, Preprocessing, decode_image, resize_and_center_crop, unit_images
 
 # ---------------------------------------------------------------------------- seeds
 
@@ -105,13 +106,11 @@ def decode_random_resized_crop(encoded, seed, size: int, channels: int, scale=(0
     def jpeg():
         shape = tf.image.extract_jpeg_shape(encoded)
         y, x, h, w = crop_window(shape, seed, scale, ratio)
-        crop = tf.image.decode_and_crop_jpeg(encoded, tf.stack([y, x, h, w]), channels=channels)
-        return tf.image.resize(tf.cast(crop, tf.float32) / 255.0, [size, size])
+        crop = tf.image.decode_and_crop_jpeg(encoded, tf.stack([y, x, h, w]), channels=3)  # as decode_image
+        return tf.image.resize(unit_images(crop, channels), [size, size])
 
     def other():
-        image = tf.io.decode_image(encoded, channels=channels, expand_animations=False, dtype=tf.uint8)
-        image.set_shape([None, None, channels])
-        return random_resized_crop(tf.cast(image, tf.float32) / 255.0, seed, size, scale, ratio)
+        return random_resized_crop(unit_images(decode_image(encoded), channels), seed, size, scale, ratio)
 
     return tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
 
@@ -142,7 +141,6 @@ def flip(images, seed, probability: float = 0.5):
 # RGB <-> YIQ: hue is a rotation of the (I, Q) chroma plane, so a hue shift is one 3x3 matrix.
 _RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
 _YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ).astype(np.float32)
-_LUMA = _RGB_TO_YIQ[0]
 
 
 def color_jitter(images, seed, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1):
@@ -166,7 +164,7 @@ def color_jitter(images, seed, brightness=0.4, contrast=0.4, saturation=0.4, hue
         matrix = tf.eye(3, batch_shape=[batch])
         if saturation:
             factor = _uniform([batch, 1, 1], ss, 1 - saturation, 1 + saturation)
-            grey = tf.tile(tf.constant(_LUMA)[tf.newaxis, tf.newaxis, :], [batch, 3, 1])
+            grey = tf.tile(tf.constant(LUMA)[tf.newaxis, tf.newaxis, :], [batch, 3, 1])
             matrix = factor * matrix + (1 - factor) * grey
         if hue:
             angle = _uniform([batch], sh, -hue, hue) * (2 * math.pi)
@@ -297,12 +295,12 @@ def _blend(a, b, factor):
 
 def _grey(image):
     if image.shape[-1] == 3:
-        grey = tf.reduce_sum(image * tf.constant(_LUMA), axis=-1, keepdims=True)
+        grey = tf.reduce_sum(image * tf.constant(LUMA), axis=-1, keepdims=True)
         return tf.broadcast_to(grey, tf.shape(image))
     return image
 
 
-def _autocontrast(image, _):
+def _autocontrast(image):
     low = tf.reduce_min(image, axis=[0, 1], keepdims=True)
     high = tf.reduce_max(image, axis=[0, 1], keepdims=True)
     return tf.where(high > low, (image - low) / tf.maximum(high - low, 1e-6), image)
@@ -321,38 +319,48 @@ def _geometric(image, angle=0.0, shift=(0.0, 0.0), shear=(0.0, 0.0)):
                       tf.ones([1]), tf.reshape(shear[0], [1]), tf.reshape(shear[1], [1]))[0]
 
 
-def _randaugment_ops(magnitude: float):
-    """The RandAugment op list (Cubuk et al. 2020) as functions (image, sign) -> image at ``magnitude``."""
-    m = magnitude / _MAX_LEVEL
-    enhance = 1.0 + 0.9 * m  # factors 0.1..1.9 around 1, the sign picks the side
-    size = lambda image: tf.cast(tf.shape(image)[0], tf.float32)  # noqa: E731
-    return [
-        lambda image, s: image,  # identity
-        _autocontrast,
-        lambda image, s: _geometric(image, angle=s * 30.0 * m * math.pi / 180),  # rotate
-        lambda image, s: tf.where(image < 1.0 - m, image, 1.0 - image),  # solarize
-        lambda image, s: _blend(image, _grey(image), 1.0 + s * (enhance - 1.0)),  # colour
-        lambda image, s: tf.floor(image * 255.0 / 2 ** int(4 * m)) * 2 ** int(4 * m) / 255.0,  # posterize
-        lambda image, s: _blend(image, tf.reduce_mean(_grey(image)), 1.0 + s * (enhance - 1.0)),  # contrast
-        lambda image, s: _blend(image, tf.zeros_like(image), 1.0 + s * (enhance - 1.0)),  # brightness
-        lambda image, s: _sharpness(image, 1.0 + s * (enhance - 1.0)),
-        lambda image, s: _geometric(image, shear=(s * 0.3 * m, 0.0)),  # shear x
-        lambda image, s: _geometric(image, shear=(0.0, s * 0.3 * m)),  # shear y
-        lambda image, s: _geometric(image, shift=(0.0, s * 0.45 * m * size(image))),  # translate x
-        lambda image, s: _geometric(image, shift=(s * 0.45 * m * size(image), 0.0)),  # translate y
-    ]
+def _enhance(sign, m):
+    """The PIL-style enhancement factor of a signed op at level ``m`` in [0, 1]: 1 +- 0.9 m (0.1 .. 1.9)."""
+    return 1.0 + sign * 0.9 * m
+
+
+# RandAugment's ops (Cubuk et al. 2020, table of operations), each ``op(image, sign, m)`` with ``m`` the
+# magnitude as a fraction of the maximum level (10) and ``sign`` +-1 for the direction of the signed ops.
+# Documented ranges at level m: rotate up to 30 m degrees; shear up to 0.3 m; translate up to 0.45 m of the
+# size; colour, contrast, brightness and sharpness blend with factor 1 +- 0.9 m; solarize inverts pixels at
+# or above 1 - m; posterize keeps 8 - int(4 m) bits.
+RANDAUGMENT_OPS = {
+    "identity": lambda image, sign, m: image,
+    "autocontrast": lambda image, sign, m: _autocontrast(image),
+    "rotate": lambda image, sign, m: _geometric(image, angle=sign * 30.0 * m * math.pi / 180),
+    "solarize": lambda image, sign, m: tf.where(image < 1.0 - m, image, 1.0 - image),
+    "color": lambda image, sign, m: _blend(image, _grey(image), _enhance(sign, m)),
+    "posterize": lambda image, sign, m: tf.floor(image * 255.0 / 2 ** int(4 * m)) * 2 ** int(4 * m) / 255.0,
+    "contrast": lambda image, sign, m: _blend(image, tf.reduce_mean(_grey(image)), _enhance(sign, m)),
+    "brightness": lambda image, sign, m: _blend(image, tf.zeros_like(image), _enhance(sign, m)),
+    "sharpness": lambda image, sign, m: _sharpness(image, _enhance(sign, m)),
+    "shear_x": lambda image, sign, m: _geometric(image, shear=(sign * 0.3 * m, 0.0)),
+    "shear_y": lambda image, sign, m: _geometric(image, shear=(0.0, sign * 0.3 * m)),
+    "translate_x": lambda image, sign, m: _geometric(image, shift=(0.0, sign * 0.45 * m * _height(image))),
+    "translate_y": lambda image, sign, m: _geometric(image, shift=(sign * 0.45 * m * _height(image), 0.0)),
+}
+
+
+def _height(image):
+    return tf.cast(tf.shape(image)[0], tf.float32)
 
 
 def randaugment(image, seed, num_ops: int = 2, magnitude: float = 9.0):
     """Apply ``num_ops`` ops drawn uniformly from the RandAugment list at ``magnitude`` (0-10) to one image."""
     if not 0 <= magnitude <= _MAX_LEVEL:
         raise ValueError(f"RandAugment magnitude must be in [0, {_MAX_LEVEL:g}], got {magnitude!r}")
-    ops = _randaugment_ops(magnitude)
+    ops = list(RANDAUGMENT_OPS.values())
+    m = magnitude / _MAX_LEVEL
     for seed_i in split_seed(seed, num_ops):
         s_op, s_sign = split_seed(seed_i, 2)
         index = tf.random.stateless_uniform([], s_op, 0, len(ops), dtype=tf.int32)
         sign = tf.where(_uniform([], s_sign) < 0.5, -1.0, 1.0)
-        image = tf.switch_case(index, [lambda f=f: f(image, sign) for f in ops])
+        image = tf.switch_case(index, [lambda op=op: op(image, sign, m) for op in ops])
     return tf.clip_by_value(image, 0.0, 1.0)
 
 
@@ -376,7 +384,6 @@ class Recipe:
     flip: bool = False
     color: tuple | None = None  # brightness, contrast, saturation, hue
     pca_std: float = 0.0
-    affine: tuple | None = None  # rotation degrees, translation fraction, zoom fraction
     randaugment: tuple | None = None  # num_ops, magnitude
     erasing: float = 0.0
 
@@ -394,8 +401,12 @@ PRESETS = {
     "inception": Recipe(crop="resized_crop", flip=True, color=(0.4, 0.4, 0.4, 0.1)),
     "strong": Recipe(crop="resized_crop", scale=(0.25, 1.0), flip=True, randaugment=(2, 9.0), erasing=0.25),
 }
+assert tuple(PRESETS) == choices.AUGMENT_PRESETS
 
-MIXES = ("mixup", "cutmix")
+MIX_FUNCTIONS = {"mixup": mixup, "cutmix": cutmix}
+MIX_DEFAULT_ALPHA = {"mixup": 0.2, "cutmix": 1.0}  # the papers' ImageNet settings
+MIXES = choices.MIXES
+assert set(MIX_FUNCTIONS) == set(MIXES) and set(MIX_DEFAULT_ALPHA) == set(MIXES)
 
 
 def get_recipe(augment) -> Recipe:
@@ -457,16 +468,14 @@ def _pad_pixels(recipe: Recipe, size: int) -> int:
 
 
 def train_batch_ops(images, seed, recipe: Recipe, pca=None):
-    """The recipe's photometric batch ops in order: colour, PCA lighting, affine, erasing."""
-    sc, sp, sa, se = split_seed(seed, 4)
+    """The recipe's photometric batch ops in order: colour, PCA lighting, erasing."""
+    sc, sp, se = split_seed(seed, 3)
     if recipe.color:
         images = color_jitter(images, sc, *recipe.color)
     if recipe.pca_std:
         if pca is None:
             raise ValueError("PCA lighting needs the training set's RGB principal components (pca=(values, vectors))")
         images = pca_lighting(images, sp, pca[0], pca[1], recipe.pca_std)
-    if recipe.affine:
-        images = affine(images, sa, *recipe.affine)
     if recipe.erasing:
         images = random_erasing(images, se, recipe.erasing)
     return images
@@ -475,8 +484,11 @@ def train_batch_ops(images, seed, recipe: Recipe, pca=None):
 # ----------------------------------------------------------------- test-time (TTA)
 
 
-def ten_crops(images, crop_size: int):
-    """The four corner crops and the centre crop of each image, and their mirror images: ``[10, B, s, s, C]``."""
+def ten_crops(images, crop_size: int, flip: bool = True):
+    """The four corner crops and the centre crop of each image, and with ``flip`` their mirror images.
+
+    ``[10, B, s, s, C]`` (``[5, ...]`` without ``flip``).
+    """
     height, width = images.shape[1], images.shape[2]
     if height is None or width is None:
         height, width = tf.shape(images)[1], tf.shape(images)[2]
@@ -484,18 +496,19 @@ def ten_crops(images, crop_size: int):
     corners = [(0, 0), (0, width - crop_size), (height - crop_size, 0), (height - crop_size, width - crop_size),
                (top, left)]
     crops = [images[:, y:y + crop_size, x:x + crop_size, :] for y, x in corners]
-    return tf.stack(crops + [tf.reverse(c, axis=[2]) for c in crops])
+    return tf.stack(crops + ([tf.reverse(c, axis=[2]) for c in crops] if flip else []))
 
 
-def ten_crop_predict(model, images, crop_size: int, batch_size: int = 64) -> np.ndarray:
+def ten_crop_predict(model, images, crop_size: int, batch_size: int = 64, flip: bool = True) -> np.ndarray:
     """AlexNet's test-time augmentation: average ``model``'s predictions over the ten crops.
 
     ``images`` are preprocessed model inputs larger than ``crop_size`` (e.g. 256 for
-    224 crops, section 4.1 of Krizhevsky et al. 2012).
+    224 crops, section 4.1 of Krizhevsky et al. 2012). ``flip=False`` leaves out the
+    mirror images (five crops), for data that is not mirror-symmetric (digits, text).
     """
     images = tf.convert_to_tensor(images, tf.float32)
     if images.shape[1] < crop_size or images.shape[2] < crop_size:
         raise ValueError(f"ten-crop TTA needs images of at least {crop_size}x{crop_size}, got {images.shape[1:3]}")
-    crops = ten_crops(images, crop_size)
+    crops = ten_crops(images, crop_size, flip)
     predictions = [model.predict(c, batch_size=batch_size, verbose=0) for c in tf.unstack(crops)]
     return np.mean(predictions, axis=0)

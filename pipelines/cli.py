@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 
 def _augment_preview(args) -> int:
     from pipelines.preview import augment_grid
@@ -33,44 +35,64 @@ def _train(args) -> int:
 def _evaluate(args) -> int:
     from pipelines.evaluate import evaluate, format_evaluation
 
-    print(format_evaluation(evaluate(args.run_dir, tta=args.tta, split=args.split)))
+    import sys
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        result = evaluate(args.run_dir, tta=args.tta, split=args.split, flip=args.flip)
+    for warning in caught:
+        if "ten-crop TTA" in str(warning.message):  # ours: one line, no source location
+            print(f"kcnn evaluate: warning: {warning.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    print(format_evaluation(result))
     return 0
 
 
 def register(sub) -> None:
     """Add this package's subcommands to the ``kcnn`` parser."""
-    from pipelines.augment import MIXES, PRESETS
+    from pipelines.choices import AUGMENT_PRESETS, MIXES, SPLITS, TTA_MODES
 
     preview = sub.add_parser(
         "augment-preview", help="draw a grid of images beside their augmented versions",
         description="Write a PNG grid: each row an image from SOURCE (digits, shapes, tfds:NAME, folder:PATH, "
                     "tfrecord:GLOB), first as the evaluation pipeline sees it, then augmented by the preset.")
     preview.add_argument("source", help="data source, e.g. digits or folder:path/to/images")
-    preview.add_argument("--preset", default="inception", choices=list(PRESETS))
-    preview.add_argument("--mix", choices=list(MIXES), help="also apply MixUp or CutMix (captions show weights)")
+    preview.add_argument("--preset", default="inception", choices=AUGMENT_PRESETS,
+                         help="augmentation preset to draw (default inception)")
+    preview.add_argument("--mix", choices=MIXES, help="also apply MixUp or CutMix (captions show weights)")
     preview.add_argument("--out", default="augment_preview.png", help="output PNG path")
-    preview.add_argument("--split", default="train")
-    preview.add_argument("--rows", type=int, default=6)
+    preview.add_argument("--split", default="train", choices=SPLITS, help="split to draw images from")
+    preview.add_argument("--rows", type=int, default=6, help="images (rows) in the grid")
     preview.add_argument("--versions", type=int, default=5, help="augmented draws per image")
-    preview.add_argument("--image-size", type=int, default=64)
-    preview.add_argument("--seed", type=int, default=0)
-    preview.add_argument("--data-dir", help="TFDS data directory")
+    preview.add_argument("--image-size", type=int, default=64, help="side of the square images, in pixels")
+    preview.add_argument("--seed", type=int, default=0, help="random seed of the augmentations")
+    preview.add_argument("--data-dir", help="TFDS data directory (tfds:NAME sources)")
     preview.set_defaults(func=_augment_preview)
 
     train = sub.add_parser(
         "train", help="train a model from a YAML config (resumes an interrupted run)",
-        description="Train as CONFIG.yaml says (see pipelines/configs/). The run directory gets the resolved "
-                    "config, checkpoints, TensorBoard logs, history.csv, metrics.json, plots and model.keras. "
-                    "Running the same command again after an interruption resumes from the last epoch.")
+        description="Train as CONFIG.yaml says (see pipelines/configs/ and docs/config.md). The run directory "
+                    "gets the resolved config, checkpoints, TensorBoard logs, history.csv, metrics.json, plots "
+                    "and model.keras. Running the same command again after an interruption resumes from the "
+                    "last epoch.")
     train.add_argument("config", help="YAML config, e.g. pipelines/configs/digits.yaml")
     train.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                        help="override a config value, e.g. --set train.epochs=5 (repeatable)")
     train.add_argument("--run-dir", help="run directory (default: runs/<config name>)")
     train.set_defaults(func=_train)
 
-    evaluate = sub.add_parser("evaluate", help="top-1/top-5, per-class scores and plots of a finished run")
-    evaluate.add_argument("run_dir")
-    evaluate.add_argument("--tta", default="none", choices=["none", "ten_crop"],
-                          help="ten_crop: average over four corner and centre crops and their mirror images")
+    evaluate = sub.add_parser(
+        "evaluate", help="top-1/top-5, per-class scores and plots of a finished run",
+        description="Evaluate RUN_DIR's model.keras on a split with the run's own preprocessing; writes "
+                    "evaluation.json (evaluation_ten_crop.json with --tta ten_crop) and confusion-matrix plots.")
+    evaluate.add_argument("run_dir", help="a finished run directory (from kcnn train)")
+    evaluate.add_argument("--tta", default="none", choices=TTA_MODES,
+                          help="ten_crop: average over the four corner and centre crops of a 1/0.875 larger view, "
+                               "and their mirror images unless --no-flip")
+    evaluate.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                          help="include mirrored crops in ten-crop TTA (default: yes, with a warning when the "
+                               "run's augmentation never mirrored images, as for digits)")
     evaluate.add_argument("--split", help="split to evaluate (default: the config's test split)")
     evaluate.set_defaults(func=_evaluate)

@@ -15,6 +15,8 @@ from typing import Any, Optional, Tuple
 
 import yaml
 
+from pipelines import choices
+
 
 class ConfigError(ValueError):
     """A configuration key or value that cannot be used, with the fix in the message."""
@@ -37,12 +39,15 @@ class DataConfig:
     validation_split: str = "validation"
     test_split: str = "test"
     cache: bool = True
+    download: bool = False
+    bad_files: str = "error"
 
     def check(self):
         _positive(self, "image_size", "batch_size")
-        _choice(self, "channels", (1, 3))
-        _choice(self, "augment", ("none", "cifar", "alexnet", "inception", "strong"))
-        _choice(self, "mix", (None, "mixup", "cutmix"))
+        _choice(self, "channels", choices.CHANNELS)
+        _choice(self, "augment", choices.AUGMENT_PRESETS)
+        _choice(self, "mix", (None, *choices.MIXES))
+        _choice(self, "bad_files", choices.BAD_FILE_POLICIES)
         _range(self, "crop_fraction", 0.0, 1.0, low_open=True)
 
 
@@ -80,9 +85,9 @@ class OptimizerConfig:
     base_batch_size: int = 256
 
     def check(self):
-        _choice(self, "name", ("sgd", "adamw", "rmsprop"))
-        _choice(self, "schedule", ("constant", "step", "cosine"))
-        _choice(self, "lr_scaling", ("none", "linear"))
+        _choice(self, "name", choices.OPTIMIZERS)
+        _choice(self, "schedule", choices.SCHEDULES)
+        _choice(self, "lr_scaling", choices.LR_SCALINGS)
         _range(self, "learning_rate", 0.0, 10.0, low_open=True)
         _range(self, "momentum", 0.0, 1.0)
         _range(self, "weight_decay", 0.0, 1.0)
@@ -113,9 +118,9 @@ class TrainConfig:
 
     def check(self):
         _positive(self, "epochs")
-        _choice(self, "precision", ("auto", "float32", "mixed_float16", "mixed_bfloat16"))
-        _choice(self, "jit_compile", ("auto", "true", "false"))
-        _choice(self, "strategy", ("auto", "default", "mirrored", "multi_worker"))
+        _choice(self, "precision", choices.PRECISIONS)
+        _choice(self, "jit_compile", choices.JIT_COMPILE)
+        _choice(self, "strategy", choices.STRATEGIES)
         if self.early_stopping_patience is not None:
             _positive(self, "early_stopping_patience")
         if self.steps_per_epoch is not None:

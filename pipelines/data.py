@@ -1,10 +1,18 @@
-"""``make_dataset``: a source, a split and a recipe -> a batched, prefetched ``tf.data.Dataset``.
+"""``make_dataset(spec, split)``: a :class:`DataSpec` and a split -> a batched ``tf.data.Dataset`` and its info.
 
-Training pipelines (``augment`` given) shuffle, apply the recipe's per-image
-geometry in parallel, batch, then apply the batch ops vectorised over the batch and
-normalise; with ``mix`` they also turn labels into mixed one-hot vectors.
-Evaluation pipelines (``augment=None``) apply no randomness: the shared resize,
-centre crop and normalisation of :mod:`pipelines.preprocess`.
+A :class:`DataSpec` says everything about the data once: the source, the split
+names, the :class:`~pipelines.preprocess.Preprocessing` (image size, channels, crop,
+mean and std), the training augmentation ``Recipe`` and mix, and the loader options.
+Build it from a config's ``data`` section with :meth:`DataSpec.from_config` or with
+keywords through :meth:`DataSpec.create`; :func:`load_dataset` is the one-line form.
+
+The training split of a spec with a recipe gives the training pipeline: shuffle,
+the recipe's per-image geometry in parallel, batch, the batch ops vectorised over the
+batch, normalisation, and with ``mix`` mixed one-hot labels. Every other split gives
+the evaluation pipeline, which applies no randomness and is, by construction, the
+serving graph's preprocessing: batches of decoded images go through
+``preprocess_images`` and encoded files through ``preprocess_encoded``, the very
+functions ``serving.export`` puts in the exported model.
 
 Randomness is stateless and seeded per element and per batch from ``seed``, so the
 same seed gives the same batches on every run; ``deterministic=False`` lets the
@@ -13,88 +21,181 @@ parallel map return elements out of order for speed.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
+from dataclasses import dataclass
+from typing import Any
 
 import tensorflow as tf
 
 from pipelines import augment as aug
-from pipelines.preprocess import Preprocessing, check_image_size, match_channels, normalize, resize_and_center_crop
+from pipelines.preprocess import (Preprocessing, decode_image, normalize, preprocess_encoded, preprocess_images,
+                                  resize_and_center_crop, unit_images)
+from pipelines.choices import BAD_FILE_POLICIES, SPLITS, TARGETS
 from pipelines.sources import Source, load_source, sample_images
 
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def make_dataset(source, split: str = "train", *, image_size: int, batch_size: int, augment=None,
-                 seed: int | None = None, channels: int = 3, crop_fraction: float = 1.0, mean=(0.5,), std=(0.5,),
-                 mix: str | None = None, mix_alpha: float | None = None, shuffle: bool | None = None,
-                 shuffle_buffer: int = 10_000, deterministic: bool = True, cache: bool = False,
-                 drop_remainder: bool | None = None, repeat: bool = False, pca=None, target: str = "label",
-                 data_dir: str | None = None, download: bool = False, bad_files: str = "error",
-                 class_names=None) -> tf.data.Dataset:
-    """A ``tf.data.Dataset`` of ``(images, labels)`` batches from ``source`` (see ``pipelines.sources``).
+@dataclass(frozen=True)
+class DataSpec:
+    """What to load and how to turn it into model inputs, for every split.
 
-    ``augment`` is a preset name (``none``, ``cifar``, ``alexnet``, ``inception``,
-    ``strong``) or a :class:`pipelines.augment.Recipe`; ``None`` gives the
-    evaluation pipeline. ``mix`` is ``"mixup"`` or ``"cutmix"`` (training only);
-    labels then become float one-hot vectors. ``target="mask"`` (shapes only) gives
-    per-pixel labels for segmentation, with evaluation geometry.
-
-    The returned dataset carries ``class_names``, ``num_examples``,
-    ``preprocessing`` (the :class:`Preprocessing` serving must apply) and
-    ``skipped`` (files left out under ``bad_files="skip"``) as attributes.
+    ``source`` is a source spec string (``digits``, ``shapes``, ``tfds:NAME``,
+    ``folder:PATH``, ``tfrecord:GLOB``) or an ``(images, labels)`` pair of arrays.
+    ``recipe`` (a :class:`pipelines.augment.Recipe`) applies to ``train_split`` only;
+    ``None`` makes every split an evaluation pipeline. ``mix`` is ``"mixup"`` or
+    ``"cutmix"`` (training split, needs a recipe). ``target="mask"`` (shapes) gives
+    per-pixel labels with the evaluation geometry.
     """
-    check_image_size(image_size)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    recipe = aug.get_recipe(augment) if augment is not None else None
-    training = recipe is not None
-    if mix is not None and mix not in aug.MIXES:
-        raise ValueError(f"mix must be one of {', '.join(aug.MIXES)} or None, got {mix!r}")
-    if mix and not training:
-        raise ValueError("mix (MixUp/CutMix) applies to training pipelines only; pass augment=PRESET as well")
-    if target not in ("label", "mask"):
-        raise ValueError(f"target must be 'label' or 'mask', got {target!r}")
-    spec = Preprocessing(image_size, channels, crop_fraction, tuple(mean), tuple(std))
-    src = load_source(source, split, data_dir=data_dir, download=download, bad_files=bad_files,
-                      class_names=class_names)
-    seed = secrets.randbits(31) if seed is None else int(seed)
-    shuffle = training if shuffle is None else shuffle
-    dataset = _mask_pairs(src, recipe) if target == "mask" else src.dataset
-    dataset = dataset.cache() if cache else dataset
-    if shuffle:
-        dataset = dataset.shuffle(min(shuffle_buffer, max(src.num_examples, 1)), seed=seed,
+
+    source: Any
+    preprocessing: Preprocessing
+    batch_size: int
+    recipe: aug.Recipe | None = None
+    mix: str | None = None
+    mix_alpha: float | None = None
+    train_split: str = "train"
+    validation_split: str = "validation"
+    test_split: str = "test"
+    seed: int | None = None
+    shuffle_buffer: int = 10_000
+    deterministic: bool = True
+    cache: bool = False
+    data_dir: str | None = None
+    download: bool = False
+    bad_files: str = "error"
+    class_names: tuple | None = None
+    target: str = "label"
+    pca: tuple | None = None
+
+    def __post_init__(self):
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.mix is not None and self.mix not in aug.MIXES:
+            raise ValueError(f"mix must be one of {', '.join(aug.MIXES)} or None, got {self.mix!r}")
+        if self.mix and self.recipe is None:
+            raise ValueError("mix (MixUp/CutMix) applies to training pipelines only; give an augmentation "
+                             "preset as well (augment=PRESET)")
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {self.target!r}")
+        if self.bad_files not in BAD_FILE_POLICIES:
+            raise ValueError(f"bad_files must be one of {', '.join(BAD_FILE_POLICIES)}, got {self.bad_files!r}")
+        if self.recipe is not None and self.recipe.pca_std and self.preprocessing.channels != 3:
+            raise ValueError("PCA lighting (the alexnet preset) needs channels=3")
+
+    @classmethod
+    def create(cls, source, *, image_size: int, batch_size: int, augment=None, channels: int = 3,
+               crop_fraction: float = 1.0, mean=(0.5,), std=(0.5,), **options) -> "DataSpec":
+        """A spec from keywords: ``augment`` is a preset name or a ``Recipe``; ``options`` are the other fields."""
+        preprocessing = Preprocessing(image_size, channels, crop_fraction, tuple(mean), tuple(std))
+        recipe = aug.get_recipe(augment) if augment is not None else None
+        if options.get("class_names") is not None:
+            options["class_names"] = tuple(options["class_names"])
+        return cls(source, preprocessing, batch_size, recipe, **options)
+
+    @classmethod
+    def from_config(cls, data, *, seed: int | None = None) -> "DataSpec":
+        """The spec a config's ``data`` section (:class:`pipelines.config.DataConfig`) describes."""
+        return cls.create(
+            data.source, image_size=data.image_size, batch_size=data.batch_size, augment=data.augment,
+            channels=data.channels, crop_fraction=data.crop_fraction, mean=data.mean, std=data.std, mix=data.mix,
+            mix_alpha=data.mix_alpha, train_split=data.train_split, validation_split=data.validation_split,
+            test_split=data.test_split, seed=seed, cache=data.cache, data_dir=data.data_dir,
+            download=data.download, bad_files=data.bad_files)
+
+    def evaluation(self, **changes) -> "DataSpec":
+        """The same spec without augmentation or mixing (every split an evaluation pipeline)."""
+        return dataclasses.replace(self, recipe=None, mix=None, **changes)
+
+    def with_image_size(self, image_size: int) -> "DataSpec":
+        """The same spec producing ``image_size`` inputs (ten-crop TTA's larger view)."""
+        return dataclasses.replace(self, preprocessing=dataclasses.replace(self.preprocessing, image_size=image_size))
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a dataset holds: class names, example count, the preprocessing serving must apply, skipped files."""
+
+    source: str
+    split: str
+    class_names: tuple
+    num_examples: int
+    preprocessing: Preprocessing
+    skipped: tuple = ()
+    training: bool = False
+
+
+def make_dataset(spec: DataSpec, split: str = "train", *, repeat: bool = False, shuffle: bool | None = None,
+                 drop_remainder: bool | None = None) -> tuple[tf.data.Dataset, DatasetInfo]:
+    """``(dataset, info)``: batches of ``(images, labels)`` of ``split`` as ``spec`` says.
+
+    Training pipelines (``split == spec.train_split`` with a recipe) shuffle and drop
+    the last partial batch unless told otherwise; evaluation pipelines do neither.
+    ``repeat`` makes the dataset endless.
+    """
+    if not isinstance(spec, DataSpec):
+        raise TypeError(f"make_dataset takes a DataSpec, got {type(spec).__name__}; build one with "
+                        "DataSpec.create(source, image_size=..., batch_size=...) or use load_dataset(...)")
+    pre = spec.preprocessing
+    training = spec.recipe is not None and split == spec.train_split
+    recipe = spec.recipe if training and spec.target == "label" else None  # masks: evaluation geometry
+    if spec.target == "mask" and spec.recipe not in (None, aug.PRESETS["none"]):
+        raise ValueError("segmentation pipelines (target='mask') support augment=None or 'none' only")
+    src = load_source(spec.source, split, data_dir=spec.data_dir, download=spec.download, bad_files=spec.bad_files,
+                      class_names=spec.class_names)
+    seed = secrets.randbits(31) if spec.seed is None else int(spec.seed)
+    dataset = _mask_pairs(src) if spec.target == "mask" else src.dataset
+    dataset = dataset.cache() if spec.cache else dataset
+    if training if shuffle is None else shuffle:
+        dataset = dataset.shuffle(min(spec.shuffle_buffer, max(src.num_examples, 1)), seed=seed,
                                   reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()
     # Same-size decoded images whose geometry vectorises skip the per-image map: whole batches are cheaper.
     image_shape = src.dataset.element_spec[0].shape
-    per_batch = (target == "label" and not src.encoded and image_shape.is_fully_defined()
+    per_batch = (spec.target == "label" and not src.encoded and image_shape.is_fully_defined()
                  and (recipe is None or aug.batched_geometry(recipe)))
     if not per_batch:
-        dataset = _with_seeds(dataset, seed)
-        dataset = dataset.map(_element_map(src, spec, recipe, target), num_parallel_calls=AUTOTUNE,
-                              deterministic=deterministic)
-    dataset = dataset.batch(batch_size, drop_remainder=training if drop_remainder is None else drop_remainder,
-                            num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-    dataset = _with_seeds(dataset, seed + 1)
-    batch_map = _batch_map(spec, recipe, _pca(recipe, pca, src, channels), mix, mix_alpha,
-                           len(src.class_names), target, per_batch)
-    dataset = dataset.map(batch_map, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-    dataset = dataset.prefetch(AUTOTUNE)
-    dataset.class_names = list(src.class_names)
-    dataset.num_examples = src.num_examples
-    dataset.preprocessing = spec
-    dataset.skipped = src.skipped
-    dataset.source = src.name
-    return dataset
+        if recipe is None:
+            element = _evaluation_element(src, pre, spec.target)
+        else:
+            dataset = _with_seeds(dataset, seed)
+            element = _training_element(src, pre, recipe)
+        dataset = dataset.map(element, num_parallel_calls=AUTOTUNE, deterministic=spec.deterministic)
+    dataset = dataset.batch(batch_size=spec.batch_size,
+                            drop_remainder=training if drop_remainder is None else drop_remainder,
+                            num_parallel_calls=AUTOTUNE, deterministic=spec.deterministic)
+    if recipe is None:
+        if per_batch:
+            dataset = dataset.map(lambda images, labels: (preprocess_images(images, pre), labels),
+                                  num_parallel_calls=AUTOTUNE, deterministic=spec.deterministic)
+    else:
+        pca = _pca(recipe, spec.pca, src)
+        batch_map = _training_batch(pre, recipe, pca, spec.mix, spec.mix_alpha, len(src.class_names), per_batch)
+        dataset = _with_seeds(dataset, seed + 1).map(batch_map, num_parallel_calls=AUTOTUNE,
+                                                     deterministic=spec.deterministic)
+    info = DatasetInfo(src.name, split, tuple(src.class_names), src.num_examples, pre, tuple(src.skipped), training)
+    return dataset.prefetch(AUTOTUNE), info
 
 
-def _mask_pairs(src: Source, recipe):
+def load_dataset(source, split: str = "train", *, image_size: int, batch_size: int, augment=None,
+                 repeat: bool = False, shuffle: bool | None = None, drop_remainder: bool | None = None,
+                 **options) -> tuple[tf.data.Dataset, DatasetInfo]:
+    """The one-line form: ``DataSpec.create(source, ...)`` then ``make_dataset``.
+
+    With ``augment`` given, ``split`` is the one augmented (the spec's training split).
+    """
+    if augment is not None:
+        options.setdefault("train_split", split)
+    spec = DataSpec.create(source, image_size=image_size, batch_size=batch_size, augment=augment, **options)
+    return make_dataset(spec, split, repeat=repeat, shuffle=shuffle, drop_remainder=drop_remainder)
+
+
+def _mask_pairs(src: Source):
     """(image, mask) pairs for segmentation."""
     if src.masks is None:
         raise ValueError(f"target='mask' needs a source with per-pixel labels (shapes); {src.name} has none")
-    if recipe is not None and recipe != aug.PRESETS["none"]:
-        raise ValueError("segmentation pipelines (target='mask') support augment=None or 'none' only")
     return tf.data.Dataset.zip((src.dataset.map(lambda image, label: image), src.masks))
 
 
@@ -104,54 +205,49 @@ def _with_seeds(dataset, seed: int):
     return tf.data.Dataset.zip((dataset, seeds))
 
 
-def _element_map(src: Source, spec: Preprocessing, recipe, target: str):
-    """One element -> float32 ``[size, size, C]`` in [0, 1] (and its label or mask)."""
-    size = spec.image_size
-    direct_crop = recipe is not None and recipe.crop == "resized_crop" and src.encoded and not recipe.randaugment
+def _evaluation_element(src: Source, pre: Preprocessing, target: str):
+    """One element -> normalised model input: the serving graph's own ``preprocess_encoded``/``preprocess_images``."""
 
-    def to_unit(image):
-        if src.encoded:
-            image = tf.io.decode_image(image, channels=spec.channels, expand_animations=False, dtype=tf.uint8)
-            image.set_shape([None, None, spec.channels])
-        return _unit(image, spec)
-
-    def apply(element, seed):
-        image, label = element
+    def apply(image, label):
         if target == "mask":
-            unit = to_unit(image)
-            image = resize_and_center_crop(unit[tf.newaxis], size, spec.crop_fraction)[0]
-            mask = resize_and_center_crop(label[tf.newaxis, ..., tf.newaxis], size, spec.crop_fraction,
+            mask = resize_and_center_crop(label[tf.newaxis, ..., tf.newaxis], pre.image_size, pre.crop_fraction,
                                           method="nearest")
-            return image, tf.cast(mask[0, ..., 0], tf.int32)
-        seed = tf.cast(seed, tf.int32)
-        if direct_crop:
-            s_crop, s_flip = aug.split_seed(seed, 2)
-            image = aug.decode_random_resized_crop(image, s_crop, size, spec.channels, recipe.scale, recipe.ratio)
-            image = aug.flip_one(image, s_flip) if recipe.flip else image
-        elif recipe is None:
-            image = aug.center_crop(to_unit(image), size, spec.crop_fraction)
-        else:
-            image = aug.train_geometry(to_unit(image), seed, recipe, spec)
-        return tf.ensure_shape(image, [size, size, spec.channels]), label
+            label = tf.cast(mask[0, ..., 0], tf.int32)
+        if src.encoded:
+            return preprocess_encoded(image, pre), label
+        return preprocess_images(image[tf.newaxis], pre)[0], label
 
     return apply
 
 
-def _pca(recipe, pca, src: Source, channels: int):
+def _training_element(src: Source, pre: Preprocessing, recipe):
+    """One (element, seed) -> float32 ``[size, size, C]`` in [0, 1] after the recipe's per-image geometry."""
+    size, channels = pre.image_size, pre.channels
+    direct_crop = recipe.crop == "resized_crop" and src.encoded and not recipe.randaugment
+
+    def apply(element, seed):
+        image, label = element
+        seed = tf.cast(seed, tf.int32)
+        if direct_crop:  # JPEGs decode only the crop window
+            s_crop, s_flip = aug.split_seed(seed, 2)
+            image = aug.decode_random_resized_crop(image, s_crop, size, channels, recipe.scale, recipe.ratio)
+            image = aug.flip_one(image, s_flip) if recipe.flip else image
+        else:
+            image = aug.train_geometry(unit_images(decode_image(image) if src.encoded else image, channels),
+                                       seed, recipe, pre)
+        return tf.ensure_shape(image, [size, size, channels]), label
+
+    return apply
+
+
+def _pca(recipe, pca, src: Source):
     """The training set's RGB principal components when the recipe uses PCA lighting."""
-    if recipe is None or not recipe.pca_std:
+    if not recipe.pca_std:
         return None
-    if channels != 3:
-        raise ValueError("PCA lighting (the alexnet preset) needs channels=3")
     return pca if pca is not None else aug.rgb_principal_components(sample_images(src))
 
 
-def _unit(images, spec: Preprocessing):
-    """uint8 pixels with any channel count -> float32 [0, 1] with the spec's channels."""
-    return match_channels(tf.cast(images, tf.float32) / 255.0, spec.channels)
-
-
-def _batch_map(spec: Preprocessing, recipe, pca, mix, mix_alpha, num_classes: int, target: str, geometry: bool):
+def _training_batch(pre: Preprocessing, recipe, pca, mix, mix_alpha, num_classes: int, geometry: bool):
     """Batch stage: geometry too when ``geometry`` (same-size sources), then batch ops, normalisation, mixing."""
 
     def apply(batch, seed):
@@ -159,18 +255,15 @@ def _batch_map(spec: Preprocessing, recipe, pca, mix, mix_alpha, num_classes: in
         seed = tf.cast(seed, tf.int32)
         s_geometry, s_ops, s_mix = aug.split_seed(seed, 3)
         if geometry:
-            images = _unit(images, spec)
-            if recipe is None:
-                images = resize_and_center_crop(images, spec.image_size, spec.crop_fraction)
-            else:
-                images = aug.train_batch_geometry(images, s_geometry, recipe, spec)
-        if recipe is not None and target == "label":
-            images = aug.train_batch_ops(images, s_ops, recipe, pca)
-        images = normalize(images, spec)
+            images = aug.train_batch_geometry(unit_images(images, pre.channels), s_geometry, recipe, pre)
+        images = normalize(aug.train_batch_ops(images, s_ops, recipe, pca), pre)
         if mix:
             one_hot = tf.one_hot(labels, num_classes)
-            alpha = mix_alpha if mix_alpha is not None else (0.2 if mix == "mixup" else 1.0)
-            images, labels = (aug.mixup if mix == "mixup" else aug.cutmix)(images, one_hot, s_mix, alpha)
+            alpha = mix_alpha if mix_alpha is not None else aug.MIX_DEFAULT_ALPHA[mix]
+            images, labels = aug.MIX_FUNCTIONS[mix](images, one_hot, s_mix, alpha)
         return images, labels
 
     return apply
+
+
+__all__ = ["DataSpec", "DatasetInfo", "SPLITS", "load_dataset", "make_dataset"]

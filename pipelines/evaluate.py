@@ -5,79 +5,90 @@ from __future__ import annotations
 import csv
 import json
 import os
+import warnings
 
-import keras
 import numpy as np
 import yaml
 
 from pipelines import report
-from pipelines.augment import ten_crop_predict
+from pipelines.augment import get_recipe, ten_crop_predict
+from pipelines.choices import TTA_MODES
 from pipelines.config import from_dict
-from pipelines.data import make_dataset
+from pipelines.data import DataSpec, make_dataset
+from pipelines.run_dir import RunDir, atomic_write
 
-TTA_MODES = ("none", "ten_crop")
 
 
 def load_run(run_dir: str):
-    """The config and the trained model (``model.keras``) of a run directory."""
-    model_path = os.path.join(run_dir, "model.keras")
-    config_path = os.path.join(run_dir, "config.yaml")
-    if not os.path.exists(model_path) or not os.path.exists(config_path):
-        raise FileNotFoundError(f"{run_dir} is not a finished kcnn run: it needs config.yaml and model.keras "
-                                "(written by `kcnn train` when training ends)")
-    with open(config_path) as handle:
-        config = from_dict(yaml.safe_load(handle))
-    return config, keras.saving.load_model(model_path, safe_mode=True)
+    """The config and the trained model (``model.keras``) of a finished run directory."""
+    run = RunDir(run_dir).require_finished()
+    text = run.read_config_text()
+    if text is None:
+        raise FileNotFoundError(f"{run_dir} has no {RunDir.CONFIG}; it was not written by `kcnn train`")
+    return from_dict(yaml.safe_load(text)), run.load_model()
 
 
-def evaluate(run_dir: str, *, tta: str = "none", split: str | None = None) -> dict:
-    """Evaluate a run's model on its test split; writes evaluation.json and the plots."""
+def evaluate(run_dir: str, *, tta: str = "none", split: str | None = None, flip: bool | None = None) -> dict:
+    """Evaluate a run's model on its test split; writes evaluation.json and the plots.
+
+    ``flip`` (ten-crop TTA only) includes the mirrored crops; by default it does,
+    with a warning when the run's augmentation never mirrored images: a model of
+    data that is not mirror-symmetric (digits) loses accuracy on mirrored views.
+    """
     if tta not in TTA_MODES:
         raise ValueError(f"tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
     config, model = load_run(run_dir)
-    data = config.data
-    size = data.image_size
+    mirror = tta == "ten_crop" and flip is not False
+    if mirror and flip is None and not get_recipe(config.data.augment).flip:
+        warnings.warn(f"ten-crop TTA averages mirrored crops, but this run's augmentation "
+                      f"({config.data.augment!r}) never mirrored images, so mirrored views may lower accuracy "
+                      "(digits are not mirror-symmetric); pass flip=False (--no-flip) to leave them out",
+                      UserWarning, stacklevel=2)
+    spec = DataSpec.from_config(config.data).evaluation(cache=False)
+    size = spec.preprocessing.image_size
+    split = split or spec.test_split
     # Ten-crop TTA looks at crops of a larger view: the image resized to size / 0.875 (256 for 224).
-    view = round(size / 0.875) if tta == "ten_crop" else size
-    dataset = make_dataset(data.source, split or data.test_split, image_size=view, batch_size=data.batch_size,
-                           channels=data.channels, crop_fraction=data.crop_fraction, mean=data.mean, std=data.std,
-                           data_dir=data.data_dir)
+    if tta == "ten_crop":
+        spec = spec.with_image_size(round(size / 0.875))
+    dataset, info = make_dataset(spec, split)
     probabilities, labels = [], []
     for images, batch_labels in dataset:
         if tta == "ten_crop":
-            probabilities.append(ten_crop_predict(model, images, size))
+            probabilities.append(ten_crop_predict(model, images, size, flip=mirror))
         else:
             probabilities.append(model.predict_on_batch(images))
         labels.append(batch_labels.numpy())
     probabilities = np.concatenate(probabilities)
     labels = np.concatenate(labels)
-    names = dataset.class_names
+    names = list(info.class_names)
     predictions = probabilities.argmax(axis=1)
     top5 = np.argsort(-probabilities, axis=1)[:, :5]
     matrix = report.confusion_matrix(labels, predictions, len(names))
     result = {
-        "split": split or data.test_split,
+        "split": split,
         "tta": tta,
+        "tta_flip": mirror,
         "examples": int(len(labels)),
         "top1_accuracy": float(np.mean(predictions == labels)),
         "top5_accuracy": float(np.mean([label in row for label, row in zip(labels, top5)])),
         "per_class": report.per_class_scores(matrix, names),
         "confusion_matrix": matrix.tolist(),
     }
-    suffix = "" if tta == "none" else f"_{tta}"
-    with open(os.path.join(run_dir, f"evaluation{suffix}.json"), "w") as handle:
-        json.dump(result, handle, indent=2)
-    report.plot_confusion(labels, predictions, names, os.path.join(run_dir, "plots", f"confusion_matrix{suffix}.png"))
-    history_path = os.path.join(run_dir, "history.csv")
-    if os.path.exists(history_path):
-        with open(history_path, newline="") as handle:
+    run = RunDir(run_dir)
+    mode = tta if tta == "none" or mirror else f"{tta}_noflip"
+    suffix = "" if mode == "none" else f"_{mode}"
+    atomic_write(run.evaluation(mode), json.dumps(result, indent=2))
+    report.plot_confusion(labels, predictions, names, run.plot(f"confusion_matrix{suffix}"))
+    if os.path.exists(run.history):
+        with open(run.history, newline="") as handle:
             history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
-        report.plot_curves(history, os.path.join(run_dir, "plots", "curves.png"))
+        report.plot_curves(history, run.plot("curves"))
     return result
 
 
 def format_evaluation(result: dict) -> str:
-    lines = [f"{result['split']} split, {result['examples']} images, TTA {result['tta']}: "
+    lines = [f"{result['split']} split, {result['examples']} images, TTA {result['tta']}"
+             f"{' with mirrored crops' if result.get('tta_flip') else ''}: "
              f"top-1 {result['top1_accuracy']:.4f}, top-5 {result['top5_accuracy']:.4f}",
              f"{'class':>12} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>7}"]
     for row in result["per_class"]:

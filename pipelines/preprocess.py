@@ -1,11 +1,18 @@
 """Evaluation preprocessing: the one piece of code training, evaluation and serving share.
 
 ``Preprocessing`` describes it as data (it travels into exported models as JSON);
-``preprocess_images`` applies it to a batch in TensorFlow: resize so the shorter
-side is ``image_size / crop_fraction``, centre crop ``image_size``, match the channel
-count, scale to [0, 1] and normalise with the per-channel mean and std. The
-training pipeline's augmentations produce ``image_size`` crops themselves and then
-call ``normalize`` from here, so serving and training cannot drift.
+``preprocess_images`` applies it to a batch in TensorFlow: scale to [0, 1], match the
+channel count, resize so the shorter side is ``image_size / crop_fraction``, centre
+crop ``image_size`` and normalise with the per-channel mean and std.
+``preprocess_encoded`` is the same for one encoded file, decoded by ``decode_image``.
+
+Who calls what: the evaluation pipeline (``pipelines.data``) calls
+``preprocess_images`` on batches of decoded images and ``preprocess_encoded`` on
+files; the exported serving graph (``serving.export``) calls the same two functions
+on what clients send. Training augmentations start from ``unit_images`` (the first two
+steps) and end with ``normalize``. Every file is decoded to RGB first and converted to
+the model's channel count by ``match_channels`` on [0, 1] floats, so a grey model sees
+the same luminance whether the file was grey or RGB, in every path.
 """
 
 from __future__ import annotations
@@ -60,8 +67,12 @@ def check_image_size(image_size) -> int:
     return image_size
 
 
+# ITU-R BT.601 luma weights: RGB -> grey here, and the grey of RandAugment's colour and contrast ops.
+LUMA = (0.299, 0.587, 0.114)
+
+
 def match_channels(images: tf.Tensor, channels: int) -> tf.Tensor:
-    """Grey to RGB by replication, RGB to grey by luminance, RGBA to RGB by dropping alpha."""
+    """Grey to RGB by replication, RGB to grey by luminance (``LUMA``), RGBA to RGB by dropping alpha."""
     have = images.shape[-1]
     if have == channels:
         return images
@@ -71,7 +82,7 @@ def match_channels(images: tf.Tensor, channels: int) -> tf.Tensor:
     if have == 1 and channels == 3:
         return tf.repeat(images, 3, axis=-1)
     if have == 3 and channels == 1:
-        grey = tf.image.rgb_to_grayscale(tf.cast(images, tf.float32))
+        grey = tf.reduce_sum(tf.cast(images, tf.float32) * tf.constant(LUMA), axis=-1, keepdims=True)
         return tf.cast(tf.round(grey) if images.dtype.is_integer else grey, images.dtype)
     if have == channels:
         return images
@@ -116,15 +127,27 @@ def resize_and_center_crop(images: tf.Tensor, size: int, crop_fraction: float = 
     return tf.ensure_shape(resized[:, top:top + size, left:left + size, :], [None, size, size, None])
 
 
+def unit_images(images: tf.Tensor, channels: int) -> tf.Tensor:
+    """uint8 (or float) images with 1, 3 or 4 channels -> float32 [0, 1] with ``channels`` channels."""
+    return match_channels(to_unit_range(images), channels)
+
+
 def preprocess_images(images: tf.Tensor, spec: Preprocessing) -> tf.Tensor:
     """A batch of uint8 (or float) images ``[batch, H, W, C]`` at any size -> normalised model inputs."""
-    unit = match_channels(to_unit_range(images), spec.channels)
-    cropped = resize_and_center_crop(unit, spec.image_size, spec.crop_fraction)
+    cropped = resize_and_center_crop(unit_images(images, spec.channels), spec.image_size, spec.crop_fraction)
     return normalize(tf.clip_by_value(cropped, 0.0, 1.0), spec)
 
 
-def decode_image(encoded: tf.Tensor, channels: int) -> tf.Tensor:
-    """Decode one JPEG, PNG, GIF (first frame) or BMP string to uint8 ``[H, W, channels]``."""
-    image = tf.io.decode_image(encoded, channels=channels, expand_animations=False, dtype=tf.uint8)
-    image.set_shape([None, None, channels])
+def preprocess_encoded(encoded: tf.Tensor, spec: Preprocessing) -> tf.Tensor:
+    """One encoded file (scalar string) -> normalised ``[image_size, image_size, channels]`` model input."""
+    return preprocess_images(decode_image(encoded)[tf.newaxis], spec)[0]
+
+
+DECODED_CHANNELS = 3  # files always decode to RGB; match_channels then gives the model's channel count
+
+
+def decode_image(encoded: tf.Tensor) -> tf.Tensor:
+    """Decode one JPEG, PNG, GIF (first frame) or BMP string to uint8 RGB ``[H, W, 3]`` (grey files replicated)."""
+    image = tf.io.decode_image(encoded, channels=DECODED_CHANNELS, expand_animations=False, dtype=tf.uint8)
+    image.set_shape([None, None, DECODED_CHANNELS])
     return image

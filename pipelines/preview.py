@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.data import make_dataset
+from pipelines.data import DataSpec, make_dataset
 
 
 def _to_pixels(images: np.ndarray, spec) -> np.ndarray:
@@ -34,21 +34,22 @@ def augment_grid(source, out: str, *, preset: str = "inception", mix: str | None
 
     if rows < 1 or versions < 1:
         raise ValueError(f"rows and versions must be >= 1, got rows={rows}, versions={versions}")
-    common = dict(image_size=image_size, batch_size=rows, seed=seed, shuffle=False, **source_kwargs)
-    originals = make_dataset(source, split, **common)
+    spec = DataSpec.create(source, image_size=image_size, batch_size=rows, augment=preset, mix=mix, seed=seed,
+                           train_split=split, **source_kwargs)
+    originals, info = make_dataset(spec.evaluation(), split)
     images, labels = next(iter(originals))
-    augmented = make_dataset(source, split, augment=preset, mix=mix, **common)
+    augmented, _ = make_dataset(spec, split, shuffle=False)
     draws = [next(iter(augmented)) for _ in range(versions)]  # each iteration draws new randomness
-    spec, names = originals.preprocessing, originals.class_names
+    names = info.class_names
     figure, axes = plt.subplots(rows, versions + 1, figsize=(1.9 * (versions + 1), 2.0 * rows), squeeze=False)
     for r in range(rows):
         columns = [(images, labels, "original")] + [(x, y, f"{preset}{'+' + mix if mix else ''}") for x, y in draws]
         for c, (batch, label_batch, title) in enumerate(columns):
             axis = axes[r][c]
-            axis.imshow(_to_pixels(batch[r].numpy(), spec), interpolation="nearest")
+            axis.imshow(_to_pixels(batch[r].numpy(), spec.preprocessing), interpolation="nearest")
             axis.set_title(f"{title}\n{_caption(label_batch[r].numpy(), names)}", fontsize=8)
             axis.axis("off")
-    figure.suptitle(f"{originals.source} ({split}): {preset}{' with ' + mix if mix else ''}", fontsize=10)
+    figure.suptitle(f"{info.source} ({split}): {preset}{' with ' + mix if mix else ''}", fontsize=10)
     figure.tight_layout()
     figure.savefig(out, dpi=100)
     plt.close(figure)

@@ -19,13 +19,12 @@ import numpy as np
 import tensorflow as tf
 
 from pipelines import shapes
-from pipelines.preprocess import match_channels
+from pipelines.choices import BAD_FILE_POLICIES, SPLITS
+from pipelines.preprocess import decode_image, match_channels
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "validation", "test")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-BAD_FILE_POLICIES = ("error", "skip")
 FEATURE_IMAGE = "image/encoded"
 FEATURE_LABEL = "image/class/label"
 FEATURE_TEXT = "image/class/text"
@@ -56,7 +55,6 @@ class Source:
     class_names: list
     num_examples: int
     encoded: bool
-    channels: int
     masks: tf.data.Dataset | None = None
     skipped: tuple = ()
 
@@ -107,7 +105,7 @@ def from_arrays(images, labels, *, class_names=None, name: str = "arrays", masks
         raise ValueError(f"labels go up to {count - 1} but only {len(class_names)} class names were given")
     dataset = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
     mask_ds = tf.data.Dataset.from_tensor_slices(masks) if masks is not None else None
-    return Source(name, dataset, class_names, len(images), encoded=False, channels=images.shape[-1], masks=mask_ds)
+    return Source(name, dataset, class_names, len(images), encoded=False, masks=mask_ds)
 
 
 def digits_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -162,14 +160,12 @@ def tfds_source(name: str, split: str, *, data_dir: str | None, download: bool) 
         raise ValueError(f"{name} has no split {split!r}; its splits: {', '.join(info_splits(name, directory))}") \
             from None
     label = info.features["label"]
-    image_feature = info.features["image"]
-    channels = image_feature.shape[-1] or 3
     dataset = dataset.map(lambda image, y: (image, tf.cast(y, tf.int32)))
     try:
         count = int(info.splits[split].num_examples)
     except KeyError:  # split metadata missing (TFDS mock data): count the examples
         count = int(dataset.reduce(0, lambda n, _: n + 1))
-    return Source(f"tfds:{name}", dataset, list(label.names), count, encoded=False, channels=channels)
+    return Source(f"tfds:{name}", dataset, list(label.names), count, encoded=False)
 
 
 def info_splits(name: str, data_dir: str) -> list:
@@ -217,17 +213,16 @@ def folder(root: str, *, bad_files: str = "error", workers: int = 8) -> Source:
         log.warning("skipped %d undecodable file(s) in %s: %s", len(bad), root, ", ".join(p for p, _ in bad))
         keep = [i for i, problem in enumerate(problems) if not problem]
         paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
-    channels = 3
     dataset = tf.data.Dataset.from_tensor_slices((paths, np.asarray(labels, np.int32)))
     dataset = dataset.map(lambda path, y: (tf.io.read_file(path), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return Source(f"folder:{root}", dataset, class_names, len(paths), encoded=True, channels=channels,
+    return Source(f"folder:{root}", dataset, class_names, len(paths), encoded=True,
                   skipped=tuple(p for p, _ in bad))
 
 
 def _decode_problem(path: str) -> str | None:
     """None when TensorFlow decodes the file completely, else the decoder's complaint."""
     try:
-        tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+        decode_image(tf.io.read_file(path))
         return None
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError, tf.errors.DataLossError) as error:
         return error.message.splitlines()[0][:200]
@@ -262,7 +257,7 @@ def tfrecords(pattern: str, *, class_names=None) -> Source:
     if class_names is None:
         top = max(int(y) for _, y in dataset)
         class_names = [str(i) for i in range(top + 1)]
-    return Source(f"tfrecord:{pattern}", dataset, list(class_names), count, encoded=True, channels=3)
+    return Source(f"tfrecord:{pattern}", dataset, list(class_names), count, encoded=True)
 
 
 def write_tfrecords(source: Source, directory: str, split: str, *, shards: int = 4) -> list[str]:
@@ -303,8 +298,7 @@ def sample_images(source: Source, count: int = 512, size: int = 64) -> np.ndarra
 
     def prepare(image, _):
         if source.encoded:
-            image = tf.io.decode_image(image, channels=3, expand_animations=False)
-            image.set_shape([None, None, 3])
+            image = decode_image(image)
         return tf.cast(tf.image.resize(match_channels(image, 3), [size, size]), tf.uint8)
 
     batch = source.dataset.take(count).map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(count)

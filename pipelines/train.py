@@ -13,7 +13,7 @@ same run directory.
 from __future__ import annotations
 
 import csv
-import json
+import io
 import math
 import os
 import shutil
@@ -21,6 +21,8 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
+from typing import Any
 
 import keras
 import numpy as np
@@ -29,9 +31,10 @@ import tensorflow as tf
 import kcnn
 from pipelines import report
 from pipelines.config import Config
-from pipelines.data import make_dataset
+from pipelines.data import DataSpec, make_dataset
 from pipelines.environment import is_chief, resolve_jit, resolve_precision, resolve_strategy
 from pipelines.optim import make_optimizer
+from pipelines.run_dir import RunDir, atomic_write
 from pipelines.run_report import write_report
 
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_top5_accuracy", "learning_rate",
@@ -47,98 +50,106 @@ def default_run_dir(config: Config) -> str:
     return os.path.join("runs", f"{config.model.name}-{source}")
 
 
+@dataclass
+class Session:
+    """What one training session works with, handed whole to its stages (setup, epochs, finish)."""
+
+    config: Config
+    run: RunDir  # where results go
+    work: RunDir  # where this task writes: ``run`` on the chief, a temporary directory on other workers
+    chief: bool
+    strategy: Any
+    strategy_name: str
+    policy: str
+    spec: DataSpec
+    verbose: bool
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def replicas(self) -> int:
+        return self.strategy.num_replicas_in_sync
+
+    def say(self, message: str) -> None:
+        if self.verbose:
+            print(message, flush=True)
+
+
 def train(config: Config, run_dir: str | None = None, *, callbacks=(), verbose: bool = True) -> dict:
-    """Train as ``config`` says, writing everything to ``run_dir``; returns the metrics written to metrics.json."""
-    run_dir = run_dir or default_run_dir(config)
+    """Train as ``config`` says, writing everything to ``run_dir``; returns the metrics written to metrics.json.
+
+    A directory that holds a run of another config is refused before any work; a new
+    run directory is claimed (its ``config.yaml`` written) only once the data and the
+    model are ready, so a start that fails leaves nothing behind.
+    """
+    run = RunDir(run_dir or default_run_dir(config))
+    run.check_can_resume(config.to_yaml())
     strategy_name, strategy = resolve_strategy(config.train)
     chief = is_chief(strategy)
-    work_dir = run_dir if chief else tempfile.mkdtemp(prefix="kcnn-worker-")
-    _claim_run_dir(work_dir, config)
-    policy = resolve_precision(config.train)
+    work = run if chief else RunDir(tempfile.mkdtemp(prefix="kcnn-worker-"))
+    session = Session(config, run, work, chief, strategy, strategy_name, resolve_precision(config.train),
+                      DataSpec.from_config(config.data, seed=config.train.seed), verbose)
     previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy)
+    keras.config.set_dtype_policy(session.policy)
     keras.utils.set_random_seed(config.train.seed)
     try:
-        return _run(config, run_dir, work_dir, chief, strategy, strategy_name, policy, callbacks, verbose)
+        return _run(session, callbacks)
     finally:
         keras.config.set_dtype_policy(previous_policy)
         if not chief:
-            shutil.rmtree(work_dir, ignore_errors=True)
+            shutil.rmtree(work.path, ignore_errors=True)
 
 
-def _claim_run_dir(run_dir: str, config: Config) -> None:
-    """Create the run directory, or check that the one there was made by the same config (resume)."""
-    path = os.path.join(run_dir, "config.yaml")
-    text = config.to_yaml()
-    if os.path.exists(path):
-        with open(path) as handle:
-            if handle.read() != text:
-                raise ValueError(f"{run_dir} holds a run with a different config; pass another run directory "
-                                 f"(--run-dir) or delete {run_dir} to start over")
-        return
-    os.makedirs(run_dir, exist_ok=True)
-    with open(path, "w") as handle:
-        handle.write(text)
-
-
-def _datasets(config: Config, replicas: int):
-    data = config.data
-    common = dict(image_size=data.image_size, batch_size=data.batch_size, channels=data.channels,
-                  crop_fraction=data.crop_fraction, mean=data.mean, std=data.std, data_dir=data.data_dir,
-                  cache=data.cache)
-    if data.batch_size % replicas:
-        raise ValueError(f"data.batch_size ({data.batch_size}) is the global batch; it must divide evenly over "
+def _datasets(spec: DataSpec, replicas: int):
+    """The training and validation datasets, each with its info."""
+    if spec.batch_size % replicas:
+        raise ValueError(f"data.batch_size ({spec.batch_size}) is the global batch; it must divide evenly over "
                          f"the {replicas} replicas")
-    train_ds = make_dataset(data.source, data.train_split, augment=data.augment, mix=data.mix,
-                            mix_alpha=data.mix_alpha, seed=config.train.seed, **common)
-    val_ds = make_dataset(data.source, data.validation_split, **common)
-    return train_ds, val_ds
+    return make_dataset(spec, spec.train_split), make_dataset(spec, spec.validation_split)
 
 
-def _run(config, run_dir, work_dir, chief, strategy, strategy_name, policy, callbacks, verbose) -> dict:
-    started = time.perf_counter()
-    replicas = strategy.num_replicas_in_sync
-    train_ds, val_ds = _datasets(config, replicas)
-    num_classes = len(train_ds.class_names)
+def _run(session: Session, callbacks) -> dict:
+    config, work = session.config, session.work
+    (train_ds, train_info), (val_ds, _) = _datasets(session.spec, session.replicas)
+    num_classes = len(train_info.class_names)
     global_batch = config.data.batch_size
-    steps = train_ds.num_examples // global_batch
+    steps = train_info.num_examples // global_batch
     if steps < 1:
-        raise ValueError(f"data.batch_size {global_batch} is larger than the {train_ds.num_examples} training "
+        raise ValueError(f"data.batch_size {global_batch} is larger than the {train_info.num_examples} training "
                          "images; lower it")
     steps = min(steps, config.train.steps_per_epoch or steps)
     epochs = config.train.epochs
     input_shape = (config.data.image_size, config.data.image_size, config.data.channels)
 
-    with strategy.scope():
+    with session.strategy.scope():
         model = kcnn.build(config.model.name, num_classes=num_classes, head=config.model.head,
                            input_shape=input_shape, backbone_kwargs=dict(config.model.backbone_kwargs),
                            head_kwargs=dict(config.model.head_kwargs))
         optimizer = make_optimizer(config.optimizer, steps_per_epoch=steps, epochs=epochs, global_batch=global_batch)
-        if policy == "mixed_float16":
+        if session.policy == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         best_var = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_val_accuracy")
+    work.claim(config.to_yaml())  # the run has started: from here on the directory is this run's
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var, best=best_var)
-    manager = tf.train.CheckpointManager(checkpoint, os.path.join(work_dir, "checkpoints"), max_to_keep=2)
+    manager = tf.train.CheckpointManager(checkpoint, work.checkpoints, max_to_keep=2)
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        _say(verbose, f"resuming {run_dir} after epoch {int(epoch_var.numpy())} of {epochs}")
+        session.say(f"resuming {session.run} after epoch {int(epoch_var.numpy())} of {epochs}")
     start_epoch = int(epoch_var.numpy())
-    history = _read_history(work_dir, start_epoch)
+    history = _read_history(work, start_epoch)
 
-    train_step = _make_train_step(model, optimizer, strategy, num_classes, global_batch,
+    train_step = _make_train_step(model, optimizer, session.strategy, num_classes, global_batch,
                                   config.optimizer.label_smoothing, resolve_jit(config.train))
     eval_step = _make_eval_step(model)
-    dist_train = strategy.experimental_distribute_dataset(_auto_shard_by_data(train_ds))
+    dist_train = session.strategy.experimental_distribute_dataset(_auto_shard_by_data(train_ds))
     callback_list = _callbacks(config, model, callbacks, epochs, steps)
-    writers = {name: tf.summary.create_file_writer(os.path.join(work_dir, "logs", name))
-               for name in ("train", "validation")}
+    writers = {name: tf.summary.create_file_writer(work.logs(name)) for name in ("train", "validation")}
     model.stop_training = False  # EarlyStopping and user callbacks set it, as under fit
     callback_list.on_train_begin()
     for epoch in range(start_epoch, epochs):
         callback_list.on_epoch_begin(epoch)
-        bar = keras.utils.Progbar(steps, unit_name="step") if verbose and sys.stdout.isatty() else None
+        bar = keras.utils.Progbar(steps, unit_name="step") if session.verbose and sys.stdout.isatty() else None
         tick = time.perf_counter()
         loss_sum = correct = seen = 0.0
         for step, (images, labels) in enumerate(dist_train):
@@ -148,8 +159,8 @@ def _run(config, run_dir, work_dir, chief, strategy, strategy_name, policy, call
             if not math.isfinite(loss):
                 raise TrainingDiverged(
                     f"loss became {loss} at epoch {epoch + 1}, step {step + 1}; stopped. The last good checkpoint "
-                    f"(after epoch {epoch}) is kept in {run_dir}/checkpoints. Lower optimizer.learning_rate, add "
-                    "optimizer.warmup_epochs or optimizer.clip_norm, and run again")
+                    f"(after epoch {epoch}) is kept in {session.run.checkpoints}. Lower optimizer.learning_rate, "
+                    "add optimizer.warmup_epochs or optimizer.clip_norm, and run again")
             loss_sum, correct, seen = loss_sum + loss, correct + hits, seen + global_batch
             callback_list.on_train_batch_end(step, {"loss": loss})
             if bar:
@@ -161,39 +172,36 @@ def _run(config, run_dir, work_dir, chief, strategy, strategy_name, policy, call
                 "learning_rate": float(_current_rate(optimizer)), "images_per_second": seen / seconds,
                 "seconds": seconds}
         history.append(logs)
-        _write_epoch(work_dir, writers, history, logs)
+        _write_epoch(work, writers, history, logs)
         if logs["val_accuracy"] > best_var.numpy():
             best_var.assign(logs["val_accuracy"])
-            if chief:
-                model.save(os.path.join(work_dir, "best.keras"))
+            if session.chief:
+                work.save_model(model, RunDir.BEST_MODEL)
         epoch_var.assign(epoch + 1)
         manager.save(checkpoint_number=epoch + 1)
-        _say(verbose, "epoch {epoch}/{total}: loss {loss:.4f} accuracy {accuracy:.4f} val_loss {val_loss:.4f} "
-             "val_accuracy {val_accuracy:.4f} lr {learning_rate:.3g} ({images_per_second:.0f} images/s)"
-             .format(total=epochs, **logs))
+        session.say("epoch {epoch}/{total}: loss {loss:.4f} accuracy {accuracy:.4f} val_loss {val_loss:.4f} "
+                    "val_accuracy {val_accuracy:.4f} lr {learning_rate:.3g} ({images_per_second:.0f} images/s)"
+                    .format(total=epochs, **logs))
         callback_list.on_epoch_end(epoch, {k: v for k, v in logs.items() if k != "epoch"})
         if model.stop_training:
-            _say(verbose, f"early stopping after epoch {epoch + 1}")
+            session.say(f"early stopping after epoch {epoch + 1}")
             break
     callback_list.on_train_end()
     if config.optimizer.ema is not None:
         optimizer.finalize_variable_values(model.trainable_variables)
-    return _finish(config, run_dir, work_dir, chief, model, eval_step, history, policy, strategy_name, replicas,
-                   started, train_ds, val_ds, verbose)
+    elif os.path.exists(work.best_model):
+        model.load_weights(work.best_model)
+    # Hook point: post-training steps on the final weights (e.g. re-estimating batch-norm statistics) go here.
+    return _finish(session, model, eval_step, history, train_info)
 
 
-def _finish(config, run_dir, work_dir, chief, model, eval_step, history, policy, strategy_name, replicas, started,
-            train_ds, val_ds, verbose) -> dict:
-    """Test the best model, write model.keras, metrics.json and the plots (chief only)."""
-    best_path = os.path.join(work_dir, "best.keras")
-    if config.optimizer.ema is None and os.path.exists(best_path):
-        model.load_weights(best_path)
-    data = config.data
-    test_ds = make_dataset(data.source, data.test_split, image_size=data.image_size, batch_size=data.batch_size,
-                           channels=data.channels, crop_fraction=data.crop_fraction, mean=data.mean, std=data.std,
-                           data_dir=data.data_dir)
+def _finish(session: Session, model, eval_step, history: list[dict], train_info) -> dict:
+    """Test the final model; the chief writes model.keras, class names, preprocessing, metrics.json and the plots."""
+    spec = session.spec
+    test_ds, _ = make_dataset(spec.evaluation(cache=False), spec.test_split)
     test = evaluate_dataset(eval_step, test_ds, keep_predictions=True)
     rates = [h["images_per_second"] for h in history]
+    class_names = list(train_info.class_names)
     metrics = {
         "test_accuracy": test["accuracy"],
         "test_top5_accuracy": test["top5_accuracy"],
@@ -201,26 +209,23 @@ def _finish(config, run_dir, work_dir, chief, model, eval_step, history, policy,
         "val_accuracy": max((h["val_accuracy"] for h in history), default=float("nan")),
         "epochs_completed": len(history),
         "train_images_per_second": statistics.median(rates[1:] or rates) if rates else 0.0,
-        "precision_policy": policy,
-        "strategy": strategy_name,
-        "replicas": replicas,
-        "wall_seconds_this_session": time.perf_counter() - started,
-        "num_classes": len(train_ds.class_names),
+        "precision_policy": session.policy,
+        "strategy": session.strategy_name,
+        "replicas": session.replicas,
+        "wall_seconds_this_session": time.perf_counter() - session.started,
+        "num_classes": len(class_names),
     }
-    if chief:
-        model.save(os.path.join(run_dir, "model.keras"))
-        with open(os.path.join(run_dir, "metrics.json"), "w") as handle:
-            json.dump(metrics, handle, indent=2)
-        with open(os.path.join(run_dir, "class_names.json"), "w") as handle:
-            json.dump(train_ds.class_names, handle)
-        with open(os.path.join(run_dir, "preprocessing.json"), "w") as handle:
-            handle.write(val_ds.preprocessing.to_json())
-        report.plot_curves(history, os.path.join(run_dir, "plots", "curves.png"))
-        report.plot_confusion(test["labels"], test["predictions"], train_ds.class_names,
-                              os.path.join(run_dir, "plots", "confusion_matrix.png"))
-        write_report(run_dir)  # report.html: reads the files written above
-    _say(verbose, f"test accuracy {metrics['test_accuracy']:.4f} (top-5 {metrics['test_top5_accuracy']:.4f}); "
-         f"run directory {run_dir}")
+    if session.chief:
+        run = session.run
+        run.save_model(model)
+        run.write_json(RunDir.CLASS_NAMES, class_names)
+        run.write_text(RunDir.PREPROCESSING, spec.preprocessing.to_json())
+        run.write_json(RunDir.METRICS, metrics)
+        report.plot_curves(history, run.plot("curves"))
+        report.plot_confusion(test["labels"], test["predictions"], class_names, run.plot("confusion_matrix"))
+        write_report(str(run))  # report.html: reads the files written above
+    session.say(f"test accuracy {metrics['test_accuracy']:.4f} (top-5 {metrics['test_top5_accuracy']:.4f}); "
+                f"run directory {session.run}")
     return metrics
 
 
@@ -309,21 +314,21 @@ def _current_rate(optimizer):
     return rate(inner.iterations) if callable(rate) else rate
 
 
-def _read_history(run_dir: str, completed_epochs: int) -> list[dict]:
+def _read_history(work: RunDir, completed_epochs: int) -> list[dict]:
     """The history of the epochs the restored checkpoint covers (rows of a crashed later epoch are dropped)."""
-    path = os.path.join(run_dir, "history.csv")
-    if not os.path.exists(path):
+    if not os.path.exists(work.history):
         return []
-    with open(path, newline="") as handle:
+    with open(work.history, newline="") as handle:
         rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
     return [{**row, "epoch": int(row["epoch"])} for row in rows if row["epoch"] <= completed_epochs]
 
 
-def _write_epoch(run_dir: str, writers: dict, history: list[dict], logs: dict) -> None:
-    with open(os.path.join(run_dir, "history.csv"), "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS)
-        writer.writeheader()
-        writer.writerows(history)
+def _write_epoch(work: RunDir, writers: dict, history: list[dict], logs: dict) -> None:
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=HISTORY_FIELDS)
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write(work.history, table.getvalue())
     step = logs["epoch"]
     with writers["train"].as_default():
         for key in ("loss", "accuracy", "learning_rate", "images_per_second"):
@@ -336,6 +341,3 @@ def _write_epoch(run_dir: str, writers: dict, history: list[dict], logs: dict) -
         writer.flush()
 
 
-def _say(verbose: bool, message: str) -> None:
-    if verbose:
-        print(message, flush=True)

@@ -179,17 +179,21 @@ def register(sub) -> None:
     config = sub.add_parser(
         "serving-config", help="write TF Serving's models.config, batching.config and monitoring.config",
         description="Write TensorFlow Serving configuration files in its text-protobuf format.")
-    config.add_argument("--model-name", required=True)
+    config.add_argument("--model-name", required=True, help="the name clients ask for")
     config.add_argument("--base-path", help="model base path inside the server (default /models/NAME)")
-    config.add_argument("--version-policy", choices=["latest", "all", "specific"], default="latest")
+    config.add_argument("--version-policy", choices=["latest", "all", "specific"], default="latest",
+                        help="which versions TF Serving loads (default: the latest)")
     config.add_argument("--versions", type=int, nargs="+", help="versions for 'specific' (or N for 'latest')")
     config.add_argument("--label", action="append", metavar="LABEL=VERSION", help="version label, repeatable")
     config.add_argument("--batching", action="store_true", help="also write batching.config")
-    config.add_argument("--max-batch-size", type=int, default=32)
-    config.add_argument("--batch-timeout-micros", type=int, default=2000)
-    config.add_argument("--num-batch-threads", type=int, default=4)
-    config.add_argument("--max-enqueued-batches", type=int, default=100)
-    config.add_argument("--allowed-batch-sizes", type=int, nargs="+")
+    config.add_argument("--max-batch-size", type=int, default=32, help="largest batch the server forms")
+    config.add_argument("--batch-timeout-micros", type=int, default=2000,
+                        help="longest wait for a batch to fill, in microseconds")
+    config.add_argument("--num-batch-threads", type=int, default=4, help="batches processed in parallel")
+    config.add_argument("--max-enqueued-batches", type=int, default=100,
+                        help="queued batches before requests are refused")
+    config.add_argument("--allowed-batch-sizes", type=int, nargs="+",
+                        help="sizes batches are padded to (the last must equal --max-batch-size)")
     config.add_argument("--out", default="serving/docker", help="output directory")
     config.set_defaults(func=_serving_config)
 
@@ -225,7 +229,9 @@ def register(sub) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     serve.set_defaults(func=_serve)
 
-    predict = sub.add_parser("predict", help="query a served model over gRPC with image files")
+    predict = sub.add_parser(
+        "predict", help="query a served model over gRPC with image files",
+        description="Send image files to a served model's predict_image_bytes signature and print the top classes.")
     predict.add_argument("images", nargs="+", help="JPEG, PNG, GIF or BMP files")
     predict.add_argument("--server", default="localhost:8500", help="HOST:PORT of the gRPC endpoint")
     predict.add_argument("--model", required=True, help="model name")
@@ -235,6 +241,10 @@ def register(sub) -> None:
     predict.add_argument("--json", action="store_true", help="print JSON instead of text")
     predict.set_defaults(func=_predict)
 
-    demo = sub.add_parser("demo", help="kcnn's main job: train digits, export, serve, query over gRPC")
+    demo = sub.add_parser(
+        "demo", help="kcnn's main job: train digits, export, serve, query over gRPC",
+        description="Train pipelines/configs/digits.yaml into WORKDIR/runs/digits, export it as version 1 of "
+                    "WORKDIR/models/digits, serve exactly that version on a free port and report its accuracy "
+                    "on the held-out test images sent as PNG bytes (2-5 minutes on two CPU cores).")
     demo.add_argument("--workdir", default=".", help="where runs/ and models/ go (default: here)")
     demo.set_defaults(func=_demo)

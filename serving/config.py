@@ -18,11 +18,9 @@ from tensorflow_serving.config import model_server_config_pb2
 
 # The TF Serving image kcnn's Dockerfile and manifests pin: the TensorFlow kcnn exports with.
 TF_SERVING_VERSION = "2.21.0"
-TF_SERVING_IMAGE = "tensorflow/serving"
 GRPC_PORT = 8500
 REST_PORT = 8501
 MODELS_ROOT = "/models"
-CONFIG_DIR = "/config"
 PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 VERSION_POLICIES = ("latest", "all", "specific")
 

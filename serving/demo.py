@@ -6,7 +6,6 @@ serving package never imports the training code.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 import pipelines
+from pipelines.run_dir import RunDir
 from pipelines.sources import digits_arrays
 from serving.client import Client
 from serving.config import ModelEntry
@@ -26,6 +26,7 @@ CONFIG = os.path.join(os.path.dirname(pipelines.__file__), "configs", "digits.ya
 
 
 def run_demo(workdir: str = ".", *, shown: int = 10, batch: int = 60, extra_train_args=()) -> dict:
+    """Train, export version 1, serve exactly that version (not whichever is newest) and report its accuracy."""
     run_dir = os.path.join(workdir, "runs", "digits")
     base_path = os.path.abspath(os.path.join(workdir, "models", "digits"))
     started = time.perf_counter()
@@ -34,22 +35,24 @@ def run_demo(workdir: str = ".", *, shown: int = 10, batch: int = 60, extra_trai
     subprocess.run(command, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     trained = time.perf_counter()
 
-    print(f"[2/4] exporting version 1 to {base_path}", flush=True)
-    with open(os.path.join(run_dir, "metrics.json")) as handle:
-        trained_accuracy = json.load(handle)["test_accuracy"]
+    run = RunDir(run_dir)
+    trained_accuracy = run.read_json(RunDir.METRICS)["test_accuracy"]
     exported = export_run(run_dir, base_path, version=1, overwrite=True)
+    print(f"[2/4] exported version {exported.version} to {exported.path}", flush=True)
 
-    print("[3/4] starting the local TF-Serving-compatible server on a free port", flush=True)
-    with Server([ModelEntry("digits", base_path)], port=0, poll_seconds=0) as server:
+    print(f"[3/4] starting the local TF-Serving-compatible server on a free port, serving version "
+          f"{exported.version}", flush=True)
+    entry = ModelEntry("digits", base_path, version_policy="specific", versions=(exported.version,))
+    with Server([entry], port=0, poll_seconds=0) as server:
         target = f"127.0.0.1:{server.port}"
         print(f"[4/4] querying {target} over gRPC with the held-out test images as PNG bytes", flush=True)
         images, labels = digits_arrays("test")
         encoded = [tf.io.encode_png(image).numpy() for image in images]
         predictions = []
         with Client(target, "digits") as client:
-            version = client.wait_until_available(timeout=60)
+            version = client.wait_until_available(timeout=60, version=exported.version)
             for start in range(0, len(encoded), batch):
-                predictions += client.predict(encoded[start:start + batch])
+                predictions += client.predict(encoded[start:start + batch], version=version)
     predicted = np.array([int(p.labels[0]) for p in predictions])
     accuracy = float(np.mean(predicted == labels))
     print(f"\n{'image':>5}  {'true':>4}  {'predicted':>9}  {'score':>6}")

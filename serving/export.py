@@ -8,8 +8,9 @@
 
 both returning ``probabilities`` float32 ``[batch, classes]``, ``classes`` int32
 ``[batch, top_k]``, ``scores`` float32 ``[batch, top_k]`` and ``labels`` string
-``[batch, top_k]``. Preprocessing runs in the graph and is the very function the
-training evaluation pipeline uses (``pipelines.preprocess.preprocess_images``).
+``[batch, top_k]``. Preprocessing runs in the graph and is the very functions the
+evaluation pipeline calls: ``pipelines.preprocess.preprocess_images`` for decoded
+images and ``preprocess_encoded`` (``decode_image`` then ``preprocess_images``) for files.
 
 The version is built in a sibling directory whose name is not an integer and renamed
 into place only when complete and verified, so TF Serving's file-system poller never
@@ -29,7 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from pipelines.preprocess import Preprocessing, decode_image, preprocess_images
+from pipelines.preprocess import Preprocessing, preprocess_encoded, preprocess_images
+from pipelines.run_dir import RunDir, atomic_write
 
 SIGNATURE_IMAGES = "serving_default"
 SIGNATURE_BYTES = "predict_image_bytes"
@@ -81,13 +83,11 @@ def export(model, base_path: str, *, class_names, preprocessing: Preprocessing, 
         metadata = {"model_name": model_name, "class_names": class_names, "top_k": top_k,
                     "image_dtype": image_dtype, "preprocessing": json.loads(preprocessing.to_json()),
                     "signatures": {SIGNATURE_IMAGES: INPUT_IMAGES, SIGNATURE_BYTES: INPUT_BYTES}}
-        with open(os.path.join(staging, METADATA_FILE), "w") as handle:
-            json.dump(metadata, handle, indent=2)
-        with open(os.path.join(staging, "assets.extra", "class_names.txt"), "w") as handle:
-            handle.write("".join(f"{name}\n" for name in class_names))
+        atomic_write(os.path.join(staging, METADATA_FILE), json.dumps(metadata, indent=2))
+        atomic_write(os.path.join(staging, "assets.extra", "class_names.txt"),
+                     "".join(f"{name}\n" for name in class_names))
         if training_config:
-            with open(os.path.join(staging, "assets.extra", "training_config.yaml"), "w") as handle:
-                handle.write(training_config)
+            atomic_write(os.path.join(staging, "assets.extra", "training_config.yaml"), training_config)
         if warmup:
             write_warmup_requests(os.path.join(staging, WARMUP_FILE), model_name, preprocessing, image_dtype)
         return _verify(model, staging, preprocessing, image_dtype) if verify else float("nan")
@@ -122,27 +122,13 @@ def publish_version(base_path: str, version: int | None, overwrite: bool, write)
     return ExportResult(target, version, describe_signatures(target), difference)
 
 
-RUN_FILES = ("model.keras", "class_names.json", "preprocessing.json")
-
-
 def export_run(run_dir: str, base_path: str, **options) -> ExportResult:
     """Export a finished ``kcnn train`` run: its model, class names, preprocessing and config travel together."""
-    import keras
-
-    missing = [name for name in RUN_FILES if not os.path.exists(os.path.join(run_dir, name))]
-    if missing:
-        raise FileNotFoundError(f"{run_dir} is not a finished kcnn run (missing {', '.join(missing)}); "
-                                "train one with `kcnn train CONFIG.yaml` first")
-    model = keras.saving.load_model(os.path.join(run_dir, "model.keras"), safe_mode=True)
-    with open(os.path.join(run_dir, "class_names.json")) as handle:
-        class_names = json.load(handle)
-    with open(os.path.join(run_dir, "preprocessing.json")) as handle:
-        preprocessing = Preprocessing.from_json(handle.read())
-    config_path = os.path.join(run_dir, "config.yaml")
-    if os.path.exists(config_path) and "training_config" not in options:
-        with open(config_path) as handle:
-            options["training_config"] = handle.read()
-    return export(model, base_path, class_names=class_names, preprocessing=preprocessing, **options)
+    run = RunDir(run_dir).require_finished()
+    if "training_config" not in options:
+        options["training_config"] = run.read_config_text()
+    return export(run.load_model(), base_path, class_names=run.class_names(), preprocessing=run.preprocessing(),
+                  **options)
 
 
 def _write_saved_model(model, path, class_names, spec: Preprocessing, top_k: int, image_dtype: str) -> None:
@@ -161,12 +147,9 @@ def _write_saved_model(model, path, class_names, spec: Preprocessing, top_k: int
         return outputs(preprocess_images(images, spec))
 
     def predict_image_bytes(image_bytes):
-        def one(encoded):
-            return preprocess_images(decode_image(encoded, 3)[tf.newaxis], spec)[0]
-
         size = spec.image_size
-        images = tf.map_fn(one, image_bytes, fn_output_signature=tf.TensorSpec([size, size, spec.channels],
-                                                                                tf.float32))
+        images = tf.map_fn(lambda encoded: preprocess_encoded(encoded, spec), image_bytes,
+                           fn_output_signature=tf.TensorSpec([size, size, spec.channels], tf.float32))
         return outputs(images)
 
     archive = ExportArchive()

@@ -8,8 +8,7 @@ import pytest
 import tensorflow as tf
 
 from pipelines import augment as aug
-from pipelines.data import make_dataset
-from pipelines.sources import SPLITS
+from pipelines.data import load_dataset
 
 SEED = tf.constant([3, 7], tf.int32)
 
@@ -26,8 +25,8 @@ def gradient_images(batch=4, size=16, channels=3):
 
 @pytest.mark.parametrize("preset", list(aug.PRESETS))
 def test_every_preset_gives_the_right_shape_dtype_range_and_keeps_labels(preset):
-    dataset = make_dataset("shapes", "validation", image_size=24, batch_size=12, augment=preset, seed=5,
-                           shuffle=False)
+    dataset, _ = load_dataset("shapes", "validation", image_size=24, batch_size=12, augment=preset, seed=5,
+                              shuffle=False)
     images, labels = next(iter(dataset))
     assert images.shape == (12, 24, 24, 3) and images.dtype == tf.float32
     assert float(tf.reduce_min(images)) >= -1.0 and float(tf.reduce_max(images)) <= 1.0
@@ -38,7 +37,7 @@ def test_every_preset_gives_the_right_shape_dtype_range_and_keeps_labels(preset)
 
 def test_same_seed_same_batches_other_seed_other_batches_and_epochs_differ():
     def batches(seed):
-        dataset = make_dataset("digits", image_size=16, batch_size=32, augment="strong", seed=seed)
+        dataset, _ = load_dataset("digits", image_size=16, batch_size=32, augment="strong", seed=seed)
         return [b[0].numpy() for b in dataset.take(2)], dataset
 
     first, dataset = batches(11)
@@ -55,12 +54,11 @@ def test_evaluation_pipeline_is_deterministic_and_equals_the_shared_preprocessin
     from pipelines.preprocess import preprocess_images
     from pipelines.sources import digits_arrays
 
-    runs = [next(iter(make_dataset("digits", "test", image_size=20, batch_size=16)))[0].numpy() for _ in range(2)]
+    runs = [next(iter(load_dataset("digits", "test", image_size=20, batch_size=16)[0]))[0].numpy() for _ in range(2)]
     np.testing.assert_array_equal(*runs)
-    dataset = make_dataset("digits", "test", image_size=20, batch_size=16)
-    direct = preprocess_images(tf.constant(digits_arrays("test")[0][:16]), dataset.preprocessing).numpy()
-    np.testing.assert_allclose(runs[0], direct, atol=1e-5)
-    assert "test" in SPLITS
+    _, info = load_dataset("digits", "test", image_size=20, batch_size=16)
+    direct = preprocess_images(tf.constant(digits_arrays("test")[0][:16]), info.preprocessing).numpy()
+    np.testing.assert_array_equal(runs[0], direct)
 
 
 def test_flip_mirrors_and_keeps_pixels():
@@ -115,10 +113,65 @@ def test_color_jitter_affine_erasing_and_randaugment_stay_in_range():
         assert out.shape == images.shape
         assert 0.0 <= float(tf.reduce_min(out)) and float(tf.reduce_max(out)) <= 1.0
         assert not np.allclose(out.numpy(), images.numpy())
-    one = aug.randaugment(images[0], SEED, num_ops=3, magnitude=9)
-    assert one.shape == (16, 16, 3)
     with pytest.raises(ValueError, match=r"magnitude must be in \[0, 10\]"):
         aug.randaugment(images[0], SEED, magnitude=11)
+
+
+def randaugment_image(size=15):
+    """An RGB image in [0.1, 0.9] whose pixels all differ, odd-sized so the centre is a pixel."""
+    ramp = np.linspace(0.1, 0.9, size * size, dtype=np.float32).reshape(size, size)
+    return np.ascontiguousarray(np.stack([ramp, 1.0 - ramp, np.roll(ramp, 5, axis=1)], axis=-1))  # colourful
+
+
+@pytest.mark.parametrize("sign", [-1.0, 1.0])
+def test_each_randaugment_photometric_op_changes_the_image_by_its_documented_formula(sign):
+    x = randaugment_image()
+    m = 0.9  # magnitude 9 of 10
+    factor = 1 + sign * 0.9 * m
+    grey = (x @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+    expected = {
+        "identity": x,
+        "solarize": np.where(x < 1 - m, x, 1 - x),
+        "posterize": np.floor(x * 255 / 8) * 8 / 255,  # 8 - int(4 * 0.9) = 5 bits kept
+        "brightness": np.clip(x * factor, 0, 1),
+        "color": np.clip(grey + (x - grey) * factor, 0, 1),
+        "contrast": np.clip(grey.mean() + (x - grey.mean()) * factor, 0, 1),
+        "autocontrast": (x - x.min(axis=(0, 1))) / (x.max(axis=(0, 1)) - x.min(axis=(0, 1))),
+    }
+    for name, want in expected.items():
+        got = aug.RANDAUGMENT_OPS[name](tf.constant(x), tf.constant(sign), m).numpy()
+        np.testing.assert_allclose(got, want, atol=2e-6, err_msg=name)
+        if name != "identity":
+            assert np.abs(got - x).max() > 0.02, f"{name} did not change the image"
+    sharp = aug.RANDAUGMENT_OPS["sharpness"](tf.constant(x), tf.constant(sign), m).numpy()
+    assert 0.0 <= sharp.min() and sharp.max() <= 1.0 and np.abs(sharp - x).max() > 1e-3
+
+
+def test_each_randaugment_geometric_op_moves_pixels_by_its_documented_amount():
+    x = randaugment_image(size=20)
+    one = tf.constant(1.0)
+    # Translation at full magnitude is 0.45 of the size: 9 pixels of 20, content moving right / down.
+    shifted = aug.RANDAUGMENT_OPS["translate_x"](tf.constant(x), one, 1.0).numpy()
+    np.testing.assert_allclose(shifted[:, 9:], x[:, :-9], atol=1e-6)
+    np.testing.assert_array_equal(shifted[:, :9], 0.0)
+    down = aug.RANDAUGMENT_OPS["translate_y"](tf.constant(x), -one, 1.0).numpy()
+    np.testing.assert_allclose(down[:-9], x[9:], atol=1e-6)
+    odd = randaugment_image(size=15)
+    centre = 7
+    # Rotation and shear about the centre: the centre pixel (rotate) or centre row/column (shear) stay put.
+    rotated = aug.RANDAUGMENT_OPS["rotate"](tf.constant(odd), one, 0.9).numpy()  # 27 degrees
+    np.testing.assert_allclose(rotated[centre, centre], odd[centre, centre], atol=1e-5)
+    assert np.array_equal(rotated[0, 0], [0, 0, 0])  # a corner leaves the frame at 27 degrees
+    sheared = aug.RANDAUGMENT_OPS["shear_x"](tf.constant(odd), one, 0.9).numpy()
+    np.testing.assert_allclose(sheared[centre], odd[centre], atol=1e-5)
+    # 0.27 shear moves row 0 by 0.27 * 7 = 1.89 pixels: it differs from the original there.
+    assert np.abs(sheared[0] - odd[0]).max() > 0.01
+    sheared_y = aug.RANDAUGMENT_OPS["shear_y"](tf.constant(odd), one, 0.9).numpy()
+    np.testing.assert_allclose(sheared_y[:, centre], odd[:, centre], atol=1e-5)
+    # At magnitude 0 every op with a magnitude is the identity (solarize inverts nothing below 1, factors are 1).
+    for name, op in aug.RANDAUGMENT_OPS.items():
+        if name not in ("autocontrast", "posterize"):  # no magnitude; posterize at 0 rounds to 8-bit pixels
+            np.testing.assert_allclose(op(tf.constant(odd), one, 0.0).numpy(), odd, atol=1e-5, err_msg=name)
 
 
 def test_pad_and_crop_and_random_resized_crop_shapes():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -104,7 +103,7 @@ def test_warmup_records_cover_both_signatures(model, tmp_path):
     result = ex.export(model, str(tmp_path / "shapes"), class_names=CLASSES, preprocessing=SPEC)
     path = os.path.join(result.path, "assets.extra", "tf_serving_warmup_requests")
     logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(path)]
-    assert 1 <= len(logs) <= 1000
+    assert len(logs) == 4  # batches of 1 and 2 images, for each of the two signatures
     signatures = {(log.predict_log.request.model_spec.signature_name,
                    tuple(log.predict_log.request.inputs)) for log in logs}
     assert signatures == {("serving_default", ("images",)), ("predict_image_bytes", ("image_bytes",))}
@@ -135,4 +134,4 @@ def test_bad_export_arguments(model, tmp_path):
         ex.export(model, str(tmp_path), class_names=["a", "b"], preprocessing=SPEC)
     with pytest.raises(ValueError, match="image_dtype must be one of uint8, float32"):
         ex.export(model, str(tmp_path), class_names=CLASSES, preprocessing=SPEC, image_dtype="int32")
-    assert isinstance(model, keras.Model)
+    assert os.listdir(tmp_path) == []  # refused before anything was written

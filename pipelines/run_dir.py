@@ -1,0 +1,188 @@
+"""The layout of a run directory, in one place: what training writes and what evaluation, export and the demo read.
+
+::
+
+    RUN/config.yaml            the resolved config (written when the first epoch starts: the run is claimed)
+    RUN/checkpoints/           tf.train checkpoints of the last epochs (resume)
+    RUN/logs/{train,validation}/  TensorBoard scalars
+    RUN/history.csv            one row per epoch
+    RUN/best.keras             the model of the best validation accuracy so far
+    RUN/model.keras            the final model              \\
+    RUN/class_names.json       its class names               > a finished run: what `kcnn export` needs
+    RUN/preprocessing.json     the Preprocessing serving applies /
+    RUN/metrics.json           test and training figures
+    RUN/evaluation[_TTA].json  `kcnn evaluate` results
+    RUN/plots/*.png            curves and confusion matrices
+
+Every file is written atomically (a temporary name in the same directory, fsync,
+``os.replace``), so a crash never leaves half a file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+
+
+def atomic_write(path: str, data: str | bytes) -> str:
+    """Write ``data`` to ``path`` through a temporary file in the same directory, fsync and rename."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    with staged_path(path) as temporary:
+        with open(temporary, "wb" if isinstance(data, bytes) else "w") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    return path
+
+
+@contextmanager
+def staged_path(path: str):
+    """A temporary path beside ``path`` (same extension) for a writer; renamed onto ``path`` when the block ends."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    stem, extension = os.path.splitext(os.path.basename(path))
+    handle, temporary = tempfile.mkstemp(prefix=f".{stem}-", suffix=extension, dir=directory)
+    os.close(handle)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+class RunDir:
+    """A run directory: its file names, and reading and writing its small files."""
+
+    CONFIG = "config.yaml"
+    CHECKPOINTS = "checkpoints"
+    LOGS = "logs"
+    HISTORY = "history.csv"
+    BEST_MODEL = "best.keras"
+    MODEL = "model.keras"
+    CLASS_NAMES = "class_names.json"
+    PREPROCESSING = "preprocessing.json"
+    METRICS = "metrics.json"
+    PLOTS = "plots"
+    FINISHED = (MODEL, CLASS_NAMES, PREPROCESSING)  # what export and the demo need
+
+    def __init__(self, path: str):
+        self.path = os.fspath(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({self.path!r})"
+
+    def __str__(self) -> str:
+        return self.path
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    @property
+    def config(self) -> str:
+        return self.file(self.CONFIG)
+
+    @property
+    def checkpoints(self) -> str:
+        return self.file(self.CHECKPOINTS)
+
+    @property
+    def history(self) -> str:
+        return self.file(self.HISTORY)
+
+    @property
+    def best_model(self) -> str:
+        return self.file(self.BEST_MODEL)
+
+    @property
+    def model(self) -> str:
+        return self.file(self.MODEL)
+
+    @property
+    def metrics(self) -> str:
+        return self.file(self.METRICS)
+
+    def logs(self, name: str) -> str:
+        return os.path.join(self.path, self.LOGS, name)
+
+    def plot(self, name: str) -> str:
+        return os.path.join(self.path, self.PLOTS, f"{name}.png")
+
+    def evaluation(self, tta: str = "none") -> str:
+        return self.file("evaluation.json" if tta == "none" else f"evaluation_{tta}.json")
+
+    # ------------------------------------------------------------------ claiming
+
+    def check_can_resume(self, config_text: str) -> bool:
+        """True when this directory holds a run of the same config (resume), False when it holds none.
+
+        Raises ``ValueError`` when it holds a run of another config. Writes nothing.
+        """
+        if not os.path.exists(self.config):
+            return False
+        with open(self.config) as handle:
+            if handle.read() != config_text:
+                raise ValueError(f"{self.path} holds a run with a different config; pass another run directory "
+                                 f"(--run-dir) or delete {self.path} to start over")
+        return True
+
+    def claim(self, config_text: str) -> None:
+        """Make this the directory of a run of ``config_text``: call once the run has actually started."""
+        if not self.check_can_resume(config_text):
+            atomic_write(self.config, config_text)
+
+    # ------------------------------------------------------------------ reading
+
+    def missing(self) -> list[str]:
+        """The files of a finished run this directory lacks."""
+        return [name for name in self.FINISHED if not os.path.exists(self.file(name))]
+
+    def require_finished(self) -> "RunDir":
+        missing = self.missing()
+        if missing:
+            raise FileNotFoundError(f"{self.path} is not a finished kcnn run (missing {', '.join(missing)}); "
+                                    "train one with `kcnn train CONFIG.yaml` first")
+        return self
+
+    def read_text(self, name: str) -> str:
+        with open(self.file(name)) as handle:
+            return handle.read()
+
+    def read_json(self, name: str):
+        return json.loads(self.read_text(name))
+
+    def read_config_text(self) -> str | None:
+        return self.read_text(self.CONFIG) if os.path.exists(self.config) else None
+
+    def class_names(self) -> list[str]:
+        return [str(name) for name in self.read_json(self.CLASS_NAMES)]
+
+    def preprocessing(self):
+        from pipelines.preprocess import Preprocessing
+
+        return Preprocessing.from_json(self.read_text(self.PREPROCESSING))
+
+    def load_model(self):
+        import keras
+
+        import kcnn  # noqa: F401  (registers kcnn's custom layers before loading)
+
+        return keras.saving.load_model(self.model, safe_mode=True)
+
+    # ------------------------------------------------------------------ writing
+
+    def write_json(self, name: str, value) -> str:
+        return atomic_write(self.file(name), json.dumps(value, indent=2))
+
+    def write_text(self, name: str, text: str) -> str:
+        return atomic_write(self.file(name), text)
+
+    def save_model(self, model, name: str = MODEL) -> str:
+        path = self.file(name)
+        with staged_path(path) as temporary:
+            model.save(temporary)
+        return path
