@@ -18,6 +18,7 @@ the same luminance whether the file was grey or RGB, in every path.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 
 import tensorflow as tf
@@ -138,16 +139,47 @@ def preprocess_images(images: tf.Tensor, spec: Preprocessing) -> tf.Tensor:
     return normalize(tf.clip_by_value(cropped, 0.0, 1.0), spec)
 
 
-def preprocess_encoded(encoded: tf.Tensor, spec: Preprocessing) -> tf.Tensor:
-    """One encoded file (scalar string) -> normalised ``[image_size, image_size, channels]`` model input."""
-    return preprocess_images(decode_image(encoded)[tf.newaxis], spec)[0]
+def preprocess_encoded(encoded: tf.Tensor, spec: Preprocessing, *, max_pixels: int | None = None) -> tf.Tensor:
+    """One encoded file (scalar string) -> normalised ``[image_size, image_size, channels]`` model input.
+
+    ``max_pixels`` refuses larger images before decoding (INVALID_ARGUMENT). A JPEG much larger than
+    the model needs is decoded at 1/2, 1/4 or 1/8 scale by the decoder itself, keeping at least twice
+    the pixels the resize keeps, so a large photo costs a fraction of its full-size memory.
+    """
+    min_side = math.ceil(spec.image_size / spec.crop_fraction)
+    return preprocess_images(decode_image(encoded, max_pixels=max_pixels, min_side=min_side)[tf.newaxis], spec)[0]
 
 
 DECODED_CHANNELS = 3  # files always decode to RGB; match_channels then gives the model's channel count
+JPEG_SCALES = (1, 2, 4, 8)  # the DCT scalings libjpeg decodes directly
 
 
-def decode_image(encoded: tf.Tensor) -> tf.Tensor:
-    """Decode one JPEG, PNG, GIF (first frame) or BMP string to uint8 RGB ``[H, W, 3]`` (grey files replicated)."""
-    image = tf.io.decode_image(encoded, channels=DECODED_CHANNELS, expand_animations=False, dtype=tf.uint8)
+def decode_image(encoded: tf.Tensor, *, max_pixels: int | None = None, min_side: int | None = None) -> tf.Tensor:
+    """Decode one JPEG, PNG, GIF (first frame), BMP or WebP string to uint8 RGB ``[H, W, 3]`` (grey replicated).
+
+    ``max_pixels``: fail with INVALID_ARGUMENT, before decoding, when the header declares more pixels.
+    ``min_side``: decode JPEGs at the smallest DCT scale whose shorter side stays >= 2 * min_side.
+    """
+    checks = []
+    if max_pixels is not None or min_side is not None:
+        from pipelines.image_header import check_pixels, image_dimensions, image_format
+
+        dims = check_pixels(encoded, max_pixels) if max_pixels is not None else image_dimensions(encoded)
+        checks.append(dims)
+    if min_side is not None:
+        shorter = tf.reduce_min(dims)
+        halvings = tf.reduce_sum(tf.cast([shorter >= 2 * min_side * scale for scale in JPEG_SCALES[1:]], tf.int32))
+        halvings = tf.where(tf.equal(image_format(encoded), "jpeg"), halvings, 0)
+        branches = [lambda: _decode_any(encoded)] + [
+            (lambda scale=scale: tf.io.decode_jpeg(encoded, channels=DECODED_CHANNELS, ratio=scale))
+            for scale in JPEG_SCALES[1:]]
+        image = tf.switch_case(halvings, branches)
+    else:
+        with tf.control_dependencies(checks):
+            image = _decode_any(encoded)
     image.set_shape([None, None, DECODED_CHANNELS])
     return image
+
+
+def _decode_any(encoded: tf.Tensor) -> tf.Tensor:
+    return tf.io.decode_image(encoded, channels=DECODED_CHANNELS, expand_animations=False, dtype=tf.uint8)

@@ -132,7 +132,7 @@ def content_dataset(config: StyleConfig) -> tf.data.Dataset:
         source = load_source(config.data.source, config.data.split, data_dir=config.data.data_dir)
         images = source.dataset.map(lambda image, label: image)
         if source.encoded:
-            images = images.map(lambda encoded: decode_image(encoded, 3))
+            images = images.map(decode_image)
         else:
             images = images.map(lambda image: tf.image.grayscale_to_rgb(image) if image.shape[-1] == 1 else image)
         dataset = images.repeat().shuffle(256, seed=seed)

@@ -11,12 +11,14 @@ def _export(args) -> int:
     if os.path.exists(os.path.join(args.run_dir, STYLIZER_FILE)):  # an image-to-image run (kcnn train-style)
         from serving.stylizer import export_stylizer_run
 
-        result = export_stylizer_run(args.run_dir, args.base_path, version=args.version, overwrite=args.overwrite)
+        result = export_stylizer_run(args.run_dir, args.base_path, version=args.version, overwrite=args.overwrite,
+                                     max_image_pixels=args.max_image_pixels)
     else:
         from serving.export import export_run
 
         result = export_run(args.run_dir, args.base_path, version=args.version, top_k=args.top_k,
-                            overwrite=args.overwrite, image_dtype=args.image_dtype)
+                            overwrite=args.overwrite, image_dtype=args.image_dtype,
+                            max_image_pixels=args.max_image_pixels)
     print(f"exported version {result.version} to {result.path} "
           f"(SavedModel matches the Keras model to {result.max_abs_difference:.2g})")
     print(result.signatures)
@@ -63,6 +65,7 @@ def _serve(args) -> int:
     from serving.config import read_monitoring_config
     from serving.models import Lifecycle, StartupError
     from serving.server import Server
+    from serving.tensors import DEFAULT_MAX_ELEMENTS
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.model_config_file:
@@ -88,7 +91,7 @@ def _serve(args) -> int:
                           args.load_retry_interval_micros / 1e6)
     server = Server(models, port=args.port, rest_api_port=args.rest_api_port or None, host=args.host,
                     batching=batching, poll_seconds=args.file_system_poll_wait_seconds,
-                    max_workers=args.grpc_max_threads, lifecycle=lifecycle, max_elements=args.max_request_elements,
+                    max_workers=args.grpc_max_threads, lifecycle=lifecycle, max_elements=args.max_request_elements or DEFAULT_MAX_ELEMENTS,
                     rest_threads=args.rest_api_num_threads, rest_timeout_ms=args.rest_api_timeout_in_ms,
                     prometheus_path=prometheus_path, model_config_file=args.model_config_file,
                     config_poll_seconds=args.model_config_file_poll_wait_seconds)
@@ -174,6 +177,9 @@ def register(sub) -> None:
     export.add_argument("--image-dtype", choices=["uint8", "float32"], default="uint8",
                         help="dtype of the serving_default 'images' input")
     export.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    export.add_argument("--max-image-pixels", type=int, default=4096 * 4096,
+                        help="largest image (height x width) predict_image_bytes decodes; larger files are refused "
+                             "with INVALID_ARGUMENT before decoding (default 16777216, 4096x4096)")
     export.set_defaults(func=_export)
 
     config = sub.add_parser(
@@ -224,8 +230,9 @@ def register(sub) -> None:
     serve.add_argument("--load_retry_interval_micros", type=int, default=60_000_000,
                        help="wait between load retries, in microseconds")
     serve.add_argument("--grpc_max_threads", type=int, default=16, help="gRPC worker threads")
-    serve.add_argument("--max_request_elements", type=int, default=1 << 28,
-                       help="kcnn's limit on the elements one request tensor may declare, checked before allocating")
+    serve.add_argument("--max_request_elements", type=int,
+                       help="kcnn's limit on the elements one request tensor may declare, checked before allocating "
+                            "(default 50331648: one 4096x4096 RGB image)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     serve.set_defaults(func=_serve)
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from pipelines.image_header import DEFAULT_MAX_PIXELS
 from pipelines.preprocess import Preprocessing, preprocess_encoded, preprocess_images
 from pipelines.run_dir import RunDir, atomic_write
 
@@ -64,8 +65,14 @@ def versions(base_path: str) -> list[int]:
 
 def export(model, base_path: str, *, class_names, preprocessing: Preprocessing, version: int | None = None,
            top_k: int = 5, overwrite: bool = False, image_dtype: str = "uint8", model_name: str | None = None,
-           training_config: str | None = None, warmup: bool = True, verify: bool = True) -> ExportResult:
-    """Write ``base_path/<version>`` (the next integer unless ``version`` is given) and return where and what."""
+           training_config: str | None = None, warmup: bool = True, verify: bool = True,
+           max_image_pixels: int = DEFAULT_MAX_PIXELS) -> ExportResult:
+    """Write ``base_path/<version>`` (the next integer unless ``version`` is given) and return where and what.
+
+    ``max_image_pixels``: ``predict_image_bytes`` refuses files whose header declares more pixels, with
+    INVALID_ARGUMENT, before decoding them (a 200 KB PNG can declare 8192x8192 pixels).
+    """
+    check_max_pixels(max_image_pixels)
     class_names = [str(name) for name in class_names]
     classes = int(model.output_shape[-1])
     if len(class_names) != classes:
@@ -78,10 +85,11 @@ def export(model, base_path: str, *, class_names, preprocessing: Preprocessing, 
     model_name = model_name or os.path.basename(os.path.normpath(base_path))
 
     def write(staging: str) -> float:
-        _write_saved_model(model, staging, class_names, preprocessing, top_k, image_dtype)
+        _write_saved_model(model, staging, class_names, preprocessing, top_k, image_dtype, max_image_pixels)
         os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
         metadata = {"model_name": model_name, "class_names": class_names, "top_k": top_k,
                     "image_dtype": image_dtype, "preprocessing": json.loads(preprocessing.to_json()),
+                    "max_image_pixels": max_image_pixels,
                     "signatures": {SIGNATURE_IMAGES: INPUT_IMAGES, SIGNATURE_BYTES: INPUT_BYTES}}
         atomic_write(os.path.join(staging, METADATA_FILE), json.dumps(metadata, indent=2))
         atomic_write(os.path.join(staging, "assets.extra", "class_names.txt"),
@@ -131,7 +139,14 @@ def export_run(run_dir: str, base_path: str, **options) -> ExportResult:
                   **options)
 
 
-def _write_saved_model(model, path, class_names, spec: Preprocessing, top_k: int, image_dtype: str) -> None:
+def check_max_pixels(max_image_pixels) -> None:
+    if isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, int) or max_image_pixels < 1:
+        raise ValueError(f"max_image_pixels must be a positive integer (e.g. {DEFAULT_MAX_PIXELS} for 4096x4096), "
+                         f"got {max_image_pixels!r}")
+
+
+def _write_saved_model(model, path, class_names, spec: Preprocessing, top_k: int, image_dtype: str,
+                       max_pixels: int) -> None:
     from keras.export import ExportArchive
 
     names = tf.constant(class_names)
@@ -148,7 +163,7 @@ def _write_saved_model(model, path, class_names, spec: Preprocessing, top_k: int
 
     def predict_image_bytes(image_bytes):
         size = spec.image_size
-        images = tf.map_fn(lambda encoded: preprocess_encoded(encoded, spec), image_bytes,
+        images = tf.map_fn(lambda encoded: preprocess_encoded(encoded, spec, max_pixels=max_pixels), image_bytes,
                            fn_output_signature=tf.TensorSpec([size, size, spec.channels], tf.float32))
         return outputs(images)
 

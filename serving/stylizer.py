@@ -20,6 +20,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from pipelines.image_header import DEFAULT_MAX_PIXELS
 from pipelines.preprocess import decode_image
 from serving.export import INPUT_BYTES, INPUT_IMAGES, SIGNATURE_BYTES, SIGNATURE_IMAGES, WARMUP_FILE, ExportError
 
@@ -44,7 +45,7 @@ def stylize_batch(model, images: tf.Tensor) -> tf.Tensor:
     return tf.cast(tf.round(tf.clip_by_value(output, 0.0, 255.0)), tf.uint8)
 
 
-def _write_saved_model(model, path: str) -> None:
+def _write_saved_model(model, path: str, max_pixels: int) -> None:
     from keras.export import ExportArchive
 
     def images_endpoint(images):
@@ -52,7 +53,7 @@ def _write_saved_model(model, path: str) -> None:
 
     def bytes_endpoint(image_bytes):
         def one(encoded):
-            return tf.io.encode_png(stylize_batch(model, decode_image(encoded, 3)[tf.newaxis])[0])
+            return tf.io.encode_png(stylize_batch(model, decode_image(encoded, max_pixels=max_pixels)[tf.newaxis])[0])
 
         return {OUTPUT_PNG: tf.map_fn(one, image_bytes, fn_output_signature=tf.string)}
 
@@ -120,19 +121,24 @@ def _verify(model, path: str) -> float:
 
 
 def export_stylizer(model, base_path: str, *, version: int | None = None, overwrite: bool = False,
-                    model_name: str | None = None, warmup: bool = True, verify: bool = True):
-    """Write ``base_path/<version>`` for an image-to-image ``model``; returns an ``ExportResult``."""
-    from serving.export import publish_version
+                    model_name: str | None = None, warmup: bool = True, verify: bool = True,
+                    max_image_pixels: int = DEFAULT_MAX_PIXELS):
+    """Write ``base_path/<version>`` for an image-to-image ``model``; returns an ``ExportResult``.
 
+    ``max_image_pixels``: ``predict_image_bytes`` refuses larger files before decoding them.
+    """
+    from serving.export import check_max_pixels, publish_version
+
+    check_max_pixels(max_image_pixels)
     if len(model.inputs) != 1 or tuple(model.input_shape[-1:]) != (3,) or tuple(model.output_shape[-1:]) != (3,):
         raise ValueError(f"export_stylizer needs an image-to-image model (RGB in, RGB out), got input "
                          f"{model.input_shape} and output {model.output_shape}")
     model_name = model_name or os.path.basename(os.path.normpath(base_path))
 
     def write(staging: str) -> float:
-        _write_saved_model(model, staging)
+        _write_saved_model(model, staging, max_image_pixels)
         os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
-        metadata = {"model_name": model_name, "task": "image_to_image",
+        metadata = {"model_name": model_name, "task": "image_to_image", "max_image_pixels": max_image_pixels,
                     "signatures": {SIGNATURE_IMAGES: INPUT_IMAGES, SIGNATURE_BYTES: INPUT_BYTES},
                     "outputs": {SIGNATURE_IMAGES: OUTPUT_IMAGES, SIGNATURE_BYTES: OUTPUT_PNG}}
         with open(os.path.join(staging, "assets.extra", "kcnn.json"), "w") as handle:

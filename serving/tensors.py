@@ -26,8 +26,10 @@ TYPED_FIELDS = {
     types_pb2.DT_BOOL: "bool_val", types_pb2.DT_STRING: "string_val", types_pb2.DT_HALF: "half_val",
     types_pb2.DT_BFLOAT16: "half_val",
 }
-# A request tensor may declare at most this many elements (kcnn's guard; --max_request_elements).
-DEFAULT_MAX_ELEMENTS = 1 << 28
+# A request tensor may declare at most this many elements (kcnn's guard; --max_request_elements): one
+# 4096x4096 RGB image, the same bound exports put on predict_image_bytes (--max-image-pixels). A 61-byte
+# request declaring [1, 8192, 8192, 3] and no values would otherwise make the server allocate 201 MB.
+DEFAULT_MAX_ELEMENTS = 4096 * 4096 * 3
 
 
 class TensorParseError(ValueError):
