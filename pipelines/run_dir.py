@@ -21,9 +21,51 @@ Every file is written atomically (a temporary name in the same directory, fsync,
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
+
+from pipelines.faults import crash_point
+
+log = logging.getLogger(__name__)
+
+
+STAGED_TAG = "kcnn-staged-"  # in the names of files being written: .{stem}-kcnn-staged-{pid}-{random}{ext}
+
+
+def remove_stale_staged_files(directory: str) -> list[str]:
+    """Delete files that writers killed before their rename left in ``directory`` (and one level down)."""
+    removed = []
+    for root, _, files in _walk_shallow(directory):
+        for name in files:
+            if not name.startswith(".") or STAGED_TAG not in name:
+                continue
+            pid = name.split(STAGED_TAG, 1)[1].split("-", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                os.remove(os.path.join(root, name))
+                removed.append(os.path.join(root, name))
+    return removed
+
+
+def _walk_shallow(directory: str):
+    if not os.path.isdir(directory):
+        return
+    top = next(os.walk(directory))
+    yield top
+    for sub in top[1]:
+        yield next(os.walk(os.path.join(directory, sub)))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def atomic_write(path: str, data: str | bytes) -> str:
@@ -44,10 +86,12 @@ def staged_path(path: str):
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
     stem, extension = os.path.splitext(os.path.basename(path))
-    handle, temporary = tempfile.mkstemp(prefix=f".{stem}-", suffix=extension, dir=directory)
+    handle, temporary = tempfile.mkstemp(prefix=f".{stem}-{STAGED_TAG}{os.getpid()}-", suffix=extension, dir=directory)
     os.close(handle)
+    os.chmod(temporary, 0o644)  # mkstemp makes 0600; a server or a colleague reads run files too
     try:
         yield temporary
+        crash_point(f"replace:{os.path.basename(path)}")
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
@@ -131,9 +175,21 @@ class RunDir:
         return True
 
     def claim(self, config_text: str) -> None:
-        """Make this the directory of a run of ``config_text``: call once the run has actually started."""
+        """Make this the directory of a run of ``config_text``: call once the run has actually started.
+
+        A resumed run first removes what a killed predecessor left half-written: staged files that
+        were never renamed into place and TensorFlow's ``*_temp`` checkpoint directories.
+        """
         if not self.check_can_resume(config_text):
             atomic_write(self.config, config_text)
+            return
+        for path in remove_stale_staged_files(self.path):
+            log.info("removed %s, left by an interrupted run", path)
+        if os.path.isdir(self.checkpoints):
+            for name in os.listdir(self.checkpoints):
+                if name.endswith("_temp") and os.path.isdir(os.path.join(self.checkpoints, name)):
+                    shutil.rmtree(os.path.join(self.checkpoints, name), ignore_errors=True)
+                    log.info("removed checkpoints/%s, left by an interrupted checkpoint write", name)
 
     # ------------------------------------------------------------------ reading
 

@@ -69,12 +69,10 @@ def _json(path, default):
 
 def test_predictions(run: Run, *, keep_wrong: int = 8):
     """Labels, predictions and the ``keep_wrong`` most confidently wrong (confidence, image, label, predicted)."""
-    from pipelines.data import make_dataset
+    from pipelines.data import DataSpec, make_dataset
 
-    data = run.config.data
-    dataset = make_dataset(data.source, data.test_split, image_size=data.image_size, batch_size=data.batch_size,
-                           channels=data.channels, crop_fraction=data.crop_fraction, mean=data.mean, std=data.std,
-                           data_dir=data.data_dir)
+    spec = DataSpec.from_config(run.config.data).evaluation(cache=False)
+    dataset, info = make_dataset(spec, spec.test_split)
     labels, predictions, wrong, seen = [], [], [], 0
     for images, batch_labels in dataset:
         probabilities = np.asarray(run.model(images, training=False))  # eager: no tracing for one pass
@@ -87,7 +85,7 @@ def test_predictions(run: Run, *, keep_wrong: int = 8):
             (heapq.heappush if len(wrong) < keep_wrong else heapq.heappushpop)(wrong, item)
         seen += len(truth)
     wrong = sorted(wrong, key=lambda item: -item[0])
-    return np.concatenate(labels), np.concatenate(predictions), list(dataset.class_names), wrong
+    return np.concatenate(labels), np.concatenate(predictions), list(info.class_names), wrong
 
 
 def _png_tag(data: bytes, alt: str) -> str:

@@ -32,6 +32,7 @@ import kcnn
 from pipelines import report
 from pipelines.config import Config
 from pipelines.data import DataSpec, make_dataset
+from pipelines.faults import crash_point
 from pipelines.environment import is_chief, resolve_jit, resolve_precision, resolve_strategy
 from pipelines.optim import make_optimizer
 from pipelines.run_dir import RunDir, atomic_write
@@ -178,6 +179,7 @@ def _run(session: Session, callbacks) -> dict:
             if session.chief:
                 work.save_model(model, RunDir.BEST_MODEL)
         epoch_var.assign(epoch + 1)
+        crash_point("checkpoint")
         manager.save(checkpoint_number=epoch + 1)
         session.say("epoch {epoch}/{total}: loss {loss:.4f} accuracy {accuracy:.4f} val_loss {val_loss:.4f} "
                     "val_accuracy {val_accuracy:.4f} lr {learning_rate:.3g} ({images_per_second:.0f} images/s)"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -30,10 +31,12 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from pipelines.faults import crash_point
 from pipelines.image_header import DEFAULT_MAX_PIXELS
 from pipelines.preprocess import Preprocessing, preprocess_encoded, preprocess_images
 from pipelines.run_dir import RunDir, atomic_write
 
+log = logging.getLogger(__name__)
 SIGNATURE_IMAGES = "serving_default"
 SIGNATURE_BYTES = "predict_image_bytes"
 INPUT_IMAGES = "images"
@@ -103,31 +106,81 @@ def export(model, base_path: str, *, class_names, preprocessing: Preprocessing, 
     return publish_version(base_path, version, overwrite, write)
 
 
+STAGING_PREFIX = ".kcnn-export-"  # + version-pid-random: a version being written
+RETIRED_PREFIX = ".kcnn-retired-"  # + version-pid: the old version while --overwrite swaps in the new one
+
+
 def publish_version(base_path: str, version: int | None, overwrite: bool, write) -> ExportResult:
     """Build a version with ``write(staging_dir) -> max_abs_difference`` and rename it into place.
 
     ``version=None`` takes the next integer. The staging directory's name is not an integer, so
-    TF Serving's file-system poller never sees a partial version.
+    TF Serving's file-system poller never sees a partial version. With ``overwrite`` the old version
+    is renamed aside, the new one renamed in, then the old one deleted: a kill at any moment leaves
+    the old or the new version, and the next export (or :func:`recover`) finishes the job. Version
+    directories are world-readable (0755), as a server running as another user needs.
     """
+    if isinstance(version, bool) or not (version is None or isinstance(version, int) and version >= 1):
+        raise ValueError(f"version must be a positive integer, got {version!r}")
+    os.makedirs(base_path, exist_ok=True)
+    recover(base_path)
     if version is None:
         version = (versions(base_path) or [0])[-1] + 1
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(f"version must be a positive integer, got {version!r}")
     target = os.path.join(base_path, str(version))
     if os.path.exists(target) and not overwrite:
         raise FileExistsError(f"{target} already exists; pass a new version (--version N) or overwrite=True "
                               "(--overwrite) to replace it")
-    os.makedirs(base_path, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".kcnn-export-{version}-", dir=base_path)  # not an integer: never served
+    staging = tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{version}-{os.getpid()}-", dir=base_path)
+    retired = os.path.join(base_path, f"{RETIRED_PREFIX}{version}-{os.getpid()}")
     try:
         difference = write(staging)
-        if os.path.exists(target):  # overwrite=True: move the old version aside first, then swap
-            shutil.rmtree(target)
+        os.chmod(staging, 0o755)  # mkdtemp makes 0700
+        crash_point("export_before_swap")
+        if os.path.exists(target):
+            os.rename(target, retired)
+            crash_point("export_mid_swap")
         os.rename(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        if os.path.exists(retired) and not os.path.exists(target):
+            os.rename(retired, target)
         raise
+    shutil.rmtree(retired, ignore_errors=True)
     return ExportResult(target, version, describe_signatures(target), difference)
+
+
+def recover(base_path: str) -> list[str]:
+    """Clean up after exports that were killed: returns what was done, one line each.
+
+    A staging directory of a dead process is deleted; an old version set aside by a dead
+    ``--overwrite`` is deleted when its replacement is in place, else renamed back.
+    """
+    done = []
+    for name in sorted(os.listdir(base_path)) if os.path.isdir(base_path) else []:
+        path = os.path.join(base_path, name)
+        for prefix in (STAGING_PREFIX, RETIRED_PREFIX):
+            fields = name[len(prefix):].split("-") if name.startswith(prefix) else []
+            if len(fields) < 2 or not fields[0].isdigit() or not fields[1].isdigit() or _alive(int(fields[1])):
+                continue
+            target = os.path.join(base_path, fields[0])
+            if prefix == RETIRED_PREFIX and not os.path.exists(target):
+                os.rename(path, target)
+                done.append(f"restored version {fields[0]} that an interrupted --overwrite had set aside")
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+                done.append(f"removed {name} left by an interrupted export")
+    for line in done:
+        log.warning("%s: %s", base_path, line)
+    return done
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def export_run(run_dir: str, base_path: str, **options) -> ExportResult:
