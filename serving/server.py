@@ -282,11 +282,15 @@ class Server:
         self.predictor.close()
 
     def wait(self) -> None:
-        """Serve until SIGTERM or SIGINT, then stop gracefully."""
+        """Serve until SIGTERM or SIGINT, then stop gracefully (in-flight requests finish first)."""
+        stopper = threading.Thread(target=self.stop, name="kcnn-stop", daemon=True)
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: threading.Thread(target=self.stop, daemon=True).start())
+            signal.signal(sig, lambda *_: stopper.start() if not stopper.is_alive() and not self._stopped.is_set()
+                          else None)
         self._stopped.wait()
         self.grpc.wait_for_termination()
+        if stopper.ident is not None:
+            stopper.join()  # the model poller and batch threads are closed before the process exits
 
     def __enter__(self):
         return self.start()

@@ -168,3 +168,46 @@ def test_rest_front_end_drops_a_stalled_body_and_bounds_connections(tmp_path):
         from serving.client import RestClient
 
         assert RestClient(f"127.0.0.1:{server.rest_port}", "toy").status() == {1: "AVAILABLE"}
+
+
+def test_a_seeded_fuzz_of_malformed_rest_requests_never_gets_a_5xx(tmp_path):
+    # 300 requests built from broken pieces (paths, bodies, headers); bounded in count and time.
+    import http.client
+    import json
+
+    base = str(tmp_path / "toy")
+    toy(base)
+    rng = np.random.default_rng(13)
+    paths = ["/v1/models/toy:predict", "/v1/models/toy/versions/1:predict", "/v1/models/toy/versions/" + "9" * 30,
+             "/v1/models/%ff:predict", "/v1/models/toy/labels/x:predict", "/v1/models/" + "m" * 5000, "/v1//models",
+             "/v1/models/toy/metadata", "/v1/models/toy:predict?x=%", "/%", "/v1/models/toy:PREDICT"]
+    bodies = [b"", b"{", b"[]", b"null", b'{"instances": 5}', b'{"instances": []}', b'{"inputs": {"x": "a"}}',
+              b'{"instances": [[1e400, 1]]}', b'{"instances": [[1, 2]], "signature_name": null}', b"\xff\xfe",
+              b'{"instances": [' + b"[" * 5000 + b"]" * 5000 + b"]}", b'{"signature_name": "ints", "inputs": [1e3]}',
+              b'{"signature_name": "pair", "instances": [{"a": [1], "b": 1, "s": "x"}]}', json.dumps(
+                  {"instances": [[{"b64": "x"}, 1]]}).encode(), b'{"signature_name": "__saved_model_init_op", '
+              b'"instances": [1]}', b'{"inputs": [[1, 2]], "instances": [[1, 2]]}']
+    statuses = []
+    with Server([ModelEntry("toy", base)], port=0, rest_api_port=0, poll_seconds=0, rest_timeout_ms=2000) as server:
+        deadline = time.monotonic() + 60
+        for _ in range(300):
+            if time.monotonic() > deadline:
+                break
+            connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=10)
+            body = bodies[rng.integers(len(bodies))]
+            method = ["POST", "GET", "PUT", "DELETE"][rng.integers(4)]
+            connection.putrequest(method, paths[rng.integers(len(paths))], skip_host=False)
+            connection.putheader("Content-Length", str(len(body)) if rng.random() > 0.1 else "x")
+            connection.endheaders(body)
+            try:
+                statuses.append(connection.getresponse().status)
+            except (http.client.RemoteDisconnected, ConnectionResetError):
+                statuses.append(0)  # closed on a malformed header: no answer, no crash
+            finally:
+                connection.close()
+        from serving.client import RestClient
+
+        assert RestClient(f"127.0.0.1:{server.rest_port}", "toy").status() == {1: "AVAILABLE"}
+    assert len(statuses) >= 100 and not [s for s in statuses if s >= 500], sorted(set(statuses))
+    assert {200, 400, 404} <= set(statuses)  # the fuzz reached the model, the checks and the router
+    assert set(statuses) <= {0, 200, 400, 404, 413}
