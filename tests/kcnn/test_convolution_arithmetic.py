@@ -138,7 +138,8 @@ def test_transposed_output_size_matches_keras_for_every_named_padding():
 
 @pytest.mark.parametrize("i, k, s, padding, output_padding, d", [
     (4, 3, 2, "valid", None, 1), (4, 3, 2, "same", None, 1), (4, 4, 2, "same", 1, 1), (3, 2, 3, "valid", None, 1),
-    (5, 3, 1, "same", None, 2), (6, 2, 1, "same", None, 3), (6, 3, 1, "valid", 0, 2), (4, 5, 2, "valid", 1, 1), (5, 4, 3, "same", 2, 1),
+    (5, 3, 1, "same", None, 2), (6, 2, 1, "same", None, 3), (6, 3, 1, "valid", 0, 2), (4, 5, 2, "valid", 1, 1),
+    (5, 4, 3, "same", 2, 1),
 ])
 def test_transposed_cost_counts_the_products_keras_adds_up(i, k, s, padding, output_padding, d):
     """With every weight and input 1, each output of Keras' transposed convolution is the number of products
