@@ -64,7 +64,8 @@ def conv_output_size(size: int, kernel: int, stride: int = 1, padding: PaddingSp
     """Output length along one axis: (W - F + 2P) / S + 1, with F the effective (dilated) kernel.
 
     ``padding`` is pixels per side or ``"valid"``, ``"same"`` (Keras: ceil(W / S)),
-    ``"full"`` (F - 1 per side) or ``"causal"`` (F - 1 before, Keras' Conv1D: ceil(W / S)). When the filter does not tile the input, the default
+    ``"full"`` (F - 1 per side) or ``"causal"`` (F - 1 before, Keras' Conv1D: ceil(W / S)).
+    When the filter does not tile the input, the default
     floors as Keras does; ``strict=True`` raises :class:`FilterDoesNotFit` instead,
     suggesting a padding that fits.
     """

@@ -95,7 +95,8 @@ def _totals(report: ModelReport) -> list[str]:
     lines = [
         f"input {_shape(report.input_shape)}; params {report.total_params:,} "
         f"(trainable {report.trainable_params:,}, non-trainable {report.non_trainable_params:,})",
-        f"{macs}; FLOPs {'at least ' if missing else ''}{human(report.flops)}; activations {human(report.activation_bytes)}B per image",
+        f"{macs}; FLOPs {'at least ' if missing else ''}{human(report.flops)}; "
+        f"activations {human(report.activation_bytes)}B per image",
     ]
     if report.total_pooling_ops:
         lines.append(f"pooling: {report.total_pooling_ops:,} comparisons/additions (not in MACs)")

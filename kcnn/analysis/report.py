@@ -37,6 +37,10 @@ def _kind(layer) -> str:
 
 @dataclass
 class LayerReport:
+    """One layer: its geometry, shapes, parameters, the notes' counts (see ``kcnn.analysis.LayerCost``) and
+    receptive field. A layer kcnn has no formula for has ``analysed=False`` and ``None`` for ``macs`` and every
+    count; a layer that only moves, rescales or merges values has zeros and ``weights_per_unit=None``."""
+
     name: str
     type: str
     kernel: tuple | None
@@ -46,7 +50,7 @@ class LayerReport:
     input_shape: list
     output_shape: tuple
     params: int
-    macs: int
+    macs: int | None
     activations: int
     receptive_field: tuple
     jump: tuple

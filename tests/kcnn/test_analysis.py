@@ -163,11 +163,12 @@ def test_flags_a_filter_that_does_not_fit_and_strict_mode_raises():
         analyze(model, strict=True)
 
 
-def test_formula_shapes_agree_with_keras_for_every_registered_model():
+def test_formula_shapes_agree_with_keras_and_every_layer_is_analysed_for_every_registered_model():
     for name in kcnn.list_backbones():
         channels = kcnn.backbones.BACKBONES.entry(name).metadata["input_shape"][2]
         size = 67 if channels == 3 else 32  # odd: many layers floor, which the formulas must reproduce
         report = analyze(kcnn.build(name, num_classes=10, input_shape=(size, size, channels)))
+        assert report.not_analysed == [], name  # every layer kcnn's own models use has a formula
         for layer in report.layers:
             assert not any("but Keras built" in note for note in layer.notes), (name, layer.name, layer.notes)
 

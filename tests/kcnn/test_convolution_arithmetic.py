@@ -138,7 +138,8 @@ def test_transposed_output_size_matches_keras_for_every_named_padding():
 
 @pytest.mark.parametrize("i, k, s, padding, output_padding, d", [
     (4, 3, 2, "valid", None, 1), (4, 3, 2, "same", None, 1), (4, 4, 2, "same", 1, 1), (3, 2, 3, "valid", None, 1),
-    (5, 3, 1, "same", None, 2), (6, 2, 1, "same", None, 3), (6, 3, 1, "valid", 0, 2), (4, 5, 2, "valid", 1, 1), (5, 4, 3, "same", 2, 1),
+    (5, 3, 1, "same", None, 2), (6, 2, 1, "same", None, 3), (6, 3, 1, "valid", 0, 2), (4, 5, 2, "valid", 1, 1),
+    (5, 4, 3, "same", 2, 1),
 ])
 def test_transposed_cost_counts_the_products_keras_adds_up(i, k, s, padding, output_padding, d):
     """With every weight and input 1, each output of Keras' transposed convolution is the number of products
@@ -380,3 +381,19 @@ def test_calculators_accept_full_and_causal_padding():
     assert analysis.conv1d_cost(10, 1, 1, 3, 2, padding="causal").output_shape == (5, 1)
     assert keras_length(layers.Conv1D(1, 3, strides=2, padding="causal"), size=10) == 5
     assert analysis.transposed_conv_output_size(5, 3, 2, "full") == 7  # s(i - 1) - k + 2
+
+
+def test_summary_of_a_saved_1d_model_at_another_length_and_a_misspelt_column(tmp_path, capsys):
+    from kcnn import cli
+
+    path = str(tmp_path / "timeseries.keras")
+    worked_examples.timeseries().save(path)
+    assert cli.main(["summary", "--model", path, "--input-size", "64", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["input_shape"] == [64, 3] and data["layers"][0]["output_shape"] == [60, 16]
+    assert data["layers"][0]["macs"] == 60 * 5 * 3 * 16
+    assert cli.main(["summary", "--model", path, "--columns", "name,bogus"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "kcnn summary: error: unknown column(s) bogus; choose from name, type, kernel, strides, padding, dilation, "
+        "output, params, macs, rf, jump, activations, neurons, connections, weights_per_unit, multiplications, "
+        "additions, accumulations_notes, bias_additions, pooling_ops")
