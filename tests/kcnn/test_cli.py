@@ -130,3 +130,10 @@ def test_models_lists_matching_architectures_with_parameters_and_paper(capsys):
     assert cli.main(["models", "nothing*"]) == 2
     assert capsys.readouterr().err.strip() == ("kcnn models: error: no architecture matches 'nothing*'; run "
                                                "`kcnn models` to list them all")
+
+
+def test_a_command_that_loads_tensorflow_prints_no_start_up_log_lines():
+    result = run_quietly("from kcnn import cli; raise SystemExit(cli.main(['models', 'lenet5', '--no-params']))")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.splitlines()[1].startswith("lenet5 ")
