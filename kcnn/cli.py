@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import sys
 
@@ -124,8 +125,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow (when Keras will use it) with file descriptor 2 pointed at /dev/null.
+
+    TensorFlow 2.21 logs its CUDA probing through absl before absl's logging is
+    initialised, which ignores TF_CPP_MIN_LOG_LEVEL; silencing the descriptor for the
+    import is the one way to keep those lines off a command's output. Python errors of
+    a failed import are raised after the descriptor is restored, so they still show.
+    """
+    if "tensorflow" in sys.modules or os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+        return
+    if importlib.util.find_spec("tensorflow") is None:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        importlib.import_module("tensorflow")
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _import_tensorflow_quietly()
     try:
         return args.func(args)
     except (ValueError, OSError) as error:  # user errors (bad values, missing files, busy ports): no traceback

@@ -18,29 +18,38 @@ import yaml
 from pipelines import choices
 
 
+def key(default=dataclasses.MISSING, help: str = "", *, factory=dataclasses.MISSING):
+    """A config key: its default and the one-line description docs/config.md is generated from."""
+    return field(default=default, default_factory=factory, metadata={"help": help})
+
+
 class ConfigError(ValueError):
     """A configuration key or value that cannot be used, with the fix in the message."""
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = "digits"
-    image_size: int = 32
-    channels: int = 3
-    batch_size: int = 64
-    augment: str = "none"
-    mix: Optional[str] = None
-    mix_alpha: Optional[float] = None
-    crop_fraction: float = 1.0
-    mean: Tuple[float, ...] = (0.5,)
-    std: Tuple[float, ...] = (0.5,)
-    data_dir: Optional[str] = None
-    train_split: str = "train"
-    validation_split: str = "validation"
-    test_split: str = "test"
-    cache: bool = True
-    download: bool = False
-    bad_files: str = "error"
+    source: str = key("digits", "where images come from: digits, shapes, tfds:NAME, folder:PATH, tfrecord:GLOB "
+                                "({split} in the glob becomes the split name)")
+    image_size: int = key(32, "side of the square model input, in pixels")
+    channels: int = key(3, "1 (grey) or 3 (RGB); files are decoded to RGB and converted by luminance")
+    batch_size: int = key(64, "global batch size (divided over the replicas)")
+    augment: str = key("none", "training augmentation preset: none, cifar, alexnet, inception or strong")
+    mix: Optional[str] = key(None, "mixup or cutmix on training batches (labels become soft), or null")
+    mix_alpha: Optional[float] = key(None, "Beta(alpha, alpha) of the mix; null: the paper's value (0.2 MixUp, 1.0 "
+                                           "CutMix)")
+    crop_fraction: float = key(1.0, "share of the resized image the evaluation centre crop keeps (0.875: 224 of 256)")
+    mean: Tuple[float, ...] = key((0.5,), "per-channel mean subtracted from [0, 1] pixels (one value or one per "
+                                          "channel)")
+    std: Tuple[float, ...] = key((0.5,), "per-channel standard deviation pixels are divided by")
+    data_dir: Optional[str] = key(None, "TFDS data directory (default $TFDS_DATA_DIR or ~/tensorflow_datasets)")
+    train_split: str = key("train", "split trained on (the only one augmented)")
+    validation_split: str = key("validation", "split evaluated after every epoch (picks the best model)")
+    test_split: str = key("test", "split of the final test figures and of kcnn evaluate")
+    cache: bool = key(True, "keep decoded (or encoded) source elements in memory after the first epoch")
+    download: bool = key(False, "let TFDS download and prepare a tfds:NAME data set that is not there yet")
+    bad_files: str = key("error", "undecodable files in a folder source: error (stop, naming them) or skip (leave "
+                                  "out, logged)")
 
     def check(self):
         _positive(self, "image_size", "batch_size")
@@ -53,10 +62,10 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "squeezenet1_1"
-    head: Optional[str] = None
-    backbone_kwargs: dict = field(default_factory=dict)
-    head_kwargs: dict = field(default_factory=dict)
+    name: str = key("squeezenet1_1", "registered backbone (`kcnn models` lists them)")
+    head: Optional[str] = key(None, "head name (fully_conv, gap_linear, dense, segmentation); null: the paper's head")
+    backbone_kwargs: dict = key(factory=dict, help="keyword arguments of the backbone builder, e.g. {width: 0.5}")
+    head_kwargs: dict = key(factory=dict, help="keyword arguments of the head builder, e.g. {dropout: 0.2}")
 
     def check(self):
         import kcnn
@@ -68,21 +77,23 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    name: str = "sgd"
-    learning_rate: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    schedule: str = "cosine"
-    warmup_epochs: float = 0.0
-    step_epochs: Tuple[int, ...] = ()
-    step_factor: float = 0.1
-    label_smoothing: float = 0.0
-    ema: Optional[float] = None
-    clip_norm: Optional[float] = None
-    agc_clip: Optional[float] = None  # adaptive gradient clipping (NFNets), e.g. 0.01; see pipelines.optim
-    lr_scaling: str = "none"
-    base_batch_size: int = 256
+    name: str = key("sgd", "sgd, adamw or rmsprop")
+    learning_rate: float = key(0.1, "peak learning rate (per base_batch_size images with lr_scaling linear)")
+    momentum: float = key(0.9, "momentum of sgd and rmsprop")
+    nesterov: bool = key(False, "Nesterov momentum (sgd)")
+    weight_decay: float = key(0.0, "decoupled weight decay (the optimizer's weight_decay)")
+    schedule: str = key("cosine", "learning-rate schedule after warm-up: constant, step or cosine")
+    warmup_epochs: float = key(0.0, "epochs of linear warm-up from 0 to the learning rate")
+    step_epochs: Tuple[int, ...] = key((), "epochs where the step schedule multiplies the rate by step_factor")
+    step_factor: float = key(0.1, "factor of each step of the step schedule")
+    label_smoothing: float = key(0.0, "e in targets (1 - e) y + e / K of the cross-entropy")
+    ema: Optional[float] = key(None, "decay of an exponential moving average of the weights, used as the final "
+                                     "weights; null: off")
+    clip_norm: Optional[float] = key(None, "clip the global gradient norm to this value; null: off")
+    agc_clip: Optional[float] = key(None, "adaptive gradient clipping (Brock et al. 2021): clip each unit's gradient "
+                                          "to this fraction of its weight norm, e.g. 0.01; null: off")
+    lr_scaling: str = key("none", "none, or linear: learning_rate * batch_size / base_batch_size (Goyal et al. 2017)")
+    base_batch_size: int = key(256, "batch size the learning rate is given for under linear scaling")
 
     def check(self):
         _choice(self, "name", choices.OPTIMIZERS)
@@ -108,13 +119,16 @@ class OptimizerConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 10
-    seed: int = 0
-    precision: str = "auto"
-    jit_compile: str = "auto"
-    strategy: str = "auto"
-    early_stopping_patience: Optional[int] = None
-    steps_per_epoch: Optional[int] = None
+    epochs: int = key(10, "epochs to train")
+    seed: int = key(0, "seed of weights, shuffling and augmentation")
+    precision: str = key("auto", "auto (mixed_float16 on GPUs with tensor cores, else float32), float32, "
+                                 "mixed_float16 or mixed_bfloat16")
+    jit_compile: str = key("auto", "XLA for the training step: auto (on GPUs), true or false")
+    strategy: str = key("auto", "tf.distribute strategy: auto, default, mirrored or multi_worker (TF_CONFIG)")
+    early_stopping_patience: Optional[int] = key(None, "stop after this many epochs without a better validation "
+                                                       "accuracy; null: never")
+    steps_per_epoch: Optional[int] = key(None, "cap on the steps of an epoch (quick runs); null: the whole training "
+                                               "split")
 
     def check(self):
         _positive(self, "epochs")

@@ -130,3 +130,27 @@ def test_models_lists_matching_architectures_with_parameters_and_paper(capsys):
     assert cli.main(["models", "nothing*"]) == 2
     assert capsys.readouterr().err.strip() == ("kcnn models: error: no architecture matches 'nothing*'; run "
                                                "`kcnn models` to list them all")
+
+
+def test_a_command_that_loads_tensorflow_prints_no_start_up_log_lines():
+    result = run_quietly("from kcnn import cli; raise SystemExit(cli.main(['models', 'lenet5', '--no-params']))")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.splitlines()[1].startswith("lenet5 ")
+
+
+def test_command_line_choices_are_the_implementations_own():
+    """Choices written out for a fast parser must equal the tuples the code checks against."""
+    from pipelines import choices
+    from serving.config import VERSION_POLICIES
+    from serving.export import IMAGE_DTYPES
+
+    commands = cli.build_parser()._subparsers._group_actions[0].choices
+
+    def options(command, flag):
+        return tuple(next(a for a in commands[command]._actions if flag in a.option_strings).choices)
+
+    assert options("export", "--image-dtype") == IMAGE_DTYPES
+    assert options("serving-config", "--version-policy") == VERSION_POLICIES
+    assert options("evaluate", "--tta") == choices.TTA_MODES
+    assert options("augment-preview", "--preset") == choices.AUGMENT_PRESETS

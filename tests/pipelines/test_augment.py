@@ -204,6 +204,10 @@ def test_ten_crop_tta_averages_the_ten_views():
     np.testing.assert_allclose(aug.ten_crop_predict(model, images, 8), crops.mean(axis=(0, 2, 3)), rtol=1e-5)
     with pytest.raises(ValueError, match="at least 16x16"):
         aug.ten_crop_predict(model, images, 16)
+    five = aug.ten_crops(images, 8, flip=False).numpy()
+    np.testing.assert_array_equal(five, crops[:5])
+    np.testing.assert_allclose(aug.ten_crop_predict(model, images, 8, flip=False), crops[:5].mean(axis=(0, 2, 3)),
+                               rtol=1e-5)
 
 
 @pytest.mark.parametrize("flip_probability", [0.0, 1.0])

@@ -62,3 +62,29 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("data: [1, 2\n")
     with pytest.raises(C.ConfigError, match="is not valid YAML"):
         C.load(str(bad))
+
+
+def test_the_config_reference_is_generated_from_the_dataclasses_and_current():
+    import dataclasses
+
+    from pipelines import config_docs
+
+    with open(config_docs.DOC_PATH) as handle:
+        assert handle.read() == config_docs.render(), "run `python -m pipelines.config_docs` to regenerate"
+    text = config_docs.render()
+    for section in C.SECTIONS:
+        for item in dataclasses.fields(C._section_class(section)):
+            assert item.metadata.get("help"), f"{section}.{item.name} has no description"
+            assert f"| `{item.name}` |" in text
+    assert "| `label_smoothing` | number | `0.0` | e in targets (1 - e) y + e / K of the cross-entropy |" in text
+    assert "| `mix` | string or null | `null` |" in text and "| `step_epochs` | list of integer | `[]` |" in text
+
+
+def test_license_file_is_the_apache_license_pyproject_declares():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(C.__file__)))
+    with open(os.path.join(root, "pyproject.toml")) as handle:
+        assert 'license = { text = "Apache-2.0" }' in handle.read()
+    with open(os.path.join(root, "LICENSE")) as handle:
+        text = handle.read()
+    assert "Apache License\n                           Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text

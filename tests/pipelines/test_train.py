@@ -58,8 +58,12 @@ def test_a_run_leaves_a_complete_run_directory(tmp_path):
     result = evaluate(run_dir)
     assert result["top1_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
     assert sum(row["support"] for row in result["per_class"]) == 360
-    ten = evaluate(run_dir, tta="ten_crop")
-    assert ten["examples"] == 360 and os.path.exists(os.path.join(run_dir, "plots", "confusion_matrix_ten_crop.png"))
+    with pytest.warns(UserWarning, match=r"this run's augmentation \('none'\) never mirrored images"):
+        ten = evaluate(run_dir, tta="ten_crop")
+    assert ten["examples"] == 360 and ten["tta_flip"] is True
+    assert os.path.exists(os.path.join(run_dir, "plots", "confusion_matrix_ten_crop.png"))
+    five = evaluate(run_dir, tta="ten_crop", flip=False)  # no mirrored views, no warning
+    assert five["tta_flip"] is False and os.path.exists(os.path.join(run_dir, "evaluation_ten_crop_noflip.json"))
 
 
 def test_a_run_directory_refuses_a_different_config(tmp_path):

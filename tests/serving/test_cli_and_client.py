@@ -135,8 +135,18 @@ def test_predict_against_no_server_is_a_clear_error_not_a_traceback(tmp_path, ca
 
 @pytest.mark.slow
 def test_demo_trains_exports_serves_and_served_accuracy_equals_the_trained_one(tmp_path):
-    from serving.demo import run_demo
+    import keras
 
+    import kcnn
+    from pipelines.preprocess import Preprocessing
+    from serving.demo import run_demo
+    from serving.export import export
+
+    # A newer version already there (an untrained model): the demo must serve and report its own version 1.
+    keras.utils.set_random_seed(0)
+    untrained = kcnn.build("lenet5", num_classes=10, input_shape=(32, 32, 1))
+    export(untrained, str(tmp_path / "models" / "digits"), class_names=[str(i) for i in range(10)],
+           preprocessing=Preprocessing(32, 1), version=2, warmup=False)
     result = run_demo(str(tmp_path), extra_train_args=["--set", "train.epochs=1", "--set", "train.steps_per_epoch=5"])
     assert result["test_images"] == 360 and result["served_version"] == 1
     # Serving preprocesses in the graph with the training evaluation code: the same images, the same answers.
