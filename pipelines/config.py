@@ -50,6 +50,9 @@ class DataConfig:
     download: bool = key(False, "let TFDS download and prepare a tfds:NAME data set that is not there yet")
     bad_files: str = key("error", "undecodable files in a folder source: error (stop, naming them) or skip (leave "
                                   "out, logged)")
+    split_fractions: Tuple[float, ...] = key((0.8, 0.1, 0.1), "train, validation and test shares of a folder source "
+                                                             "without split subfolders (split by class)")
+    split_seed: int = key(0, "seed of that split: the same seed gives the same files in each split")
 
     def check(self):
         _positive(self, "image_size", "batch_size")
@@ -58,6 +61,10 @@ class DataConfig:
         _choice(self, "mix", (None, *choices.MIXES))
         _choice(self, "bad_files", choices.BAD_FILE_POLICIES)
         _range(self, "crop_fraction", 0.0, 1.0, low_open=True)
+        fractions = self.split_fractions
+        if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6 or fractions[0] == 0:
+            raise ConfigError(f"data.split_fractions must be three shares (train, validation, test) >= 0 summing "
+                              f"to 1 with train > 0, e.g. [0.8, 0.1, 0.1]; got {list(fractions)}")
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from pipelines import augment as aug
 from pipelines.preprocess import (Preprocessing, decode_image, normalize, preprocess_encoded, preprocess_images,
                                   resize_and_center_crop, unit_images)
 from pipelines.choices import BAD_FILE_POLICIES, SPLITS, TARGETS
-from pipelines.sources import Source, load_source, sample_images
+from pipelines.sources import FOLDER_SPLIT_FRACTIONS, Source, load_source, sample_images
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -65,6 +65,8 @@ class DataSpec:
     data_dir: str | None = None
     download: bool = False
     bad_files: str = "error"
+    split_fractions: tuple = FOLDER_SPLIT_FRACTIONS
+    split_seed: int = 0
     class_names: tuple | None = None
     target: str = "label"
     pca: tuple | None = None
@@ -102,7 +104,8 @@ class DataSpec:
             channels=data.channels, crop_fraction=data.crop_fraction, mean=data.mean, std=data.std, mix=data.mix,
             mix_alpha=data.mix_alpha, train_split=data.train_split, validation_split=data.validation_split,
             test_split=data.test_split, seed=seed, cache=data.cache, data_dir=data.data_dir,
-            download=data.download, bad_files=data.bad_files)
+            download=data.download, bad_files=data.bad_files, split_fractions=tuple(data.split_fractions),
+            split_seed=data.split_seed)
 
     def evaluation(self, **changes) -> "DataSpec":
         """The same spec without augmentation or mixing (every split an evaluation pipeline)."""
@@ -124,6 +127,7 @@ class DatasetInfo:
     preprocessing: Preprocessing
     skipped: tuple = ()
     training: bool = False
+    files: tuple = ()
 
 
 def make_dataset(spec: DataSpec, split: str = "train", *, repeat: bool = False, shuffle: bool | None = None,
@@ -143,6 +147,7 @@ def make_dataset(spec: DataSpec, split: str = "train", *, repeat: bool = False, 
     if spec.target == "mask" and spec.recipe not in (None, aug.PRESETS["none"]):
         raise ValueError("segmentation pipelines (target='mask') support augment=None or 'none' only")
     src = load_source(spec.source, split, data_dir=spec.data_dir, download=spec.download, bad_files=spec.bad_files,
+                      split_fractions=spec.split_fractions, split_seed=spec.split_seed,
                       class_names=spec.class_names)
     seed = secrets.randbits(31) if spec.seed is None else int(spec.seed)
     dataset = _mask_pairs(src) if spec.target == "mask" else src.dataset
@@ -175,7 +180,8 @@ def make_dataset(spec: DataSpec, split: str = "train", *, repeat: bool = False, 
         batch_map = _training_batch(pre, recipe, pca, spec.mix, spec.mix_alpha, len(src.class_names), per_batch)
         dataset = _with_seeds(dataset, seed + 1).map(batch_map, num_parallel_calls=AUTOTUNE,
                                                      deterministic=spec.deterministic)
-    info = DatasetInfo(src.name, split, tuple(src.class_names), src.num_examples, pre, tuple(src.skipped), training)
+    info = DatasetInfo(src.name, split, tuple(src.class_names), src.num_examples, pre, tuple(src.skipped), training,
+                       tuple(src.files))
     return dataset.prefetch(AUTOTUNE), info
 
 

@@ -51,6 +51,7 @@ def evaluate(run_dir: str, *, tta: str = "none", split: str | None = None, flip:
     if tta == "ten_crop":
         spec = spec.with_image_size(round(size / 0.875))
     dataset, info = make_dataset(spec, split)
+    RunDir(run_dir).record_files(info)  # the same files training recorded for this split, or a clear error
     probabilities, labels = [], []
     for images, batch_labels in dataset:
         if tta == "ten_crop":

@@ -111,6 +111,7 @@ class RunDir:
     CLASS_NAMES = "class_names.json"
     PREPROCESSING = "preprocessing.json"
     METRICS = "metrics.json"
+    DATA_FILES = "data_files.json"  # the files of each split and the skipped ones, for file-based sources
     PLOTS = "plots"
     FINISHED = (MODEL, CLASS_NAMES, PREPROCESSING)  # what export and the demo need
 
@@ -190,6 +191,26 @@ class RunDir:
                 if name.endswith("_temp") and os.path.isdir(os.path.join(self.checkpoints, name)):
                     shutil.rmtree(os.path.join(self.checkpoints, name), ignore_errors=True)
                     log.info("removed checkpoints/%s, left by an interrupted checkpoint write", name)
+
+    def record_files(self, *infos) -> None:
+        """Record which files each split used (and which were skipped), or check them against the record.
+
+        A folder split by :func:`pipelines.sources.split_indices` is deterministic, so a resumed run or
+        ``kcnn evaluate`` sees the same files; if the folder changed since, this refuses to mix them.
+        """
+        infos = [info for info in infos if info.files or info.skipped]
+        if not infos:
+            return
+        path = self.file(self.DATA_FILES)
+        recorded = self.read_json(self.DATA_FILES) if os.path.exists(path) else {}
+        for info in infos:
+            entry = {"files": list(info.files), "skipped": list(info.skipped)}
+            if info.split in recorded and recorded[info.split]["files"] != entry["files"]:
+                raise ValueError(f"the {info.split} files of {info.source} differ from those this run used "
+                                 f"({path}): the folder changed since the run started. Restore it, or start a new "
+                                 "run directory (--run-dir)")
+            recorded[info.split] = entry
+        atomic_write(path, json.dumps(recorded, indent=1))
 
     # ------------------------------------------------------------------ reading
 

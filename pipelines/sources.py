@@ -24,7 +24,11 @@ from pipelines.preprocess import decode_image, match_channels
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")  # what TensorFlow's decode_image reads
+# Image files TensorFlow cannot decode: named (an error, or listed as skipped), never silently left out.
+UNSUPPORTED_EXTENSIONS = (".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".jxl", ".psd", ".ico", ".svg")
+# A folder without train/validation/test subfolders is split by class, deterministically, in these shares.
+FOLDER_SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 FEATURE_IMAGE = "image/encoded"
 FEATURE_LABEL = "image/class/label"
 FEATURE_TEXT = "image/class/text"
@@ -47,7 +51,7 @@ class Source:
     ``encoded`` tells whether ``dataset`` yields encoded file bytes (decoded later,
     possibly only the crop window) or decoded uint8 images. ``masks`` is set for
     sources with per-pixel labels (shapes). ``skipped`` lists files left out under
-    ``bad_files="skip"``.
+    ``bad_files="skip"``; ``files`` the files of this split, for folder sources.
     """
 
     name: str
@@ -57,10 +61,12 @@ class Source:
     encoded: bool
     masks: tf.data.Dataset | None = None
     skipped: tuple = ()
+    files: tuple = ()
 
 
 def load_source(spec, split: str = "train", *, data_dir: str | None = None, download: bool = False,
-                bad_files: str = "error", class_names=None) -> Source:
+                bad_files: str = "error", class_names=None, split_fractions=FOLDER_SPLIT_FRACTIONS,
+                split_seed: int = 0) -> Source:
     """Resolve a source spec (see the module docstring) and one of its splits."""
     if isinstance(spec, (tuple, list)) and len(spec) == 2:
         return from_arrays(*spec, class_names=class_names)
@@ -74,7 +80,9 @@ def load_source(spec, split: str = "train", *, data_dir: str | None = None, down
     if kind == "tfds" and argument:
         return tfds_source(argument, split, data_dir=data_dir, download=download)
     if kind == "folder" and argument:
-        return folder(os.path.join(argument, split) if _has_split_dirs(argument) else argument, bad_files=bad_files)
+        if _has_split_dirs(argument):
+            return folder(os.path.join(argument, split), bad_files=bad_files)
+        return folder(argument, bad_files=bad_files, split=split, fractions=split_fractions, seed=split_seed)
     if kind == "tfrecord" and argument:
         return tfrecords(argument.replace("{split}", split), class_names=class_names)
     raise ValueError(f"unknown source {spec!r}; valid sources: {', '.join(SOURCE_KINDS)}")
@@ -108,23 +116,28 @@ def from_arrays(images, labels, *, class_names=None, name: str = "arrays", masks
     return Source(name, dataset, class_names, len(images), encoded=False, masks=mask_ds)
 
 
-def digits_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's 1,797 bundled 8x8 handwritten digits as uint8, with a fixed stratified split.
-
-    70% train, 10% validation, 20% test, stratified by class with a fixed seed, so
-    every run and every machine sees the same split.
-    """
+def digits_indices(split: str) -> np.ndarray:
+    """Indices into scikit-learn's 1,797 digits of one split: 70% train, 10% validation, 20% test,
+    stratified by class with a fixed seed, so every run and every machine sees the same split."""
     _check_split(split)
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
+    target = load_digits().target
+    index = np.arange(len(target))
+    rest, test = train_test_split(index, test_size=0.2, stratify=target, random_state=0)
+    train, validation = train_test_split(rest, test_size=0.125, stratify=target[rest], random_state=0)
+    return {"train": train, "validation": validation, "test": test}[split]
+
+
+def digits_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8x8 handwritten digits of one split (:func:`digits_indices`) as uint8."""
+    from sklearn.datasets import load_digits
+
     data = load_digits()
-    images = np.round(data.images * (255.0 / 16.0)).astype(np.uint8)[..., np.newaxis]
-    index = np.arange(len(images))
-    rest, test = train_test_split(index, test_size=0.2, stratify=data.target, random_state=0)
-    train, validation = train_test_split(rest, test_size=0.125, stratify=data.target[rest], random_state=0)
-    chosen = {"train": train, "validation": validation, "test": test}[split]
-    return images[chosen], data.target[chosen].astype(np.int32)
+    chosen = digits_indices(split)
+    images = np.round(data.images[chosen] * (255.0 / 16.0)).astype(np.uint8)[..., np.newaxis]
+    return images, data.target[chosen].astype(np.int32)
 
 
 def digits(split: str) -> Source:
@@ -178,45 +191,86 @@ def _has_split_dirs(root: str) -> bool:
     return all(os.path.isdir(os.path.join(root, s)) for s in ("train", "test"))
 
 
-def folder(root: str, *, bad_files: str = "error", workers: int = 8) -> Source:
-    """One subdirectory per class (sorted names) of JPEG, PNG, BMP or GIF files.
+def folder(root: str, *, bad_files: str = "error", workers: int = 8, split: str | None = None,
+           fractions=FOLDER_SPLIT_FRACTIONS, seed: int = 0) -> Source:
+    """One subdirectory per class (sorted names) of JPEG, PNG, BMP, GIF or WebP files.
 
-    If ``root`` has ``train/`` and ``test/`` subdirectories the split picks one.
-    Every file is decoded once up front: with ``bad_files="error"`` an undecodable
-    or truncated file raises :class:`BadImageFile` naming it; with ``"skip"`` it is
-    left out, logged, and listed in ``Source.skipped``.
+    ``load_source`` picks ``root/<split>`` when ``root`` has ``train/`` and ``test/`` subdirectories.
+    Otherwise ``split`` takes its share of every class (``fractions`` of train, validation and test,
+    by :func:`split_indices`), so no file is in two splits; ``split=None`` takes every file. Every
+    file is decoded once up front: with ``bad_files="error"`` an undecodable or truncated file, or an
+    image format TensorFlow cannot read (TIFF, HEIC...), raises :class:`BadImageFile` naming it; with
+    ``"skip"`` it is left out, logged, and listed in ``Source.skipped``.
     """
     if bad_files not in BAD_FILE_POLICIES:
         raise ValueError(f"bad_files must be one of {', '.join(BAD_FILE_POLICIES)}, got {bad_files!r}")
+    if split is not None:
+        _check_split(split)
     if not os.path.isdir(root):
         raise FileNotFoundError(f"folder source {root!r} does not exist or is not a directory")
     class_names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
     if not class_names:
         raise ValueError(f"folder source {root!r} has no class subdirectories; expected ROOT/CLASS_NAME/IMAGE files")
-    paths, labels = [], []
+    paths, labels, unsupported = [], [], []
     for label, name in enumerate(class_names):
         for dirpath, _, files in sorted(os.walk(os.path.join(root, name))):
             for file in sorted(files):
                 if file.lower().endswith(IMAGE_EXTENSIONS):
                     paths.append(os.path.join(dirpath, file))
                     labels.append(label)
+                elif file.lower().endswith(UNSUPPORTED_EXTENSIONS):
+                    unsupported.append((os.path.join(dirpath, file), "a format TensorFlow cannot decode; convert "
+                                        "it to PNG or JPEG (e.g. with Pillow)"))
     if not paths:
         raise ValueError(f"folder source {root!r} has no image files ({', '.join(IMAGE_EXTENSIONS)})")
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         problems = list(pool.map(_decode_problem, paths))
-    bad = [(p, problem) for p, problem in zip(paths, problems) if problem]
+    bad = unsupported + [(p, problem) for p, problem in zip(paths, problems) if problem]
     if bad and bad_files == "error":
         listing = "; ".join(f"{p}: {problem}" for p, problem in bad[:5])
         raise BadImageFile(f"{len(bad)} file(s) in {root} cannot be decoded: {listing}. Fix or remove them, "
-                           "or pass bad_files='skip' to leave them out")
+                           "or set data.bad_files=skip to leave them out")
     if bad:
-        log.warning("skipped %d undecodable file(s) in %s: %s", len(bad), root, ", ".join(p for p, _ in bad))
-        keep = [i for i, problem in enumerate(problems) if not problem]
-        paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
+        log.warning("skipped %d file(s) in %s: %s", len(bad), root, ", ".join(p for p, _ in bad))
+    keep = [i for i, problem in enumerate(problems) if not problem]
+    if split is not None:
+        chosen = set(split_indices(np.asarray(labels)[keep], fractions, seed)[split].tolist())
+        if split == "train":
+            log.info("%s has no train/validation/test subfolders: split its %d files by class in shares %s "
+                     "(seed %d)", root, len(keep), "/".join(f"{f:g}" for f in fractions), seed)
+        keep = [index for position, index in enumerate(keep) if position in chosen]
+    paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
     dataset = tf.data.Dataset.from_tensor_slices((paths, np.asarray(labels, np.int32)))
     dataset = dataset.map(lambda path, y: (tf.io.read_file(path), y), num_parallel_calls=tf.data.AUTOTUNE)
     return Source(f"folder:{root}", dataset, class_names, len(paths), encoded=True,
-                  skipped=tuple(p for p, _ in bad))
+                  skipped=tuple(p for p, _ in bad), files=tuple(paths))
+
+
+def split_indices(labels, fractions=FOLDER_SPLIT_FRACTIONS, seed: int = 0) -> dict:
+    """Indices of each split: every class shuffled with ``seed`` and cut in ``fractions`` (train,
+    validation, test), so the splits are disjoint, stratified, and the same on every run and machine.
+
+    Each split gets at least one example of a class that has at least three.
+    """
+    fractions = tuple(float(f) for f in fractions)
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6 or fractions[0] == 0:
+        raise ValueError(f"split fractions must be three shares (train, validation, test) >= 0 summing to 1 "
+                         f"with train > 0, e.g. (0.8, 0.1, 0.1); got {fractions}")
+    labels = np.asarray(labels)
+    parts = {name: [] for name in SPLITS}
+    rng = np.random.default_rng(seed)
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        count = len(members)
+        validation = round(fractions[1] * count)
+        test = round(fractions[2] * count)
+        if count >= 3:
+            validation, test = max(validation, 1 if fractions[1] else 0), max(test, 1 if fractions[2] else 0)
+        train = count - validation - test
+        parts["train"].append(members[:train])
+        parts["validation"].append(members[train:train + validation])
+        parts["test"].append(members[train + validation:])
+    return {name: np.sort(np.concatenate(chunks)) if chunks else np.array([], int) for name, chunks in parts.items()}
 
 
 def _decode_problem(path: str) -> str | None:

@@ -110,7 +110,7 @@ def _datasets(spec: DataSpec, replicas: int):
 
 def _run(session: Session, callbacks) -> dict:
     config, work = session.config, session.work
-    (train_ds, train_info), (val_ds, _) = _datasets(session.spec, session.replicas)
+    (train_ds, train_info), (val_ds, val_info) = _datasets(session.spec, session.replicas)
     num_classes = len(train_info.class_names)
     global_batch = config.data.batch_size
     steps = train_info.num_examples // global_batch
@@ -132,6 +132,8 @@ def _run(session: Session, callbacks) -> dict:
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         best_var = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_val_accuracy")
     work.claim(config.to_yaml())  # the run has started: from here on the directory is this run's
+    if session.chief:
+        work.record_files(train_info, val_info)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var, best=best_var)
     manager = tf.train.CheckpointManager(checkpoint, work.checkpoints, max_to_keep=2)
     if manager.latest_checkpoint:
@@ -200,7 +202,9 @@ def _run(session: Session, callbacks) -> dict:
 def _finish(session: Session, model, eval_step, history: list[dict], train_info) -> dict:
     """Test the final model; the chief writes model.keras, class names, preprocessing, metrics.json and the plots."""
     spec = session.spec
-    test_ds, _ = make_dataset(spec.evaluation(cache=False), spec.test_split)
+    test_ds, test_info = make_dataset(spec.evaluation(cache=False), spec.test_split)
+    if session.chief:
+        session.work.record_files(test_info)
     test = evaluate_dataset(eval_step, test_ds, keep_predictions=True)
     rates = [h["images_per_second"] for h in history]
     class_names = list(train_info.class_names)
