@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipelines.data import DataSpec, make_dataset
+from pipelines.run_dir import staged_path
 
 
 def _to_pixels(images: np.ndarray, spec) -> np.ndarray:
@@ -51,6 +52,7 @@ def augment_grid(source, out: str, *, preset: str = "inception", mix: str | None
             axis.axis("off")
     figure.suptitle(f"{info.source} ({split}): {preset}{' with ' + mix if mix else ''}", fontsize=10)
     figure.tight_layout()
-    figure.savefig(out, dpi=100)
+    with staged_path(out) as temporary:
+        figure.savefig(temporary, dpi=100)
     plt.close(figure)
     return out

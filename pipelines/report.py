@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from pipelines.run_dir import staged_path
 
 
 def _pyplot():
@@ -32,7 +33,8 @@ def plot_curves(history: list[dict], path: str) -> str:
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    with staged_path(path) as temporary:  # atomic: a kill never leaves half a PNG
+        figure.savefig(temporary, dpi=100)
     plt.close(figure)
     return path
 
@@ -77,6 +79,7 @@ def plot_confusion(labels, predictions, class_names, path: str) -> str:
             axis.text(j, i, str(count), ha="center", va="center", fontsize=8,
                       color="white" if count > threshold else "black")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    with staged_path(path) as temporary:  # atomic: a kill never leaves half a PNG
+        figure.savefig(temporary, dpi=100)
     plt.close(figure)
     return path

@@ -21,6 +21,7 @@ import tensorflow as tf
 from pipelines import shapes
 from pipelines.choices import BAD_FILE_POLICIES, SPLITS
 from pipelines.preprocess import decode_image, match_channels
+from pipelines.run_dir import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -338,8 +339,7 @@ def write_tfrecords(source: Source, directory: str, split: str, *, shards: int =
     finally:
         for writer in writers:
             writer.close()
-    with open(os.path.join(directory, CLASS_NAMES_FILE), "w") as handle:
-        handle.write("".join(f"{name}\n" for name in source.class_names))
+    atomic_write(os.path.join(directory, CLASS_NAMES_FILE), "".join(f"{name}\n" for name in source.class_names))
     return paths
 
 

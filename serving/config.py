@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from google.protobuf import descriptor_pb2, descriptor_pool, text_format, wrappers_pb2
 from google.protobuf import message_factory
 from tensorflow_serving.config import model_server_config_pb2
+from pipelines.run_dir import atomic_write
 
 # The TF Serving image kcnn's Dockerfile and manifests pin: the TensorFlow kcnn exports with.
 TF_SERVING_VERSION = "2.21.0"
@@ -195,8 +196,7 @@ def write_configs(directory: str, models: list[ModelEntry], batching: Batching |
     paths = {}
     for name, message in files.items():
         paths[name] = os.path.join(directory, name)
-        with open(paths[name], "w") as handle:
-            handle.write(text_format.MessageToString(message))
+        atomic_write(paths[name], text_format.MessageToString(message))
     return paths
 
 
