@@ -10,6 +10,11 @@ weights).
 
     python benchmarks/bench_models.py                 # 224x224, batch 8, 5 rounds
     python benchmarks/bench_models.py --models mobilenet_v1 --image-size 160 --rounds 3
+    python benchmarks/bench_models.py --models efficientnet_b0 regnety_008 mobilenet_v3_large --rounds 3
+
+Keras 3's keras.applications has no RegNet, so ``regnety_008`` is compared with the
+keras.applications that shipped it, Keras 2's (the ``tf-keras`` package), in the same
+process: its own optimizer and compile, the same batch and input.
 
 The last line printed is ``RESULT {json}``.
 """
@@ -36,7 +41,17 @@ REFERENCES = {
     "mobilenet_v1": lambda shape: keras.applications.MobileNet(input_shape=shape, weights=None, classes=1000),
     "mobilenet_v2": lambda shape: keras.applications.MobileNetV2(input_shape=shape, weights=None, classes=1000),
     "resnet50": lambda shape: keras.applications.ResNet50(input_shape=shape, weights=None, classes=1000),
+    "efficientnet_b0": lambda shape: keras.applications.EfficientNetB0(input_shape=shape, weights=None),
+    "mobilenet_v3_large": lambda shape: keras.applications.MobileNetV3Large(input_shape=shape, weights=None),
+    "regnety_008": lambda shape: _tf_keras().applications.RegNetY008(input_shape=shape, weights=None),
 }
+
+
+def _tf_keras():
+    import tf_keras
+
+    return tf_keras
+
 
 
 def matmul_flops_per_second(size: int = 1024, repeats: int = 10) -> float:
@@ -60,8 +75,10 @@ def time_steps(step, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def compiled(model: keras.Model) -> keras.Model:
-    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss="sparse_categorical_crossentropy")
+def compiled(model) -> keras.Model:
+    """Compile with SGD and momentum; a Keras 2 (tf-keras) model gets Keras 2's optimizer."""
+    optimizers = keras.optimizers if isinstance(model, keras.Model) else _tf_keras().optimizers
+    model.compile(optimizer=optimizers.SGD(0.01, momentum=0.9), loss="sparse_categorical_crossentropy")
     return model
 
 
@@ -83,9 +100,11 @@ def bench_pair(name: str, image_size: int, batch: int, rounds: int, steps: int) 
             per_round[impl]["infer"].append(time_steps(lambda m=model: m.predict_on_batch(images), steps))
             per_round[impl]["train"].append(time_steps(lambda m=model: m.train_on_batch(images, labels), steps))
     result = {"params": {}, "macs": {}}
+    ours = analyze(models["kcnn"])
     for impl, model in models.items():
-        report = analyze(model)
-        result["params"][impl] = report.total_params
+        # kcnn's analysis reads Keras 3 graphs; a Keras 2 reference has the same layers (pinned in the tests).
+        report = analyze(model) if isinstance(model, keras.Model) else ours
+        result["params"][impl] = int(model.count_params())
         result["macs"][impl] = report.total_macs
         for phase, seconds in per_round[impl].items():
             result[f"{impl}_{phase}_images_per_second"] = batch / statistics.median(seconds)

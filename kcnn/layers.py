@@ -172,3 +172,85 @@ class ScalarGain(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "initial": self.initial}
+
+
+@keras.saving.register_keras_serializable(package="kcnn")
+class FractalPathSampler(keras.layers.Layer):
+    """Draws, once per training batch, which drop-path mode FractalNet's joins use (Larsson et al., 2016, 3.1).
+
+    With probability ``global_ratio`` the batch is "global": one column index in ``[0, columns)``
+    is drawn and every join keeps only that column, so one single path runs through the whole
+    network; otherwise the output is -1 and each join drops its inputs locally. Outside
+    training it is always -1 (joins then average all inputs). Output: ``(batch, 1)``, the same
+    code for every example. The input only ties the layer into the graph.
+    """
+
+    def __init__(self, columns: int, global_ratio: float = 0.5, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if columns < 1:
+            raise ValueError(f"columns must be >= 1, got {columns}")
+        if not 0 <= global_ratio <= 1:
+            raise ValueError(f"global_ratio must be in [0, 1], got {global_ratio}")
+        self.columns = columns
+        self.global_ratio = global_ratio
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=None):
+        none = ops.zeros_like(ops.reshape(inputs, (ops.shape(inputs)[0], -1))[:, :1], dtype="float32") - 1.0
+        if not training:
+            return none
+        draws = keras.random.uniform((2,), seed=self.seed_generator)
+        column = ops.minimum(ops.floor(draws[1] * self.columns), self.columns - 1)
+        return none + ops.where(draws[0] < self.global_ratio, column + 1.0, 0.0)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 1)
+
+    def get_config(self):
+        return {**super().get_config(), "columns": self.columns, "global_ratio": self.global_ratio,
+                "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="kcnn")
+class FractalJoin(keras.layers.Layer):
+    """FractalNet's join: the element-wise mean of its inputs, with drop-path while training.
+
+    Inputs: the branch tensors, then the code from :class:`FractalPathSampler`. ``columns``
+    gives each branch's column index. In a global batch the join keeps the branch of the
+    drawn column (all branches if it has none: that join is off the drawn path); in a local
+    batch each branch is dropped with ``drop_rate``, at least one always kept. The mean is
+    over the kept branches. At inference it is the plain mean.
+    """
+
+    def __init__(self, columns, drop_rate: float = 0.15, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0 <= drop_rate < 1:
+            raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate}")
+        self.columns = [int(c) for c in columns]
+        self.drop_rate = drop_rate
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=None):
+        branches, code = inputs[:-1], inputs[-1]
+        if len(branches) != len(self.columns):
+            raise ValueError(f"{self.name}: got {len(branches)} branches for columns {self.columns}")
+        if not training:
+            return ops.mean(ops.stack(branches, axis=0), axis=0)
+        n = len(branches)
+        chosen = code[0, 0]
+        on_path = ops.cast(ops.equal(ops.convert_to_tensor(self.columns, "float32"), chosen), "float32")
+        on_path = ops.where(ops.sum(on_path) > 0, on_path, ops.ones((n,)))
+        kept = ops.cast(keras.random.uniform((n,), seed=self.seed_generator) >= self.drop_rate, "float32")
+        rescue = ops.one_hot(keras.random.randint((), 0, n, seed=self.seed_generator), n)
+        kept = ops.where(ops.sum(kept) > 0, kept, rescue)
+        mask = ops.where(chosen >= 0, on_path, kept)
+        mask = ops.cast(mask / ops.sum(mask), branches[0].dtype)
+        return sum(branch * mask[i] for i, branch in enumerate(branches))
+
+    def compute_output_shape(self, input_shapes):
+        return input_shapes[0]
+
+    def get_config(self):
+        return {**super().get_config(), "columns": self.columns, "drop_rate": self.drop_rate, "seed": self.seed}

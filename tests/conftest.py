@@ -19,6 +19,20 @@ def small_input_shape(name: str) -> tuple:
     return (min(height, 64), min(width, 64), channels)
 
 
+# The families added after the classic eight have many variants and some are large: a few representatives
+# run in the fast suite, the rest with the slow tests (CI runs both), so registry-driven tests stay quick.
+CLASSIC = {
+    "lenet5", "alexnet", "vgg11", "vgg13", "vgg16", "vgg19", "squeezenet1_0", "squeezenet1_1",
+    "mobilenet_v1", "mobilenet_v2", "resnet18", "resnet34", "resnet50", "densenet121", "googlenet",
+}
+FAST_NEWER = {"efficientnet_b0", "mobilenet_v3_small", "regnetx_002"}
+
+
+def fast_or_slow(names) -> list:
+    """Parametrisation values: classic networks and FAST_NEWER as they are, other variants marked slow."""
+    return [n if n in CLASSIC or n in FAST_NEWER else pytest.param(n, marks=pytest.mark.slow) for n in names]
+
+
 def random_images(shape: tuple, batch: int = 2, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random((batch, *shape), dtype=np.float32)
 

@@ -11,6 +11,7 @@ from kcnn.backbones.efficientnet import (
     efficientnet_b0, efficientnet_b1, efficientnet_b2, efficientnet_b3, efficientnet_b4, efficientnet_b5,
     efficientnet_b6, efficientnet_b7,
 )
+from kcnn.backbones.fractalnet import fractalnet_cifar
 from kcnn.backbones.googlenet import googlenet
 from kcnn.backbones.lenet import lenet5
 from kcnn.backbones.mobilenet import mobilenet_v1, mobilenet_v2
@@ -38,5 +39,5 @@ __all__ = [
     "regnetx_040", "regnetx_064", "regnetx_080", "regnetx_120", "regnetx_160", "regnetx_320",
     "regnety_002", "regnety_004", "regnety_006", "regnety_008", "regnety_016", "regnety_032",
     "regnety_040", "regnety_064", "regnety_080", "regnety_120", "regnety_160", "regnety_320",
-    "nfnet_f0", "nfnet_f1", "nfnet_f2",
+    "nfnet_f0", "nfnet_f1", "nfnet_f2", "fractalnet_cifar",
 ]

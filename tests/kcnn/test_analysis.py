@@ -6,6 +6,7 @@ import json
 
 import keras
 import pytest
+from conftest import fast_or_slow
 
 import kcnn
 from kcnn import analysis, blocks
@@ -163,14 +164,14 @@ def test_flags_a_filter_that_does_not_fit_and_strict_mode_raises():
         analyze(model, strict=True)
 
 
-def test_formula_shapes_agree_with_keras_and_every_layer_is_analysed_for_every_registered_model():
-    for name in kcnn.list_backbones():
-        channels = kcnn.backbones.BACKBONES.entry(name).metadata["input_shape"][2]
-        size = 67 if channels == 3 else 32  # odd: many layers floor, which the formulas must reproduce
-        report = analyze(kcnn.build(name, num_classes=10, input_shape=(size, size, channels)))
-        assert report.not_analysed == [], name  # every layer kcnn's own models use has a formula
-        for layer in report.layers:
-            assert not any("but Keras built" in note for note in layer.notes), (name, layer.name, layer.notes)
+@pytest.mark.parametrize("name", fast_or_slow(kcnn.list_backbones()))
+def test_formula_shapes_agree_with_keras_and_every_layer_is_analysed_for_every_registered_model(name):
+    channels = kcnn.backbones.BACKBONES.entry(name).metadata["input_shape"][2]
+    size = 67 if channels == 3 else 32  # odd: many layers floor, which the formulas must reproduce
+    report = analyze(kcnn.build(name, num_classes=10, input_shape=(size, size, channels)))
+    assert report.not_analysed == [], name  # every layer kcnn's own models use has a formula
+    for layer in report.layers:
+        assert not any("but Keras built" in note for note in layer.notes), (name, layer.name, layer.notes)
 
 
 def test_variable_size_model_needs_an_input_shape_and_sequential_and_nested_models_work():

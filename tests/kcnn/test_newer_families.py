@@ -230,3 +230,133 @@ def test_ws_conv2d_model_round_trips_through_keras_file_with_its_gain(tmp_path):
     assert float(restored.get_layer("skip_gain").gain.numpy()) == 0.5
     images = np.random.default_rng(1).random((1, 8, 8, 4), dtype=np.float32)
     np.testing.assert_array_equal(model.predict(images, verbose=0), restored.predict(images, verbose=0))
+
+
+# --- AlexNet as the paper split it ------------------------------------------------------------------
+
+def test_alexnet_two_towers_match_the_paper():
+    """Krizhevsky et al. 2012, Figure 2: conv2, conv4, conv5 see only their GPU's half; conv3 and the
+    classifier cross. Parameters 60,965,224; multiply-adds recomputed here from the figure's maps."""
+    model = kcnn.build("alexnet", backbone_kwargs={"groups": 2})
+    assert model.count_params() == 60_965_224
+    # (output side, kernel, input channels seen per filter, filters) from Figure 2, 224 input padded by 2.
+    figure2 = [(55, 11, 3, 96), (27, 5, 48, 256), (13, 3, 256, 384), (13, 3, 192, 384), (13, 3, 192, 256)]
+    macs = sum(side * side * k * k * c * f for side, k, c, f in figure2)
+    macs += 6 * 6 * 256 * 4096 + 4096 * 4096 + 4096 * 1000
+    assert macs == 724_406_816
+    assert analyze(model).total_macs == pytest.approx(macs, rel=0.01)
+    assert [model.get_layer(f"conv{i}_conv").groups for i in range(1, 6)] == [1, 2, 1, 2, 2]
+    assert "norm1" in [layer.name for layer in model.layers]
+    plain = kcnn.build("alexnet", num_classes=10, input_shape=(67, 67, 3),
+                       backbone_kwargs={"groups": 2, "lrn": False})
+    assert not [layer for layer in plain.layers if layer.name.startswith("norm")]
+    with pytest.raises(ValueError, match=r"groups must be 1 \(single tower\) or 2 \(the paper's two GPUs\), got 3"):
+        kcnn.backbones.alexnet(groups=3)
+
+
+# --- FractalNet -----------------------------------------------------------------------------------
+
+def test_fractalnet_cifar_follows_the_expansion_rule():
+    """Larsson et al. 2017, section 4: B=5 blocks of (64, 128, 256, 512, 512) channels, C=3 columns, 3x3
+    conv-BN-ReLU, 2x2 max pooling after each block; 20 layers on the deepest path. A block of C columns
+    has 2^C - 1 convolutions, C of them reading the block input. That description gives 33,745,226
+    parameters with a 10-class classifier; the paper's Table 1 lists 38.6M for this network, which its
+    text does not reproduce (independent implementations report the same 33.7M)."""
+    model = kcnn.build("fractalnet_cifar", num_classes=10)
+    columns, total, c_in = 3, 0, 3
+    for width in (64, 128, 256, 512, 512):
+        convs = 2**columns - 1
+        total += columns * 9 * c_in * width + (convs - columns) * 9 * width * width + convs * 4 * width  # + BN
+        c_in = width
+    total += 512 * 10 + 10
+    assert model.count_params() == total == 33_745_226
+    assert sum(1 for layer in model.layers if layer.name.endswith("_conv")) == 5 * 7
+    deepest = kcnn.build("fractalnet_cifar", num_classes=10, backbone_kwargs={"deepest_only": True})
+    assert sum(1 for layer in deepest.layers if layer.name.endswith("_conv")) == 20
+    assert {layer.name for layer in deepest.layers if layer.weights} <= {layer.name for layer in model.layers}
+    report = analyze(model)
+    assert not report.mismatches
+
+
+def test_fractal_join_is_a_mean_at_inference_and_drops_paths_in_training():
+    from kcnn.layers import FractalJoin
+
+    rng = np.random.default_rng(0)
+    branches = [rng.normal(size=(2, 4, 4, 3)).astype("float32") for _ in range(3)]
+    local, global_col1, off_path = (np.full((2, 1), v, "float32") for v in (-1.0, 1.0, 5.0))
+    join = FractalJoin([0, 1, 2], drop_rate=0.15, seed=1)
+    mean = np.mean(branches, axis=0)
+    np.testing.assert_allclose(join([*branches, local], training=False), mean, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(join([*branches, global_col1], training=True), branches[1], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(join([*branches, off_path], training=True), mean, rtol=1e-6, atol=1e-7)
+    never = FractalJoin([0, 1, 2], drop_rate=0.0)
+    np.testing.assert_allclose(never([*branches, local], training=True), mean, rtol=1e-6, atol=1e-7)
+    always = FractalJoin([0, 1, 2], drop_rate=0.999, seed=3)
+    for _ in range(5):  # every input dropped: one is kept whole
+        out = keras.ops.convert_to_numpy(always([*branches, local], training=True))
+        assert any(np.allclose(out, b) for b in branches)
+
+
+def test_fractal_path_sampler_draws_per_batch_in_training_only():
+    from kcnn.layers import FractalPathSampler
+
+    images = np.zeros((4, 8, 8, 3), "float32")
+    sampler = FractalPathSampler(3, global_ratio=1.0, seed=0)
+    assert np.all(keras.ops.convert_to_numpy(sampler(images, training=False)) == -1)
+    codes = {float(keras.ops.convert_to_numpy(sampler(images, training=True))[0, 0]) for _ in range(30)}
+    assert codes == {0.0, 1.0, 2.0}
+    code = keras.ops.convert_to_numpy(sampler(images, training=True))
+    assert code.shape == (4, 1) and len(set(code[:, 0])) == 1  # one draw for the whole batch
+    local = FractalPathSampler(3, global_ratio=0.0, seed=0)
+    assert np.all(keras.ops.convert_to_numpy(local(images, training=True)) == -1)
+
+
+def test_global_drop_path_on_the_deepest_column_equals_the_deepest_only_network():
+    from kcnn.blocks.fractal import fractal_block
+
+    images = keras.Input((8, 8, 3))
+    code = keras.Input((1,))
+    full = keras.Model([images, code], fractal_block(images, 4, 3, code, name="b"))
+    deep_in = keras.Input((8, 8, 3))
+    deep = keras.Model(deep_in, fractal_block(deep_in, 4, 3, None, deepest_only=True, name="b"))
+    for layer in deep.layers:
+        if layer.weights:
+            layer.set_weights(full.get_layer(layer.name).get_weights())
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
+    column0 = np.zeros((2, 1), "float32")
+    np.testing.assert_allclose(full([x, column0], training=True), deep(x, training=True), rtol=1e-5, atol=1e-6)
+
+
+# --- every backend --------------------------------------------------------------------------------
+
+JAX_SCRIPT = """
+import os, sys
+os.environ["KERAS_BACKEND"] = "jax"
+import numpy as np
+import keras
+from kcnn import blocks
+from kcnn.layers import FractalPathSampler
+assert keras.backend.backend() == "jax"
+images = keras.Input((16, 16, 8))
+code = FractalPathSampler(2, global_ratio=0.5, seed=0)(images)
+x = blocks.mbconv(images, 8, 3, expanded=16, se_channels=4, drop_rate=0.2, name="mb")
+x = blocks.regnet_block(x, 16, 2, group_width=8, se_ratio=0.25, name="rg")
+x = blocks.nf_block(x, 16, beta=1.0, group_width=8, drop_rate=0.1, name="nf")
+x = blocks.fractal_block(x, 8, 2, code, name="fr")
+model = keras.Model(images, x)
+batch = np.random.default_rng(0).random((2, 16, 16, 8), dtype=np.float32)
+for training in (False, True):
+    out = np.asarray(model(batch, training=training))
+    assert out.shape == (2, 8, 8, 8) and np.all(np.isfinite(out)), training
+print("OK", keras.backend.backend())
+"""
+
+
+@pytest.mark.slow
+def test_new_blocks_and_layers_run_on_jax():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", JAX_SCRIPT], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("OK jax")
