@@ -52,6 +52,8 @@ class ModelConfig:
     head: Optional[str] = None
     backbone_kwargs: dict = field(default_factory=dict)
     head_kwargs: dict = field(default_factory=dict)
+    weights: Optional[str] = None  # fine-tuning: "imagenet", a checkpoint file or a previous run directory
+    freeze: str = "none"  # "none", "backbone", or a layer name (that layer and all before it)
 
     def check(self):
         import kcnn
@@ -59,6 +61,8 @@ class ModelConfig:
         kcnn.backbones.BACKBONES.entry(self.name)  # raises with the names and the closest match
         if self.head is not None:
             kcnn.heads.HEADS.entry(self.head)
+        if not isinstance(self.freeze, str) or not self.freeze:
+            raise ConfigError("model.freeze must be 'none', 'backbone' or a layer name")
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,7 @@ class OptimizerConfig:
     clip_norm: Optional[float] = None
     lr_scaling: str = "none"
     base_batch_size: int = 256
+    backbone_lr_multiplier: float = 1.0  # fine-tuning: the backbone's rate relative to the head's (SGD)
 
     def check(self):
         _choice(self, "name", ("sgd", "adamw", "rmsprop"))
@@ -89,6 +94,10 @@ class OptimizerConfig:
         _range(self, "step_factor", 0.0, 1.0, low_open=True)
         _range(self, "warmup_epochs", 0.0, 1e6)
         _positive(self, "base_batch_size")
+        _range(self, "backbone_lr_multiplier", 0.0, 1e3)
+        if self.backbone_lr_multiplier != 1.0 and self.name != "sgd":
+            raise ConfigError("optimizer.backbone_lr_multiplier scales gradients, which sets the step size only for "
+                              "sgd (adaptive optimizers undo a gradient scale); use optimizer.name=sgd or leave it 1.0")
         if self.ema is not None:
             _range(self, "ema", 0.0, 1.0, low_open=True, high_open=True)
         if self.clip_norm is not None:
@@ -107,6 +116,8 @@ class TrainConfig:
     strategy: str = "auto"
     early_stopping_patience: Optional[int] = None
     steps_per_epoch: Optional[int] = None
+    unfreeze_at_epoch: Optional[int] = None  # fine-tuning stage two starts at this (0-based) epoch
+    unfreeze_learning_rate: Optional[float] = None  # stage two's peak rate (default: optimizer.learning_rate)
 
     def check(self):
         _positive(self, "epochs")
@@ -117,6 +128,11 @@ class TrainConfig:
             _positive(self, "early_stopping_patience")
         if self.steps_per_epoch is not None:
             _positive(self, "steps_per_epoch")
+        if self.unfreeze_at_epoch is not None and not 0 < self.unfreeze_at_epoch < self.epochs:
+            raise ConfigError(f"train.unfreeze_at_epoch must be between 1 and train.epochs - 1 ({self.epochs - 1}), "
+                              f"got {self.unfreeze_at_epoch}")
+        if self.unfreeze_learning_rate is not None:
+            _range(self, "unfreeze_learning_rate", 0.0, 10.0, low_open=True)
 
 
 @dataclass(frozen=True)
