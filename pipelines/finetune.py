@@ -51,7 +51,7 @@ def build_model(model_config, num_classes: int, input_shape: tuple) -> keras.Mod
 def copy_from_run(model: keras.Model, run_dir: str) -> int:
     """Copy every backbone layer's weights from the ``model.keras`` a previous run wrote; returns the count.
 
-    The head is copied too when its shapes agree (same class count), else left new.
+    The head starts afresh: it is the part a new task (new classes) replaces.
     """
     path = os.path.join(run_dir, "model.keras")
     if not os.path.exists(path):
@@ -63,12 +63,11 @@ def copy_from_run(model: keras.Model, run_dir: str) -> int:
     for layer in model.layers:
         if not layer.weights:
             continue
+        if is_head_layer(layer):
+            continue
         other = theirs.get(layer.name)
         shapes = [tuple(w.shape) for w in layer.weights]
-        same = other is not None and [tuple(w.shape) for w in other.weights] == shapes
-        if not same and is_head_layer(layer):
-            continue
-        if not same:
+        if other is None or [tuple(w.shape) for w in other.weights] != shapes:
             found = None if other is None else [tuple(w.shape) for w in other.weights]
             raise FineTuneError(f"model.weights: layer {layer.name!r} (weights {shapes}) does not match the run in "
                                 f"{run_dir} (found {found}); use the same model.name and backbone_kwargs as that run")
