@@ -73,6 +73,9 @@ class ModelConfig:
     head: Optional[str] = key(None, "head name (fully_conv, gap_linear, dense, segmentation); null: the paper's head")
     backbone_kwargs: dict = key(factory=dict, help="keyword arguments of the backbone builder, e.g. {width: 0.5}")
     head_kwargs: dict = key(factory=dict, help="keyword arguments of the head builder, e.g. {dropout: 0.2}")
+    weights: Optional[str] = key(None, "fine-tuning: start from imagenet, a checkpoint file or a previous run "
+                                       "directory; null: random initialisation")
+    freeze: str = key("none", "fine-tuning: none, backbone, or a layer name (that layer and all before it)")
 
     def check(self):
         import kcnn
@@ -80,6 +83,8 @@ class ModelConfig:
         kcnn.backbones.BACKBONES.entry(self.name)  # raises with the names and the closest match
         if self.head is not None:
             kcnn.heads.HEADS.entry(self.head)
+        if not isinstance(self.freeze, str) or not self.freeze:
+            raise ConfigError("model.freeze must be 'none', 'backbone' or a layer name")
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,7 @@ class OptimizerConfig:
                                           "to this fraction of its weight norm, e.g. 0.01; null: off")
     lr_scaling: str = key("none", "none, or linear: learning_rate * batch_size / base_batch_size (Goyal et al. 2017)")
     base_batch_size: int = key(256, "batch size the learning rate is given for under linear scaling")
+    backbone_lr_multiplier: float = key(1.0, "fine-tuning: the backbone's learning rate relative to the head's")
 
     def check(self):
         _choice(self, "name", choices.OPTIMIZERS)
@@ -113,6 +119,10 @@ class OptimizerConfig:
         _range(self, "step_factor", 0.0, 1.0, low_open=True)
         _range(self, "warmup_epochs", 0.0, 1e6)
         _positive(self, "base_batch_size")
+        _range(self, "backbone_lr_multiplier", 0.0, 1e3)
+        if self.backbone_lr_multiplier != 1.0 and self.name != "sgd":
+            raise ConfigError("optimizer.backbone_lr_multiplier scales gradients, which sets the step size only for "
+                              "sgd (adaptive optimizers undo a gradient scale); use optimizer.name=sgd or leave it 1.0")
         if self.ema is not None:
             _range(self, "ema", 0.0, 1.0, low_open=True, high_open=True)
         if self.clip_norm is not None:
@@ -136,6 +146,9 @@ class TrainConfig:
                                                        "accuracy; null: never")
     steps_per_epoch: Optional[int] = key(None, "cap on the steps of an epoch (quick runs); null: the whole training "
                                                "split")
+    unfreeze_at_epoch: Optional[int] = key(None, "fine-tuning: stage two (everything trainable) starts at this "
+                                                 "0-based epoch; null: one stage")
+    unfreeze_learning_rate: Optional[float] = key(None, "stage two's peak learning rate; null: optimizer.learning_rate")
 
     def check(self):
         _positive(self, "epochs")
@@ -146,6 +159,11 @@ class TrainConfig:
             _positive(self, "early_stopping_patience")
         if self.steps_per_epoch is not None:
             _positive(self, "steps_per_epoch")
+        if self.unfreeze_at_epoch is not None and not 0 < self.unfreeze_at_epoch < self.epochs:
+            raise ConfigError(f"train.unfreeze_at_epoch must be between 1 and train.epochs - 1 ({self.epochs - 1}), "
+                              f"got {self.unfreeze_at_epoch}")
+        if self.unfreeze_learning_rate is not None:
+            _range(self, "unfreeze_learning_rate", 0.0, 10.0, low_open=True)
 
 
 @dataclass(frozen=True)

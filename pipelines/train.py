@@ -29,12 +29,11 @@ import numpy as np
 import tensorflow as tf
 
 import kcnn
-from pipelines import report
+from pipelines import finetune, report
 from pipelines.config import Config
 from pipelines.data import DataSpec, make_dataset
 from pipelines.faults import crash_point
 from pipelines.environment import is_chief, resolve_jit, resolve_precision, resolve_strategy
-from pipelines.optim import make_optimizer
 from pipelines.run_dir import RunDir, atomic_write
 from pipelines.run_report import write_report
 
@@ -122,10 +121,9 @@ def _run(session: Session, callbacks) -> dict:
     input_shape = (config.data.image_size, config.data.image_size, config.data.channels)
 
     with session.strategy.scope():
-        model = kcnn.build(config.model.name, num_classes=num_classes, head=config.model.head,
-                           input_shape=input_shape, backbone_kwargs=dict(config.model.backbone_kwargs),
-                           head_kwargs=dict(config.model.head_kwargs))
-        optimizer = make_optimizer(config.optimizer, steps_per_epoch=steps, epochs=epochs, global_batch=global_batch)
+        model = finetune.build_model(config.model, num_classes, input_shape)
+        optimizer = finetune.make_stage_optimizer(config, steps_per_epoch=steps, epochs=epochs,
+                                                  global_batch=global_batch)
         if session.policy == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
@@ -142,8 +140,9 @@ def _run(session: Session, callbacks) -> dict:
     start_epoch = int(epoch_var.numpy())
     history = _read_history(work, start_epoch)
 
+    finetune.apply_stage(model, config, start_epoch)  # the optimizer was built over every variable above
     train_step = _make_train_step(model, optimizer, session.strategy, num_classes, global_batch,
-                                  config.optimizer.label_smoothing, resolve_jit(config.train))
+                                  config.optimizer.label_smoothing, resolve_jit(config.train), config)
     eval_step = _make_eval_step(model)
     dist_train = session.strategy.experimental_distribute_dataset(_auto_shard_by_data(train_ds))
     callback_list = _callbacks(config, model, callbacks, epochs, steps)
@@ -151,6 +150,10 @@ def _run(session: Session, callbacks) -> dict:
     model.stop_training = False  # EarlyStopping and user callbacks set it, as under fit
     callback_list.on_train_begin()
     for epoch in range(start_epoch, epochs):
+        if epoch > start_epoch and finetune.starts_stage_two(config, epoch):
+            finetune.apply_stage(model, config, epoch)  # a new trainable set: trace the step again
+            train_step = _make_train_step(model, optimizer, session.strategy, num_classes, global_batch,
+                                          config.optimizer.label_smoothing, resolve_jit(config.train), config)
         callback_list.on_epoch_begin(epoch)
         bar = keras.utils.Progbar(steps, unit_name="step") if session.verbose and sys.stdout.isatty() else None
         tick = time.perf_counter()
@@ -235,8 +238,10 @@ def _finish(session: Session, model, eval_step, history: list[dict], train_info)
     return metrics
 
 
-def _make_train_step(model, optimizer, strategy, num_classes, global_batch, label_smoothing, jit):
+def _make_train_step(model, optimizer, strategy, num_classes, global_batch, label_smoothing, jit, config=None):
     scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    variables = model.trainable_variables
+    scales = finetune.gradient_scales(model, config, variables)
 
     def step(images, labels):
         targets = labels if labels.shape.rank == 2 else tf.one_hot(labels, num_classes)
@@ -248,8 +253,9 @@ def _make_train_step(model, optimizer, strategy, num_classes, global_batch, labe
             if model.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
             objective = optimizer.scale_loss(loss) if scaled else loss
-        gradients = tape.gradient(objective, model.trainable_variables)
-        optimizer.apply(gradients, model.trainable_variables)
+        gradients = tape.gradient(objective, variables)
+        gradients = [g if scale == 1.0 else g * scale for g, scale in zip(gradients, scales)]
+        optimizer.apply(gradients, variables)
         hits = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probabilities, -1), tf.argmax(targets, -1)), tf.float32))
         return loss, hits
 
