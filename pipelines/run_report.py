@@ -175,14 +175,15 @@ def render_report(run: Run, *, keep_wrong: int = 8) -> str:
     summary_rows = [("test images", len(labels)), ("test accuracy", f"{accuracy:.4f}")]
     summary_rows += [(key, f"{value:.4f}" if isinstance(value, float) else value)
                      for key, value in run.metrics.items() if key != "test_accuracy"]
-    config = run.config
+    data = run.config.data
+    curves = (_png_tag(_plot_bytes(run, "curves", plots.plot_curves, run.history), "training curves")
+              if run.history else "<p>No history.csv in this run.</p>")
+    confusion = _plot_bytes(run, "confusion", plots.plot_confusion, labels, predictions, names)
     body = {
-        "summary": f"<p>{html.escape(config.model.name)} on {html.escape(config.data.source)}, "
-                   f"{config.data.image_size}x{config.data.image_size}.</p>" + _table(("figure", "value"), summary_rows),
-        "curves": (_png_tag(_plot_bytes(run, "curves", plots.plot_curves, run.history), "training curves") if run.history
-                   else "<p>No history.csv in this run.</p>"),
-        "confusion": _png_tag(_plot_bytes(run, "confusion", plots.plot_confusion, labels, predictions,
-                                                 names), "confusion matrix"),
+        "summary": f"<p>{html.escape(run.config.model.name)} on {html.escape(data.source)}, "
+                   f"{data.image_size}x{data.image_size}.</p>" + _table(("figure", "value"), summary_rows),
+        "curves": curves,
+        "confusion": _png_tag(confusion, "confusion matrix"),
         "per-class": _table(("class", "precision", "recall", "F1", "support"),
                             [(r["class"], f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}",
                               r["support"]) for r in scores]),

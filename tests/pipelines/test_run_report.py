@@ -106,7 +106,8 @@ def test_kcnn_report_rewrites_the_page_and_names_a_missing_run(run_dir, tmp_path
 
 PROBE = """<script>
 window.__errors = [];
-window.addEventListener("error", e => window.__errors.push("error: " + (e.message || (e.target && e.target.src))), true);
+window.addEventListener("error",
+  e => window.__errors.push("error: " + (e.message || (e.target && e.target.src))), true);
 const original = console.error;
 console.error = (...args) => { window.__errors.push("console: " + args.join(" ")); original(...args); };
 window.addEventListener("load", () => {
