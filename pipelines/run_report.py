@@ -154,6 +154,17 @@ def _filters_section(model) -> str:
     return _png_tag(draw.grid_png(grid, title=f"{layer.name}: {len(grid)} filters"), f"filters of {layer.name}")
 
 
+def _unless_no_conv(section, model, *args) -> str:
+    """A section that needs a convolution layer; a model without one gets a line saying so."""
+    from kcnn.insight import first_conv_layer
+
+    try:
+        first_conv_layer(model)
+    except ValueError as error:
+        return f"<p>{html.escape(str(error))}.</p>"
+    return section(model, *args)
+
+
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
 h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 1.6em; }
@@ -173,20 +184,21 @@ def render_report(run: Run, *, keep_wrong: int = 8) -> str:
     summary_rows = [("test images", len(labels)), ("test accuracy", f"{accuracy:.4f}")]
     summary_rows += [(key, f"{value:.4f}" if isinstance(value, float) else value)
                      for key, value in run.metrics.items() if key != "test_accuracy"]
-    config = run.config
+    data = run.config.data
+    curves = (_png_tag(_plot_bytes(run, "curves", plots.plot_curves, run.history), "training curves")
+              if run.history else "<p>No history.csv in this run.</p>")
+    confusion = _plot_bytes(run, "confusion", plots.plot_confusion, labels, predictions, names)
     body = {
-        "summary": f"<p>{html.escape(config.model.name)} on {html.escape(config.data.source)}, "
-                   f"{config.data.image_size}x{config.data.image_size}.</p>" + _table(("figure", "value"), summary_rows),
-        "curves": (_png_tag(_plot_bytes(run, "curves", plots.plot_curves, run.history), "training curves") if run.history
-                   else "<p>No history.csv in this run.</p>"),
-        "confusion": _png_tag(_plot_bytes(run, "confusion", plots.plot_confusion, labels, predictions,
-                                                 names), "confusion matrix"),
+        "summary": f"<p>{html.escape(run.config.model.name)} on {html.escape(data.source)}, "
+                   f"{data.image_size}x{data.image_size}.</p>" + _table(("figure", "value"), summary_rows),
+        "curves": curves,
+        "confusion": _png_tag(confusion, "confusion matrix"),
         "per-class": _table(("class", "precision", "recall", "F1", "support"),
                             [(r["class"], f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}",
                               r["support"]) for r in scores]),
         "analysis": _analysis_table(run.model),
-        "wrong": _wrong_section(run.model, wrong, names),
-        "filters": _filters_section(run.model),
+        "wrong": _unless_no_conv(_wrong_section, run.model, wrong, names),
+        "filters": _unless_no_conv(_filters_section, run.model),
     }
     title = f"kcnn run report: {os.path.basename(os.path.abspath(run.path))}"
     sections = "".join(f'<section id="{key}"><h2>{html.escape(heading)}</h2>{body[key]}</section>'

@@ -80,7 +80,7 @@ def read_image(path: str, target: Target) -> np.ndarray:
     try:
         with Image.open(path) as opened:
             picture = opened.convert("L" if target.channels == 1 else "RGB")
-    except (UnidentifiedImageError, FileNotFoundError) as error:
+    except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"cannot read image {path}: {error}") from None
     size = target.image_size
     scale = size / target.crop_fraction / min(picture.size)
@@ -180,7 +180,7 @@ def _projections(target: Target, layer, image, method: str) -> bytes:
 def graph_model(model, layer):
     import keras
 
-    return keras.Model(graph.functional(model).inputs, graph.get_layer(model, layer).output)
+    return keras.Model(graph.functional(model).inputs[0], graph.get_layer(model, layer).output)
 
 
 def _safe(name: str) -> str:

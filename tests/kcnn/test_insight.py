@@ -76,7 +76,8 @@ def test_scores_skip_a_softmax_fused_into_the_last_layer():
     weights = np.arange(32, dtype="float32").reshape(16, 2) - 16
     model.get_layer("scores").set_weights([weights, np.zeros(2, "float32")])
     image = np.ones((1, 4, 4, 1), "float32")
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(insight.scores(model, image)), [[-16.0, 0.0]])  # sums of the columns
+    logits = keras.ops.convert_to_numpy(insight.scores(model, image))
+    np.testing.assert_allclose(logits, [[-16.0, 0.0]])  # the columns' sums, not softmax's [1e-7, 1]
     grad, _ = insight.input_gradients(model, image, class_index=0)
     np.testing.assert_allclose(grad[0, ..., 0].ravel(), weights[:, 0])
     assert model.get_layer("scores").activation.__name__ == "softmax"  # restored after the call
@@ -180,7 +181,7 @@ def test_filters_tiles_and_activations_order():
     assert deeper.tiles.shape == (32 * 4, 3, 3, 1) and deeper.columns == 4
     image = np.random.default_rng(0).normal(size=(32, 32, 3)).astype("float32")
     grid = insight.activations(model, "relu2", image, top_k=5)
-    maps = keras.Model(model.inputs, model.get_layer("relu2").output)(image[None]).numpy()[0]
+    maps = keras.Model(model.inputs[0], model.get_layer("relu2").output)(image[None]).numpy()[0]
     strongest = np.argsort(-maps.mean((0, 1)), kind="stable")[:5]
     assert [label.split()[1] for label in grid.labels] == [str(c) for c in strongest]
     assert insight.tile_image(grid.tiles, grid.columns).shape == (2 * 17 - 1, 3 * 17 - 1, 3)  # 16x16 maps, 3 + 2
@@ -214,7 +215,7 @@ def test_activation_maximisation_climbs_above_real_images(trained):
     model, inputs, *_ = trained
     objective = insight.unit_objective(model, "relu3", 0)
     real = keras.ops.convert_to_numpy(
-        keras.Model(model.inputs, model.get_layer("relu3").output)(inputs)[..., 0]).mean(axis=(1, 2))
+        keras.Model(model.inputs[0], model.get_layer("relu3").output)(inputs)[..., 0]).mean(axis=(1, 2))
     image, history = insight.maximize_activation(model, "relu3", 0, steps=40, jitter=1, l2_decay=1e-3,
                                                  value_range=(-1.0, 1.0))
     assert image.shape == (32, 32, 3) and len(history) == 41

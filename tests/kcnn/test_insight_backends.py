@@ -23,12 +23,13 @@ SCRIPT = textwrap.dedent(
     from kcnn import insight
     assert keras.backend.backend() == os.environ["KERAS_BACKEND"]
     inputs = keras.Input((12, 12, 3))
-    x = keras.layers.Conv2D(4, 3, activation="relu", name="c1")(inputs)
+    x = keras.layers.Conv2D(4, 3, activation="relu", kernel_initializer="zeros", name="c1")(inputs)
     x = keras.layers.MaxPooling2D(name="p1")(x)
-    x = keras.layers.Conv2D(6, 3, padding="same", name="c2")(x)
+    x = keras.layers.Conv2D(6, 3, padding="same", kernel_initializer="zeros", name="c2")(x)
     x = keras.layers.ReLU(name="r2")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", kernel_initializer="zeros")(x))
+    # Zero initialisers, then random weights: JAX compiles every random initializer shape (slow on CPU).
     rng = np.random.default_rng(1)
     model.set_weights([rng.standard_normal(w.shape).astype("float32") * 0.5 for w in model.get_weights()])
     images = rng.standard_normal((2, 12, 12, 3)).astype("float32")

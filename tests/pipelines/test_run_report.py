@@ -106,7 +106,8 @@ def test_kcnn_report_rewrites_the_page_and_names_a_missing_run(run_dir, tmp_path
 
 PROBE = """<script>
 window.__errors = [];
-window.addEventListener("error", e => window.__errors.push("error: " + (e.message || (e.target && e.target.src))), true);
+window.addEventListener("error",
+  e => window.__errors.push("error: " + (e.message || (e.target && e.target.src))), true);
 const original = console.error;
 console.error = (...args) => { window.__errors.push("console: " + args.join(" ")); original(...args); };
 window.addEventListener("load", () => {
@@ -161,3 +162,13 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     result = json.loads(html.unescape(marker[1].split("</pre>", 1)[0]))
     assert result["errors"] == [] and result["broken"] == []
     assert result["images"] == probed.count("<img ")
+
+
+def test_sections_that_need_a_convolution_say_so_for_a_dense_model():
+    import keras
+
+    from pipelines.run_report import _filters_section, _unless_no_conv
+
+    inputs = keras.Input((4, 4, 1))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs)), name="dense_only")
+    assert _unless_no_conv(_filters_section, model) == "<p>model &#x27;dense_only&#x27; has no convolution layer.</p>"
