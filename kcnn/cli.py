@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 
-COMMAND_MODULES = ("pipelines.cli", "serving.cli")
+COMMAND_MODULES = ("kcnn.compress_cli", "pipelines.cli", "serving.cli")
 
 # Quieter TensorFlow C++ logs for the processes the commands start (kcnn demo's training run); TensorFlow
 # in this process was imported with the kcnn package, before this line. Set it yourself to override.
