@@ -4,6 +4,11 @@ from __future__ import annotations
 
 
 def _export(args) -> int:
+    if args.format == "litert":  # int8 .tflite for the edge: serving/litert.py
+        from serving.litert import describe, export_run_litert
+
+        print(describe(export_run_litert(args.run_dir, args.base_path)))
+        return 0
     from serving.export import export_run
 
     result = export_run(args.run_dir, args.base_path, version=args.version, top_k=args.top_k,
@@ -113,6 +118,8 @@ def register(sub) -> None:
     export.add_argument("--image-dtype", choices=["uint8", "float32"], default="uint8",
                         help="dtype of the serving_default 'images' input")
     export.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    export.add_argument("--format", choices=["tf_saved_model", "litert"], default="tf_saved_model",
+                        help="tf_saved_model (default) or litert: int8 BASE_PATH/model.tflite with float fallback")
     export.set_defaults(func=_export)
 
     config = sub.add_parser(
