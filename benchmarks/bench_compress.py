@@ -39,7 +39,9 @@ def config_for(args):
     return from_dict({
         "data": {"source": "digits", "image_size": args.image_size, "channels": 1, "batch_size": 32,
                  "augment": "none"},
-        "model": {"name": "squeezenet1_0", "head_kwargs": {"dropout": 0.2}},
+        # The fully convolutional head without the paper's ReLU on the class scores: on 10 classes a ReLU'd
+        # score map that goes dead loses its class for good (a first trial stalled at 79% that way).
+        "model": {"name": "squeezenet1_0", "head": "fully_conv", "head_kwargs": {"dropout": 0.2}},
         "optimizer": {"name": "adamw", "learning_rate": 2e-3, "weight_decay": 1e-4, "schedule": "cosine",
                       "warmup_epochs": 1},
         "train": {"epochs": args.epochs, "seed": 0},
@@ -97,7 +99,7 @@ def main() -> int:
     data = config.data
     common = dict(image_size=data.image_size, batch_size=data.batch_size, channels=data.channels,
                   mean=data.mean, std=data.std)
-    train_ds = make_dataset(data.source, data.train_split, seed=0, **common)
+    train_ds = make_dataset(data.source, data.train_split, seed=0, shuffle=True, **common)
     test_ds = make_dataset(data.source, data.test_split, **common)
     dense_accuracy = accuracy(dense, test_ds)
     print(f"dense: test accuracy {dense_accuracy:.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
