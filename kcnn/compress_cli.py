@@ -99,6 +99,7 @@ def format_report(report: dict) -> str:
         for module, (_, paper) in SQUEEZENET_TABLE1_PARAMS.items():
             if module in after:
                 lines.append(f"{module:<12}{after[module]:>15,}{paper:>10,}{after[module] / paper - 1:>12.2%}")
+        lines.append("(conv1 and conv10 depend on the input channels and the classes: Table 1 has 3 and 1000)")
     return "\n".join(lines)
 
 
