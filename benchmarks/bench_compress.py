@@ -7,7 +7,7 @@ centroids, (4) write the Deep Compression artefact (relative indices, Huffman) a
 (5) export the dense model to LiteRT int8. Reports test accuracy, bytes and compression factors,
 and the structural Table 1 reproduction at the paper's 227x227 ImageNet shape.
 
-    PYTHONPATH=$PWD python benchmarks/bench_compress.py [--epochs 8 --retrain-epochs 3]
+    PYTHONPATH=$PWD python benchmarks/bench_compress.py [--epochs 8 --retrain-epochs 4]
 
 Last line: ``RESULT {json}``.
 """
@@ -76,7 +76,7 @@ def table1_structure() -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=8, help="dense training epochs")
-    parser.add_argument("--retrain-epochs", type=int, default=3, help="retraining epochs after pruning")
+    parser.add_argument("--retrain-epochs", type=int, default=4, help="retraining epochs after pruning")
     parser.add_argument("--finetune-steps", type=int, default=40, help="centroid fine-tuning steps")
     parser.add_argument("--image-size", type=int, default=48, help="digits upsampled to this size (>= 35)")
     parser.add_argument("--work-dir", help="where the runs go (default: a temporary directory)")
