@@ -15,7 +15,8 @@ import importlib.util
 import os
 import sys
 
-COMMAND_MODULES = ("pipelines.cli", "pipelines.style_cli", "serving.cli", "kcnn.insight_cli", "pipelines.report_cli")
+COMMAND_MODULES = ("pipelines.cli", "pipelines.style_cli", "serving.cli", "kcnn.insight_cli", "pipelines.report_cli",
+                   "kcnn.compress_cli")
 
 # TensorFlow's C++ start-up logs (CUDA probing, oneDNN notices) are noise on a command line: silence them in
 # this process (TensorFlow is imported later, by the commands that need it) and in the processes the commands

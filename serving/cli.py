@@ -6,6 +6,12 @@ from __future__ import annotations
 def _export(args) -> int:
     import os
 
+    if args.format == "litert":  # int8 .tflite for the edge: serving/litert.py
+        from serving.litert import describe, export_run_litert
+
+        print(describe(export_run_litert(args.run_dir, args.base_path)))
+        return 0
+
     from pipelines.style import STYLIZER_FILE
 
     if os.path.exists(os.path.join(args.run_dir, STYLIZER_FILE)):  # an image-to-image run (kcnn train-style)
@@ -180,6 +186,8 @@ def register(sub) -> None:
     export.add_argument("--max-image-pixels", type=int, default=4096 * 4096,
                         help="largest image (height x width) predict_image_bytes decodes; larger files are refused "
                              "with INVALID_ARGUMENT before decoding (default 16777216, 4096x4096)")
+    export.add_argument("--format", choices=["tf_saved_model", "litert"], default="tf_saved_model",
+                        help="tf_saved_model (default) or litert: int8 BASE_PATH/model.tflite with float fallback")
     export.set_defaults(func=_export)
 
     config = sub.add_parser(

@@ -21,5 +21,6 @@ from kcnn.compress.tables import TABLES
 __all__ = [
     "LayerCode", "MaskedConv2D", "MaskedDense", "PolynomialDensity", "PruningCallback", "TABLES",
     "apply_masks", "density_report", "encode_model", "finetune_centroids", "kernel_variable", "kmeans_linear",
-    "load_artefact", "magnitude_mask", "prune", "quantise", "resolve_densities", "size_report", "strip_pruning", "write_artefact",
+    "load_artefact", "magnitude_mask", "prune", "quantise", "resolve_densities", "size_report", "strip_pruning",
+    "write_artefact",
 ]

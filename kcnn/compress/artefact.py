@@ -117,8 +117,6 @@ def write_artefact(model, codes: dict[str, LayerCode], path: str, *, index_bits:
 
 def load_artefact(path: str):
     """The Keras model stored in an artefact, its kernels rebuilt as ``codebook[index]``."""
-    import kcnn.compress.pruning  # noqa: F401  (registers MaskedConv2D/MaskedDense should a config name them)
-
     with zipfile.ZipFile(path) as archive:
         manifest = json.loads(archive.read("manifest.json"))
         if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:

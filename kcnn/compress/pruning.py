@@ -229,7 +229,8 @@ class PruningCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if not masked_layers(self.model):
-            raise ValueError("PruningCallback needs a model from kcnn.compress.pruning(); this one has no masked layers")
+            raise ValueError("PruningCallback needs a model from kcnn.compress.prune(); "
+                             "this one has no masked layers")
         apply_masks(self.model)
 
     def on_epoch_begin(self, epoch, logs=None):

@@ -80,6 +80,10 @@ def test_unknown_table_and_unmatched_pattern_are_clear_errors():
         compress.prune(model, {"fire*": 0.5})
     with pytest.raises(ValueError, match=r"density for 'conv' must be in \(0, 1\], got 0.0"):
         compress.prune(model, {"conv": 0})
+    callback = compress.PruningCallback()
+    callback.set_model(model)
+    with pytest.raises(ValueError, match=r"PruningCallback needs a model from kcnn.compress.prune\(\)"):
+        callback.on_train_begin()
 
 
 def test_huffman_code_is_optimal_and_round_trips():
@@ -128,7 +132,8 @@ def test_kmeans_linear_initialisation_and_shared_kernel():
 def tiny_model(seed: int = 0):
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((8, 8, 1))
-    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv", kernel_regularizer=keras.regularizers.L2(1e-2))(inputs)
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv",
+                            kernel_regularizer=keras.regularizers.L2(1e-2))(inputs)
     x = keras.layers.GlobalAveragePooling2D()(x)
     outputs = keras.layers.Dense(3, activation="softmax", name="dense")(x)
     return keras.Model(inputs, outputs)
