@@ -30,6 +30,8 @@ class EncodedKernel:
     code_lengths: np.ndarray  # Huffman code lengths of the weight codes
     gap_stream: bytes
     code_stream: bytes
+    gap_bits: int = 0  # Huffman-coded stream lengths in bits (the streams are padded to whole bytes)
+    code_bits: int = 0
 
     @property
     def raw_bits(self) -> int:
@@ -39,9 +41,6 @@ class EncodedKernel:
     @property
     def huffman_bits(self) -> int:
         return self.gap_bits + self.code_bits
-
-    gap_bits: int = 0
-    code_bits: int = 0
 
     @property
     def table_bits(self) -> int:
@@ -75,12 +74,10 @@ def encode_kernel(index: np.ndarray, bits: int, index_bits: int = 8) -> EncodedK
     gap_symbols = gaps - 1
     gap_lengths = huffman.code_lengths(np.bincount(gap_symbols, minlength=2 ** index_bits))
     code_lengths = huffman.code_lengths(np.bincount(codes, minlength=2 ** bits))
-    encoded = EncodedKernel(tuple(int(d) for d in np.shape(index)), bits, index_bits, int(gaps.size), fillers,
-                            gap_lengths, code_lengths, huffman.encode(gap_symbols, gap_lengths),
-                            huffman.encode(codes, code_lengths))
-    encoded.gap_bits = huffman.encoded_bits(gap_symbols, gap_lengths)
-    encoded.code_bits = huffman.encoded_bits(codes, code_lengths)
-    return encoded
+    return EncodedKernel(tuple(int(d) for d in np.shape(index)), bits, index_bits, int(gaps.size), fillers,
+                         gap_lengths, code_lengths, huffman.encode(gap_symbols, gap_lengths),
+                         huffman.encode(codes, code_lengths), huffman.encoded_bits(gap_symbols, gap_lengths),
+                         huffman.encoded_bits(codes, code_lengths))
 
 
 def decode_kernel(encoded: EncodedKernel) -> np.ndarray:
