@@ -34,6 +34,7 @@ def compress_run(run_dir: str, out_dir: str, *, densities=None, bits: int = 6, i
     import keras
 
     from kcnn import compress
+    from kcnn.files import atomic_write, staged_path
 
     model_path = os.path.join(run_dir, "model.keras")
     if not os.path.exists(model_path):
@@ -49,31 +50,15 @@ def compress_run(run_dir: str, out_dir: str, *, densities=None, bits: int = 6, i
     os.makedirs(out_dir, exist_ok=True)
     report = compress.write_artefact(model, codes, os.path.join(out_dir, ARTEFACT), index_bits=index_bits)
     restored = compress.load_artefact(os.path.join(out_dir, ARTEFACT))
-    _atomic_save(restored, os.path.join(out_dir, "model.keras"))
+    with staged_path(os.path.join(out_dir, "model.keras")) as temporary:
+        restored.save(temporary)
     for name in RUN_METADATA:
         if os.path.exists(os.path.join(run_dir, name)):
             shutil.copyfile(os.path.join(run_dir, name), os.path.join(out_dir, name))
     report.update(run_dir=run_dir, artefact=os.path.join(out_dir, ARTEFACT), bits=bits, index_bits=index_bits,
                   table=densities if isinstance(densities, str) else None)
-    _atomic_write(os.path.join(out_dir, "compression.json"), json.dumps(report, indent=2))
+    atomic_write(os.path.join(out_dir, "compression.json"), json.dumps(report, indent=2))
     return report
-
-
-def _atomic_save(model, path: str) -> None:
-    temporary = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    model.save(temporary)
-    with open(temporary, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
-def _atomic_write(path: str, text: str) -> None:
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 def format_report(report: dict) -> str:

@@ -24,79 +24,10 @@ import json
 import logging
 import os
 import shutil
-import tempfile
-from contextlib import contextmanager
 
-from pipelines.faults import crash_point
+from kcnn.files import atomic_write, remove_stale_staged_files, staged_path  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
-
-
-STAGED_TAG = "kcnn-staged-"  # in the names of files being written: .{stem}-kcnn-staged-{pid}-{random}{ext}
-
-
-def remove_stale_staged_files(directory: str) -> list[str]:
-    """Delete files that writers killed before their rename left in ``directory`` (and one level down)."""
-    removed = []
-    for root, _, files in _walk_shallow(directory):
-        for name in files:
-            if not name.startswith(".") or STAGED_TAG not in name:
-                continue
-            pid = name.split(STAGED_TAG, 1)[1].split("-", 1)[0]
-            if pid.isdigit() and not _alive(int(pid)):
-                os.remove(os.path.join(root, name))
-                removed.append(os.path.join(root, name))
-    return removed
-
-
-def _walk_shallow(directory: str):
-    if not os.path.isdir(directory):
-        return
-    top = next(os.walk(directory))
-    yield top
-    for sub in top[1]:
-        yield next(os.walk(os.path.join(directory, sub)))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def atomic_write(path: str, data: str | bytes) -> str:
-    """Write ``data`` to ``path`` through a temporary file in the same directory, fsync and rename."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    with staged_path(path) as temporary:
-        with open(temporary, "wb" if isinstance(data, bytes) else "w") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-    return path
-
-
-@contextmanager
-def staged_path(path: str):
-    """A temporary path beside ``path`` (same extension) for a writer; renamed onto ``path`` when the block ends."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    stem, extension = os.path.splitext(os.path.basename(path))
-    handle, temporary = tempfile.mkstemp(prefix=f".{stem}-{STAGED_TAG}{os.getpid()}-", suffix=extension, dir=directory)
-    os.close(handle)
-    os.chmod(temporary, 0o644)  # mkstemp makes 0600; a server or a colleague reads run files too
-    try:
-        yield temporary
-        crash_point(f"replace:{os.path.basename(path)}")
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
 
 
 class RunDir:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines import report as plots
+from kcnn.files import atomic_write
 
 REPORT_NAME = "report.html"
 SECTIONS = (("summary", "Summary"), ("curves", "Training curves"), ("confusion", "Confusion matrix"),
@@ -211,16 +212,4 @@ def write_report(run_dir: str, *, keep_wrong: int = 8) -> str:
     """Write ``run_dir/report.html`` atomically; returns its path."""
     page = render_report(read_run(run_dir), keep_wrong=keep_wrong)
     path = os.path.join(run_dir, REPORT_NAME)
-    handle, temporary = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=run_dir)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(page)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp makes it owner-only
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-    return path
+    return atomic_write(path, page)

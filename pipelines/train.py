@@ -28,11 +28,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import kcnn
 from pipelines import finetune, report
 from pipelines.config import Config
 from pipelines.data import DataSpec, make_dataset
-from pipelines.faults import crash_point
+from kcnn.faults import crash_point
 from pipelines.environment import is_chief, resolve_jit, resolve_precision, resolve_strategy
 from pipelines.run_dir import RunDir, atomic_write
 from pipelines.run_report import write_report

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from pipelines.faults import crash_point
+from kcnn.faults import crash_point
+from kcnn.files import process_alive
 from pipelines.image_header import DEFAULT_MAX_PIXELS
 from pipelines.preprocess import Preprocessing, preprocess_encoded, preprocess_images
 from pipelines.run_dir import RunDir, atomic_write
@@ -159,7 +160,7 @@ def recover(base_path: str) -> list[str]:
         path = os.path.join(base_path, name)
         for prefix in (STAGING_PREFIX, RETIRED_PREFIX):
             fields = name[len(prefix):].split("-") if name.startswith(prefix) else []
-            if len(fields) < 2 or not fields[0].isdigit() or not fields[1].isdigit() or _alive(int(fields[1])):
+            if len(fields) < 2 or not fields[0].isdigit() or not fields[1].isdigit() or process_alive(int(fields[1])):
                 continue
             target = os.path.join(base_path, fields[0])
             if prefix == RETIRED_PREFIX and not os.path.exists(target):
@@ -171,16 +172,6 @@ def recover(base_path: str) -> list[str]:
     for line in done:
         log.warning("%s: %s", base_path, line)
     return done
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def export_run(run_dir: str, base_path: str, **options) -> ExportResult:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
+from kcnn.files import atomic_write
 
 TFLITE_FILE = "model.tflite"
 
@@ -111,25 +112,16 @@ def export_run_litert(run_dir: str, out_dir: str, *, samples: int = 200, int8: b
         examples += len(labels)
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, TFLITE_FILE)
-    _atomic_write(path, content)
+    atomic_write(path, content)
     result = LiteRTResult(path, len(content), hits_float / max(examples, 1), hits_lite / max(examples, 1), examples)
     for name in ("class_names.json", "preprocessing.json"):
         if os.path.exists(os.path.join(run_dir, name)):
             shutil.copyfile(os.path.join(run_dir, name), os.path.join(out_dir, name))
-    _atomic_write(os.path.join(out_dir, "litert.json"), json.dumps(
+    atomic_write(os.path.join(out_dir, "litert.json"), json.dumps(
         {"int8": int8, "representative_images": samples if int8 else 0, "bytes": result.bytes,
          "test_examples": examples, "float_accuracy": result.float_accuracy,
          "litert_accuracy": result.litert_accuracy}, indent=2).encode())
     return result
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 def describe(result: LiteRTResult) -> str:

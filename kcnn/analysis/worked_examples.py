@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 
 import keras
 from keras import layers
+from kcnn.files import staged_path
 
 
 def lenet_c1():
@@ -109,16 +109,8 @@ def save_all(directory: str) -> list[str]:
     paths = []
     for name, _, build in EXAMPLES:
         path = os.path.join(directory, f"{name}.keras")
-        handle, temporary = tempfile.mkstemp(suffix=".keras", dir=directory)
-        os.close(handle)
-        try:
+        with staged_path(path) as temporary:
             build().save(temporary)
-            with open(temporary, "rb") as written:
-                os.fsync(written.fileno())
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
         paths.append(path)
     return paths
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 
 import keras
@@ -22,6 +21,7 @@ from keras import ops
 
 from kcnn.compress import sparse
 from kcnn.compress.quantize import LayerCode
+from kcnn.files import staged_path
 
 FORMAT = "kcnn-deep-compression"
 FORMAT_VERSION = 1
@@ -95,21 +95,10 @@ def write_artefact(model, codes: dict[str, LayerCode], path: str, *, index_bits:
         layers.append({"name": layer.name, "weights": entries})
     manifest = {"format": FORMAT, "version": FORMAT_VERSION, "keras_version": keras.__version__,
                 "model": json.loads(model.to_json()), "layers": layers}
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".kcnn-artefact-", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as raw, zipfile.ZipFile(raw, "w") as archive:
-            archive.writestr("manifest.json", json.dumps(manifest), compress_type=zipfile.ZIP_DEFLATED)
-            for name, data in members.items():
-                archive.writestr(name, data, compress_type=zipfile.ZIP_STORED)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    with staged_path(path) as temporary, zipfile.ZipFile(temporary, "w") as archive:
+        archive.writestr("manifest.json", json.dumps(manifest), compress_type=zipfile.ZIP_DEFLATED)
+        for name, data in members.items():
+            archive.writestr(name, data, compress_type=zipfile.ZIP_STORED)
     report = size_report(model, codes, encoded)
     report["file_bytes"] = os.path.getsize(path)
     return report

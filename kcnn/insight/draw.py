@@ -7,10 +7,10 @@ PNG is written atomically (a temporary name in the same directory, then renamed)
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 
 import numpy as np
+
+from kcnn.files import atomic_write
 
 
 def _pyplot():
@@ -64,24 +64,6 @@ def tile_image(tiles, columns: int, *, gap: int = 1, background: float = 1.0) ->
     return canvas
 
 
-def _atomic_write(path: str, data: bytes) -> str:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp makes it owner-only
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-    return path
-
-
 def figure_png(figure, dpi: int = 100) -> bytes:
     """A matplotlib figure as PNG bytes (the figure is closed)."""
     plt = _pyplot()
@@ -114,7 +96,7 @@ def panels_png(panels, titles=(), *, columns: int | None = None, size: float = 2
 
 
 def save_panels(path: str, panels, titles=(), **kwargs) -> str:
-    return _atomic_write(path, panels_png(panels, titles, **kwargs))
+    return atomic_write(path, panels_png(panels, titles, **kwargs))
 
 
 def grid_png(grid, *, title: str | None = None, scale: int = 8, dpi: int = 100) -> bytes:
@@ -132,7 +114,7 @@ def grid_png(grid, *, title: str | None = None, scale: int = 8, dpi: int = 100) 
 
 
 def save_grid(path: str, grid, *, title: str | None = None) -> str:
-    return _atomic_write(path, grid_png(grid, title=title))
+    return atomic_write(path, grid_png(grid, title=title))
 
 
 def plot_history_png(history, *, title: str, ylabel: str = "activation") -> bytes:
@@ -168,4 +150,4 @@ def side_by_side(images, *, gap: int = 2) -> np.ndarray:
 
 
 def save_png_bytes(path: str, data: bytes) -> str:
-    return _atomic_write(path, data)
+    return atomic_write(path, data)

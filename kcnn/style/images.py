@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
+
+from kcnn.files import atomic_write
 
 # ITU-R BT.601 luma and the YIQ chroma axes (the colour space Gatys et al. 2017 use for luminance-only transfer).
 RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], "float32")
@@ -81,25 +82,6 @@ def combine_luminance(result: np.ndarray, content: np.ndarray) -> np.ndarray:
     yiq = to_yiq(content)
     yiq[..., 0] = to_yiq(result)[..., 0]
     return np.clip(to_rgb(yiq), 0, 255)
-
-
-def atomic_write(path: str, data: bytes) -> str:
-    """Write ``data`` to ``path`` through a temporary file in the same directory, fsync and rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp makes 0600; others (a server user) must read it
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return path
 
 
 def save_png(image: np.ndarray, path: str) -> str:

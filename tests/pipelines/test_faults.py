@@ -1,4 +1,4 @@
-"""SIGKILL at the worst moments, injected at the write itself (pipelines.faults), then the same command again.
+"""SIGKILL at the worst moments, injected at the write itself (kcnn.faults), then the same command again.
 
 The issue's faults: a kill while best.keras was written left a run no rerun could finish (BadZipFile);
 checkpoint temp directories were never cleaned; `kcnn export --overwrite` deleted the old version before
@@ -16,8 +16,8 @@ import sys
 import keras
 import pytest
 
-from pipelines.faults import ENVIRONMENT
-from pipelines.run_dir import STAGED_TAG
+from kcnn.faults import ENVIRONMENT
+from kcnn.files import STAGED_TAG
 from serving.export import RETIRED_PREFIX, STAGING_PREFIX, recover, versions
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
