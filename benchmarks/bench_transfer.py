@@ -76,6 +76,7 @@ def main() -> None:
     parser.add_argument("--pretrain-epochs", type=int, default=15)
     parser.add_argument("--epochs", type=int, default=30, help="the budget of both fine-tuning and from-scratch runs")
     parser.add_argument("--unfreeze-at", type=int, default=10, help="epoch at which the backbone starts training")
+    parser.add_argument("--unfreeze-lr", type=float, default=0.01, help="the rate once the backbone trains")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="kcnn-transfer-")
     pre_data = write_folder(os.path.join(work, "digits0-4"), range(5), None, 0)
@@ -88,7 +89,7 @@ def main() -> None:
         common = {"data": {"source": f"folder:{data}", "batch_size": 20}}
         finetune = {**common, "model": {"weights": pretrained, "freeze": "backbone"},
                     "train": {"epochs": args.epochs, "seed": seed, "unfreeze_at_epoch": args.unfreeze_at,
-                              "unfreeze_learning_rate": 0.01}}
+                              "unfreeze_learning_rate": args.unfreeze_lr}}
         scratch = {**common, "train": {"epochs": args.epochs, "seed": seed}}
         order = [("finetune", finetune), ("scratch", scratch)]
         for name, sections in order if seed % 2 == 0 else order[::-1]:
