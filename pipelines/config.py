@@ -52,13 +52,32 @@ class ModelConfig:
     head: Optional[str] = None
     backbone_kwargs: dict = field(default_factory=dict)
     head_kwargs: dict = field(default_factory=dict)
+    bn_momentum: Optional[float] = None  # None: the backbone's own (paper) value
+    bn_epsilon: Optional[float] = None
 
     def check(self):
         import kcnn
+        from kcnn.blocks.normalization import batch_norm_defaults
 
-        kcnn.backbones.BACKBONES.entry(self.name)  # raises with the names and the closest match
+        builder = kcnn.backbones.BACKBONES.entry(self.name).fn  # raises with the names and the closest match
         if self.head is not None:
             kcnn.heads.HEADS.entry(self.head)
+        for key in ("bn_momentum", "bn_epsilon"):
+            if getattr(self, key) is None:
+                continue
+            if batch_norm_defaults(builder) is None:
+                raise ConfigError(f"model.{key}: {self.name} has no batch norm; leave model.{key} unset")
+            if key in self.backbone_kwargs:
+                raise ConfigError(f"model.{key} and model.backbone_kwargs.{key} are both set; keep one")
+        if self.bn_momentum is not None:
+            _range(self, "bn_momentum", 0.0, 1.0, high_open=True)
+        if self.bn_epsilon is not None:
+            _range(self, "bn_epsilon", 0.0, 1.0, low_open=True)
+
+    def builder_kwargs(self) -> dict:
+        """``backbone_kwargs`` with the batch-norm keys that are set."""
+        extra = {key: getattr(self, key) for key in ("bn_momentum", "bn_epsilon") if getattr(self, key) is not None}
+        return {**self.backbone_kwargs, **extra}
 
 
 @dataclass(frozen=True)
@@ -107,6 +126,8 @@ class TrainConfig:
     strategy: str = "auto"
     early_stopping_patience: Optional[int] = None
     steps_per_epoch: Optional[int] = None
+    precise_bn_batches: int = 32  # 0: evaluate with the moving averages as training left them
+    sync_bn: bool = False  # batch statistics over all replicas (several replicas only)
 
     def check(self):
         _positive(self, "epochs")
@@ -117,6 +138,9 @@ class TrainConfig:
             _positive(self, "early_stopping_patience")
         if self.steps_per_epoch is not None:
             _positive(self, "steps_per_epoch")
+        if self.precise_bn_batches < 0:
+            raise ConfigError(f"train.precise_bn_batches must be >= 0 (0 turns precise batch norm off), "
+                              f"got {self.precise_bn_batches}")
 
 
 @dataclass(frozen=True)

@@ -23,13 +23,14 @@ import tempfile
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 import kcnn
 from pipelines import report
+from pipelines.batchnorm import BatchNormStatistics
 from pipelines.config import Config
 from pipelines.data import make_dataset
+from pipelines.distributed_eval import DistributedEvaluator, labels_and_predictions
 from pipelines.environment import is_chief, resolve_jit, resolve_precision, resolve_strategy
 from pipelines.optim import make_optimizer
 
@@ -110,7 +111,7 @@ def _run(config, run_dir, work_dir, chief, strategy, strategy_name, policy, call
 
     with strategy.scope():
         model = kcnn.build(config.model.name, num_classes=num_classes, head=config.model.head,
-                           input_shape=input_shape, backbone_kwargs=dict(config.model.backbone_kwargs),
+                           input_shape=input_shape, backbone_kwargs=config.model.builder_kwargs(),
                            head_kwargs=dict(config.model.head_kwargs))
         optimizer = make_optimizer(config.optimizer, steps_per_epoch=steps, epochs=epochs, global_batch=global_batch)
         if policy == "mixed_float16":
@@ -128,8 +129,11 @@ def _run(config, run_dir, work_dir, chief, strategy, strategy_name, policy, call
 
     train_step = _make_train_step(model, optimizer, strategy, num_classes, global_batch,
                                   config.optimizer.label_smoothing, resolve_jit(config.train))
-    eval_step = _make_eval_step(model)
     dist_train = strategy.experimental_distribute_dataset(_auto_shard_by_data(train_ds))
+    # Batch norm (pipelines/batchnorm.py): precise statistics, identical on every replica, before each evaluation.
+    bn_statistics = BatchNormStatistics(model, strategy, dist_train, sync=config.train.sync_bn,
+                                        batches=min(config.train.precise_bn_batches, steps))
+    evaluate_replicas = DistributedEvaluator(model, strategy)
     callback_list = _callbacks(config, model, callbacks, epochs, steps)
     writers = {name: tf.summary.create_file_writer(os.path.join(work_dir, "logs", name))
                for name in ("train", "validation")}
@@ -154,7 +158,8 @@ def _run(config, run_dir, work_dir, chief, strategy, strategy_name, policy, call
             if bar:
                 bar.update(step + 1, [("loss", loss)])
         seconds = time.perf_counter() - tick
-        val = evaluate_dataset(eval_step, val_ds)
+        bn_statistics.refresh()
+        val = evaluate_replicas(val_ds)
         logs = {"epoch": epoch + 1, "loss": loss_sum / max(steps, 1), "accuracy": correct / max(seen, 1),
                 "val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_top5_accuracy": val["top5_accuracy"],
                 "learning_rate": float(_current_rate(optimizer)), "images_per_second": seen / seconds,
@@ -163,8 +168,7 @@ def _run(config, run_dir, work_dir, chief, strategy, strategy_name, policy, call
         _write_epoch(work_dir, writers, history, logs)
         if logs["val_accuracy"] > best_var.numpy():
             best_var.assign(logs["val_accuracy"])
-            if chief:
-                model.save(os.path.join(work_dir, "best.keras"))
+            model.save(os.path.join(work_dir, "best.keras"))  # every worker, so all test the same best model
         epoch_var.assign(epoch + 1)
         manager.save(checkpoint_number=epoch + 1)
         _say(verbose, "epoch {epoch}/{total}: loss {loss:.4f} accuracy {accuracy:.4f} val_loss {val_loss:.4f} "
@@ -177,12 +181,12 @@ def _run(config, run_dir, work_dir, chief, strategy, strategy_name, policy, call
     callback_list.on_train_end()
     if config.optimizer.ema is not None:
         optimizer.finalize_variable_values(model.trainable_variables)
-    return _finish(config, run_dir, work_dir, chief, model, eval_step, history, policy, strategy_name, replicas,
-                   started, train_ds, val_ds, verbose)
+    return _finish(config, run_dir, work_dir, chief, model, bn_statistics, evaluate_replicas, history, policy,
+                   strategy_name, replicas, started, train_ds, val_ds, verbose)
 
 
-def _finish(config, run_dir, work_dir, chief, model, eval_step, history, policy, strategy_name, replicas, started,
-            train_ds, val_ds, verbose) -> dict:
+def _finish(config, run_dir, work_dir, chief, model, bn_statistics, evaluate_replicas, history, policy,
+            strategy_name, replicas, started, train_ds, val_ds, verbose) -> dict:
     """Test the best model, write model.keras, metrics.json and the plots (chief only)."""
     best_path = os.path.join(work_dir, "best.keras")
     if config.optimizer.ema is None and os.path.exists(best_path):
@@ -191,7 +195,9 @@ def _finish(config, run_dir, work_dir, chief, model, eval_step, history, policy,
     test_ds = make_dataset(data.source, data.test_split, image_size=data.image_size, batch_size=data.batch_size,
                            channels=data.channels, crop_fraction=data.crop_fraction, mean=data.mean, std=data.std,
                            data_dir=data.data_dir)
-    test = evaluate_dataset(eval_step, test_ds, keep_predictions=True)
+    bn_statistics.refresh()
+    test = evaluate_replicas(test_ds, keep_predictions=True)
+    bn_statistics.release()
     rates = [h["images_per_second"] for h in history]
     metrics = {
         "test_accuracy": test["accuracy"],
@@ -215,7 +221,7 @@ def _finish(config, run_dir, work_dir, chief, model, eval_step, history, policy,
         with open(os.path.join(run_dir, "preprocessing.json"), "w") as handle:
             handle.write(val_ds.preprocessing.to_json())
         report.plot_curves(history, os.path.join(run_dir, "plots", "curves.png"))
-        report.plot_confusion(test["labels"], test["predictions"], train_ds.class_names,
+        report.plot_confusion(*labels_and_predictions(test["confusion_matrix"]), train_ds.class_names,
                               os.path.join(run_dir, "plots", "confusion_matrix.png"))
     _say(verbose, f"test accuracy {metrics['test_accuracy']:.4f} (top-5 {metrics['test_top5_accuracy']:.4f}); "
          f"run directory {run_dir}")
@@ -249,41 +255,6 @@ def _make_train_step(model, optimizer, strategy, num_classes, global_batch, labe
                 strategy.reduce(tf.distribute.ReduceOp.SUM, hits, axis=None))
 
     return distributed_step
-
-
-def _make_eval_step(model):
-    @tf.function
-    def predict(images):
-        return model(images, training=False)
-
-    return predict
-
-
-def evaluate_dataset(predict, dataset, *, keep_predictions: bool = False) -> dict:
-    """Loss, top-1 and top-5 accuracy of ``predict`` over a (non-distributed) labelled dataset."""
-    loss_sum = correct = top5 = count = 0.0
-    labels_all, predictions_all = [], []
-    for images, labels in dataset:
-        probabilities = predict(images)
-        targets = labels if labels.shape.rank == 2 else tf.one_hot(labels, probabilities.shape[-1])
-        loss_sum += float(tf.reduce_sum(keras.losses.categorical_crossentropy(targets, probabilities)))
-        truth = tf.argmax(targets, -1)
-        correct += float(tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probabilities, -1), truth), tf.float32)))
-        # top_k, not in_top_k: in_top_k counts every tied class as a hit, so a model that outputs uniform
-        # probabilities would score 100% top-5.
-        best = tf.math.top_k(probabilities, k=min(5, probabilities.shape[-1])).indices
-        top5 += float(tf.reduce_sum(tf.cast(tf.reduce_any(tf.equal(best, tf.cast(truth, tf.int32)[:, None]), -1),
-                                            tf.float32)))
-        count += int(tf.shape(images)[0])
-        if keep_predictions:
-            labels_all.append(truth.numpy())
-            predictions_all.append(tf.argmax(probabilities, -1).numpy())
-    result = {"loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1),
-              "top5_accuracy": top5 / max(count, 1), "count": int(count)}
-    if keep_predictions:
-        result["labels"] = np.concatenate(labels_all) if labels_all else np.zeros(0, np.int64)
-        result["predictions"] = np.concatenate(predictions_all) if predictions_all else np.zeros(0, np.int64)
-    return result
 
 
 def _auto_shard_by_data(dataset):

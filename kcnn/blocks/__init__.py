@@ -6,12 +6,17 @@ Every block takes a ``name`` prefix so the layers it creates read like the paper
 from kcnn.blocks.common import activation_layer, conv_bn_act, get_activation, make_divisible
 from kcnn.blocks.densenet import dense_block, transition
 from kcnn.blocks.inception import inception
+from kcnn.blocks.normalization import BatchNormSettings, batch_norm, batch_norm_options, batch_norm_settings
 from kcnn.blocks.mobilenet import depthwise_separable, inverted_residual, squeeze_excite
 from kcnn.blocks.resnet import residual_basic, residual_bottleneck
 from kcnn.blocks.squeezenet import fire
 
 __all__ = [
+    "BatchNormSettings",
     "activation_layer",
+    "batch_norm",
+    "batch_norm_options",
+    "batch_norm_settings",
     "conv_bn_act",
     "dense_block",
     "depthwise_separable",

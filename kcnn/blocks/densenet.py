@@ -5,13 +5,14 @@ from __future__ import annotations
 from keras import layers
 
 from kcnn.blocks.common import KERNEL_INIT, activation_layer, channels, regularizer
+from kcnn.blocks.normalization import batch_norm
 
-BN_EPSILON = 1.001e-5
+BN_EPSILON = 1.001e-5  # what kcnn.backbones.densenet121 uses; the blocks read the builder's setting
 
 
 def _bn_act_conv(x, filters: int, kernel_size: int, weight_decay: float, name: str):
     """Pre-activation unit: BN, ReLU, conv (DenseNet's composite function H)."""
-    x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_bn")(x)
+    x = batch_norm(x, f"{name}_bn")
     x = activation_layer(x, "relu", f"{name}_act")
     return layers.Conv2D(
         filters,
