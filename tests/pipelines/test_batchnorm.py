@@ -210,9 +210,9 @@ WORKER = textwrap.dedent("""
             print("EPOCH", json.dumps({k: float(v) for k, v in logs.items()}), flush=True)
 
     cfg = C.from_dict({"data": {"source": "digits", "image_size": 32, "channels": 1, "batch_size": 32},
-                       "model": {"name": "resnet18", "head": "fully_conv"},
-                       "optimizer": {"learning_rate": 0.05},
-                       "train": {"epochs": 2, "steps_per_epoch": 4, "precise_bn_batches": 3, "sync_bn": True,
+                       "model": {"name": "mobilenet_v1", "backbone_kwargs": {"width": 0.25}},
+                       "optimizer": {"learning_rate": 0.1},
+                       "train": {"epochs": 2, "steps_per_epoch": 3, "precise_bn_batches": 2, "sync_bn": True,
                                  "strategy": "multi_worker", "precision": "float32"}})
     metrics = train(cfg, sys.argv[1], callbacks=[Record()], verbose=False)
     print("METRICS", json.dumps(metrics))
@@ -232,7 +232,7 @@ def test_two_local_workers_evaluate_the_same_model_and_the_chief_checkpoint_repr
     outputs = []
     for process in processes:
         try:
-            outputs.append(process.communicate(timeout=500)[0])
+            outputs.append(process.communicate(timeout=560)[0])
         except subprocess.TimeoutExpired:
             for p in processes:
                 p.kill()
