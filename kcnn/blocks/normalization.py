@@ -112,6 +112,10 @@ def batch_norm_options(*, momentum: float, epsilon: float):
     def decorate(builder):
         @functools.wraps(builder)
         def with_options(*args, bn_momentum: float = momentum, bn_epsilon: float = epsilon, **kwargs):
+            try:  # name the registered builder in a wrong call, not this wrapper's inner function
+                inspect.signature(builder).bind(*args, **kwargs)
+            except TypeError as error:
+                raise TypeError(f"{with_options.__name__}() {error}") from None
             with batch_norm_settings(bn_momentum, bn_epsilon) as created:
                 model = builder(*args, **kwargs)
             if not created[0] and (bn_momentum != momentum or bn_epsilon != epsilon):

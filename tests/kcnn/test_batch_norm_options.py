@@ -116,3 +116,10 @@ def test_a_new_backbone_inherits_the_options_with_one_decorator():
     assert bn_settings(tiny()) == {(0.97, 2e-5)}
     assert bn_settings(tiny(bn_momentum=0.9)) == {(0.9, 2e-5)}
     assert list(inspect.signature(tiny).parameters) == ["input_shape", "name", "bn_momentum", "bn_epsilon"]
+
+
+def test_a_wrong_argument_names_the_registered_builder():
+    with pytest.raises(TypeError) as error:
+        kcnn.build("resnet18", backbone_kwargs={"widht": 2})
+    assert str(error.value) == ("resnet18: resnet18() got an unexpected keyword argument 'widht'; "
+                                "see help(kcnn.backbones.resnet18) for its arguments")
