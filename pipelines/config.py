@@ -76,15 +76,36 @@ class ModelConfig:
     weights: Optional[str] = key(None, "fine-tuning: start from imagenet, a checkpoint file or a previous run "
                                        "directory; null: random initialisation")
     freeze: str = key("none", "fine-tuning: none, backbone, or a layer name (that layer and all before it)")
+    bn_momentum: Optional[float] = key(None, "batch-norm momentum of every BN layer (Keras' convention: weight of "
+                                             "the old average); null: the backbone's paper value")
+    bn_epsilon: Optional[float] = key(None, "batch-norm epsilon of every BN layer; null: the backbone's paper value")
 
     def check(self):
         import kcnn
+        from kcnn.blocks.normalization import batch_norm_defaults
 
-        kcnn.backbones.BACKBONES.entry(self.name)  # raises with the names and the closest match
+        builder = kcnn.backbones.BACKBONES.entry(self.name).fn  # raises with the names and the closest match
         if self.head is not None:
             kcnn.heads.HEADS.entry(self.head)
         if not isinstance(self.freeze, str) or not self.freeze:
             raise ConfigError("model.freeze must be 'none', 'backbone' or a layer name")
+        for option in ("bn_momentum", "bn_epsilon"):
+            if getattr(self, option) is None:
+                continue
+            if batch_norm_defaults(builder) is None:
+                raise ConfigError(f"model.{option}: {self.name} has no batch norm; leave model.{option} unset")
+            if option in self.backbone_kwargs:
+                raise ConfigError(f"model.{option} and model.backbone_kwargs.{option} are both set; keep one")
+        if self.bn_momentum is not None:
+            _range(self, "bn_momentum", 0.0, 1.0, high_open=True)
+        if self.bn_epsilon is not None:
+            _range(self, "bn_epsilon", 0.0, 1.0, low_open=True)
+
+    def builder_kwargs(self) -> dict:
+        """``backbone_kwargs`` with the batch-norm keys that are set."""
+        extra = {option: getattr(self, option) for option in ("bn_momentum", "bn_epsilon")
+                 if getattr(self, option) is not None}
+        return {**self.backbone_kwargs, **extra}
 
 
 @dataclass(frozen=True)
@@ -149,6 +170,9 @@ class TrainConfig:
     unfreeze_at_epoch: Optional[int] = key(None, "fine-tuning: stage two (everything trainable) starts at this "
                                                  "0-based epoch; null: one stage")
     unfreeze_learning_rate: Optional[float] = key(None, "stage two's peak learning rate; null: optimizer.learning_rate")
+    precise_bn_batches: int = key(32, "re-estimate batch-norm statistics over this many training batches before "
+                                      "each evaluation (0: off; capped at the steps of an epoch)")
+    sync_bn: bool = key(False, "batch statistics over all replicas while training (several replicas only)")
 
     def check(self):
         _positive(self, "epochs")
@@ -164,6 +188,9 @@ class TrainConfig:
                               f"got {self.unfreeze_at_epoch}")
         if self.unfreeze_learning_rate is not None:
             _range(self, "unfreeze_learning_rate", 0.0, 10.0, low_open=True)
+        if self.precise_bn_batches < 0:
+            raise ConfigError(f"train.precise_bn_batches must be >= 0 (0 turns precise batch norm off), "
+                              f"got {self.precise_bn_batches}")
 
 
 @dataclass(frozen=True)

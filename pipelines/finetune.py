@@ -39,7 +39,7 @@ def build_model(model_config, num_classes: int, input_shape: tuple) -> keras.Mod
     """``kcnn.build`` from the model section, starting from ``model.weights`` when it is set."""
     weights = model_config.weights
     common = dict(num_classes=num_classes, head=model_config.head, input_shape=input_shape,
-                  backbone_kwargs=dict(model_config.backbone_kwargs), head_kwargs=dict(model_config.head_kwargs))
+                  backbone_kwargs=model_config.builder_kwargs(), head_kwargs=dict(model_config.head_kwargs))
     if weights is None or os.path.isdir(weights):
         model = kcnn.build(model_config.name, **common)
         if weights is not None:

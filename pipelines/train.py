@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from pipelines import finetune, report
+from pipelines.batchnorm import BatchNormStatistics
 from pipelines.config import Config
 from pipelines.data import DataSpec, make_dataset
+from pipelines.distributed_eval import DistributedEvaluator, labels_and_predictions
 from kcnn.faults import crash_point
 from pipelines.environment import is_chief, resolve_jit, resolve_precision, resolve_strategy
 from pipelines.run_dir import RunDir, atomic_write
@@ -142,8 +143,11 @@ def _run(session: Session, callbacks) -> dict:
     finetune.apply_stage(model, config, start_epoch)  # the optimizer was built over every variable above
     train_step = _make_train_step(model, optimizer, session.strategy, num_classes, global_batch,
                                   config.optimizer.label_smoothing, resolve_jit(config.train), config)
-    eval_step = _make_eval_step(model)
     dist_train = session.strategy.experimental_distribute_dataset(_auto_shard_by_data(train_ds))
+    # Batch norm (pipelines/batchnorm.py): precise statistics, identical on every replica, before each evaluation.
+    bn_statistics = BatchNormStatistics(model, session.strategy, dist_train, sync=config.train.sync_bn,
+                                        batches=min(config.train.precise_bn_batches, steps))
+    evaluate_replicas = DistributedEvaluator(model, session.strategy)
     callback_list = _callbacks(config, model, callbacks, epochs, steps)
     writers = {name: tf.summary.create_file_writer(work.logs(name)) for name in ("train", "validation")}
     model.stop_training = False  # EarlyStopping and user callbacks set it, as under fit
@@ -171,7 +175,8 @@ def _run(session: Session, callbacks) -> dict:
             if bar:
                 bar.update(step + 1, [("loss", loss)])
         seconds = time.perf_counter() - tick
-        val = evaluate_dataset(eval_step, val_ds)
+        bn_statistics.refresh()
+        val = evaluate_replicas(val_ds)
         logs = {"epoch": epoch + 1, "loss": loss_sum / max(steps, 1), "accuracy": correct / max(seen, 1),
                 "val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_top5_accuracy": val["top5_accuracy"],
                 "learning_rate": float(_current_rate(optimizer)), "images_per_second": seen / seconds,
@@ -180,8 +185,7 @@ def _run(session: Session, callbacks) -> dict:
         _write_epoch(work, writers, history, logs)
         if logs["val_accuracy"] > best_var.numpy():
             best_var.assign(logs["val_accuracy"])
-            if session.chief:
-                work.save_model(model, RunDir.BEST_MODEL)
+            work.save_model(model, RunDir.BEST_MODEL)  # every worker (others in a temporary directory): all test it
         epoch_var.assign(epoch + 1)
         crash_point("checkpoint")
         manager.save(checkpoint_number=epoch + 1)
@@ -197,17 +201,18 @@ def _run(session: Session, callbacks) -> dict:
         optimizer.finalize_variable_values(model.trainable_variables)
     elif os.path.exists(work.best_model):
         model.load_weights(work.best_model)
-    # Hook point: post-training steps on the final weights (e.g. re-estimating batch-norm statistics) go here.
-    return _finish(session, model, eval_step, history, train_info)
+    return _finish(session, model, bn_statistics, evaluate_replicas, history, train_info)
 
 
-def _finish(session: Session, model, eval_step, history: list[dict], train_info) -> dict:
+def _finish(session: Session, model, bn_statistics, evaluate_replicas, history: list[dict], train_info) -> dict:
     """Test the final model; the chief writes model.keras, class names, preprocessing, metrics.json and the plots."""
     spec = session.spec
     test_ds, test_info = make_dataset(spec.evaluation(cache=False), spec.test_split)
     if session.chief:
         session.work.record_files(test_info)
-    test = evaluate_dataset(eval_step, test_ds, keep_predictions=True)
+    bn_statistics.refresh()
+    test = evaluate_replicas(test_ds, keep_predictions=True)
+    bn_statistics.release()
     rates = [h["images_per_second"] for h in history]
     class_names = list(train_info.class_names)
     metrics = {
@@ -230,7 +235,8 @@ def _finish(session: Session, model, eval_step, history: list[dict], train_info)
         run.write_text(RunDir.PREPROCESSING, spec.preprocessing.to_json())
         run.write_json(RunDir.METRICS, metrics)
         report.plot_curves(history, run.plot("curves"))
-        report.plot_confusion(test["labels"], test["predictions"], class_names, run.plot("confusion_matrix"))
+        report.plot_confusion(*labels_and_predictions(test["confusion_matrix"]), class_names,
+                              run.plot("confusion_matrix"))
         write_report(str(run))  # report.html: reads the files written above
     session.say(f"test accuracy {metrics['test_accuracy']:.4f} (top-5 {metrics['test_top5_accuracy']:.4f}); "
                 f"run directory {session.run}")
@@ -267,41 +273,6 @@ def _make_train_step(model, optimizer, strategy, num_classes, global_batch, labe
                 strategy.reduce(tf.distribute.ReduceOp.SUM, hits, axis=None))
 
     return distributed_step
-
-
-def _make_eval_step(model):
-    @tf.function
-    def predict(images):
-        return model(images, training=False)
-
-    return predict
-
-
-def evaluate_dataset(predict, dataset, *, keep_predictions: bool = False) -> dict:
-    """Loss, top-1 and top-5 accuracy of ``predict`` over a (non-distributed) labelled dataset."""
-    loss_sum = correct = top5 = count = 0.0
-    labels_all, predictions_all = [], []
-    for images, labels in dataset:
-        probabilities = predict(images)
-        targets = labels if labels.shape.rank == 2 else tf.one_hot(labels, probabilities.shape[-1])
-        loss_sum += float(tf.reduce_sum(keras.losses.categorical_crossentropy(targets, probabilities)))
-        truth = tf.argmax(targets, -1)
-        correct += float(tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probabilities, -1), truth), tf.float32)))
-        # top_k, not in_top_k: in_top_k counts every tied class as a hit, so a model that outputs uniform
-        # probabilities would score 100% top-5.
-        best = tf.math.top_k(probabilities, k=min(5, probabilities.shape[-1])).indices
-        top5 += float(tf.reduce_sum(tf.cast(tf.reduce_any(tf.equal(best, tf.cast(truth, tf.int32)[:, None]), -1),
-                                            tf.float32)))
-        count += int(tf.shape(images)[0])
-        if keep_predictions:
-            labels_all.append(truth.numpy())
-            predictions_all.append(tf.argmax(probabilities, -1).numpy())
-    result = {"loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1),
-              "top5_accuracy": top5 / max(count, 1), "count": int(count)}
-    if keep_predictions:
-        result["labels"] = np.concatenate(labels_all) if labels_all else np.zeros(0, np.int64)
-        result["predictions"] = np.concatenate(predictions_all) if predictions_all else np.zeros(0, np.int64)
-    return result
 
 
 def _auto_shard_by_data(dataset):

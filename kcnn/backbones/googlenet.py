@@ -5,7 +5,7 @@ from __future__ import annotations
 from keras import layers
 
 from kcnn.backbones.base import backbone_model, image_input, register
-from kcnn.blocks import conv_bn_act, inception
+from kcnn.blocks import batch_norm_options, conv_bn_act, inception
 from kcnn.layers import LocalResponseNormalization
 
 PAPER = "Szegedy et al., CVPR 2015, Table 1 and Figure 3"
@@ -27,6 +27,7 @@ INCEPTIONS = [
 
 
 @register("googlenet", input_shape=(224, 224, 3), head="gap_linear", head_kwargs={"dropout": 0.4}, paper=PAPER)
+@batch_norm_options(momentum=0.99, epsilon=1e-3)  # batch_norm=True only (not in the paper): Keras' defaults
 def googlenet(input_shape=(224, 224, 3), *, batch_norm=False, lrn=None, name="googlenet"):
     """Stem (7x7/2, pool, LRN, 1x1, 3x3, LRN, pool) and nine Inception modules.
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kcnn.backbones.base import backbone_model, check_width, image_input, register
-from kcnn.blocks import conv_bn_act, depthwise_separable, inverted_residual, make_divisible
+from kcnn.blocks import batch_norm_options, conv_bn_act, depthwise_separable, inverted_residual, make_divisible
 
 # v1, Table 1: (pointwise filters, stride) for the 13 depthwise-separable layers.
 V1_BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
@@ -25,6 +25,7 @@ def _stride_level_outputs(maps_with_strides):
 
 @register("mobilenet_v1", input_shape=(224, 224, 3), head="gap_linear", head_kwargs={"dropout": 1e-3},
           paper="Howard et al., arXiv:1704.04861, Table 1")
+@batch_norm_options(momentum=0.99, epsilon=1e-3)  # not in the paper: Keras' defaults
 def mobilenet_v1(input_shape=(224, 224, 3), *, width=1.0, depth_multiplier=1, weight_decay=0.0,
                  activation="relu", name="mobilenet_v1"):
     """A 3x3/2 convolution then 13 depthwise-separable layers; ``width`` is the paper's alpha.
@@ -46,8 +47,9 @@ def mobilenet_v1(input_shape=(224, 224, 3), *, width=1.0, depth_multiplier=1, we
 
 @register("mobilenet_v2", input_shape=(224, 224, 3), head="gap_linear", head_kwargs={"dropout": 0.2},
           paper="Sandler et al., CVPR 2018, Table 2")
-def mobilenet_v2(input_shape=(224, 224, 3), *, width=1.0, weight_decay=0.0, bn_epsilon=1e-3,
-                 symmetric_padding=False, name="mobilenet_v2"):
+@batch_norm_options(momentum=0.999, epsilon=1e-3)  # the reference (TF) implementation's values
+def mobilenet_v2(input_shape=(224, 224, 3), *, width=1.0, weight_decay=0.0, symmetric_padding=False,
+                 name="mobilenet_v2"):
     """A 3x3/2 convolution, 17 inverted residual blocks, a 1x1 convolution to 1280 channels.
 
     Widths are scaled by ``width`` and rounded to multiples of 8; the last layer
@@ -57,7 +59,7 @@ def mobilenet_v2(input_shape=(224, 224, 3), *, width=1.0, weight_decay=0.0, bn_e
     """
     check_width(width)
     inputs = image_input(input_shape)
-    bn = dict(bn_momentum=0.999, bn_epsilon=bn_epsilon, activation="relu6", weight_decay=weight_decay)
+    bn = dict(activation="relu6", weight_decay=weight_decay)
     x = conv_bn_act(inputs, make_divisible(32 * width), 3, 2, padding=1 if symmetric_padding else "same",
                     name="conv1", **bn)
     maps, block = [(x, 2)], 0
@@ -66,7 +68,7 @@ def mobilenet_v2(input_shape=(224, 224, 3), *, width=1.0, weight_decay=0.0, bn_e
             stride = s if i == 0 else 1
             padding = 1 if symmetric_padding and stride > 1 else "same"
             x = inverted_residual(x, make_divisible(c * width), stride, expansion=t, weight_decay=weight_decay,
-                                  bn_epsilon=bn_epsilon, padding=padding, name=f"block_{block}")
+                                  padding=padding, name=f"block_{block}")
             maps.append((x, stride))
             block += 1
     last = make_divisible(1280 * width) if width > 1.0 else 1280

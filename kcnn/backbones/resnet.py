@@ -5,7 +5,7 @@ from __future__ import annotations
 from keras import layers
 
 from kcnn.backbones.base import backbone_model, image_input, register
-from kcnn.blocks import conv_bn_act, residual_basic, residual_bottleneck
+from kcnn.blocks import batch_norm_options, conv_bn_act, residual_basic, residual_bottleneck
 
 PAPER = "He et al., CVPR 2016, Table 1"
 # Blocks per stage conv2_x .. conv5_x, and the block type.
@@ -15,11 +15,12 @@ DEPTHS = {
     "resnet50": ((3, 4, 6, 3), residual_bottleneck),
 }
 WIDTHS = (64, 128, 256, 512)
+# Batch norm follows every convolution (section 3.4); the paper gives no momentum or epsilon: Keras' defaults.
 
 
-def _resnet(depths, block, input_shape, weight_decay, bn_epsilon, conv_bias, name):
+def _resnet(depths, block, input_shape, weight_decay, conv_bias, name):
     inputs = image_input(input_shape)
-    common = dict(weight_decay=weight_decay, bn_epsilon=bn_epsilon, use_bias=conv_bias)
+    common = dict(weight_decay=weight_decay, use_bias=conv_bias)
     x = conv_bn_act(inputs, 64, 7, 2, padding=3, name="conv1", **common)
     features = [x]
     # One pixel of zeros on every side (the inputs are ReLU outputs, so zeros act as -inf), as in
@@ -36,9 +37,10 @@ def _resnet(depths, block, input_shape, weight_decay, bn_epsilon, conv_bias, nam
 
 def _register(variant: str):
     @register(variant, input_shape=(224, 224, 3), head="gap_linear", head_kwargs={"dropout": 0.0}, paper=PAPER)
-    def builder(input_shape=(224, 224, 3), *, weight_decay=0.0, bn_epsilon=1e-3, conv_bias=False, name=variant):
+    @batch_norm_options(momentum=0.99, epsilon=1e-3)
+    def builder(input_shape=(224, 224, 3), *, weight_decay=0.0, conv_bias=False, name=variant):
         depths, block = DEPTHS[variant]
-        return _resnet(depths, block, input_shape, weight_decay, bn_epsilon, conv_bias, name)
+        return _resnet(depths, block, input_shape, weight_decay, conv_bias, name)
 
     depths, block = DEPTHS[variant]
     builder.__name__ = builder.__qualname__ = variant

@@ -5,7 +5,7 @@ from __future__ import annotations
 from keras import layers
 
 from kcnn.backbones.base import backbone_model, image_input, register
-from kcnn.blocks import conv_bn_act, fire
+from kcnn.blocks import batch_norm_options, conv_bn_act, fire
 
 PAPER = "Iandola et al., arXiv:1602.07360, Table 1 (v1.1: the authors' SqueezeNet v1.1 release)"
 
@@ -54,6 +54,7 @@ def _squeezenet(version, input_shape, bypass, batch_norm, ceil_mode, name):
 def _register(version: str):
     @register(version, input_shape=(227, 227, 3), head="fully_conv",
               head_kwargs={"dropout": 0.5, "score_activation": "relu"}, paper=PAPER)
+    @batch_norm_options(momentum=0.99, epsilon=1e-3)  # batch_norm=True only (not in the paper): Keras' defaults
     def builder(input_shape=(227, 227, 3), *, bypass=False, batch_norm=False, ceil_mode=False, name=version):
         return _squeezenet(version, input_shape, bypass, batch_norm, ceil_mode, name)
 

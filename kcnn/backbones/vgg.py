@@ -5,7 +5,7 @@ from __future__ import annotations
 from keras import layers
 
 from kcnn.backbones.base import backbone_model, image_input, register
-from kcnn.blocks import conv_bn_act
+from kcnn.blocks import batch_norm_options, conv_bn_act
 
 PAPER = "Simonyan and Zisserman, ICLR 2015, Table 1"
 
@@ -28,6 +28,7 @@ def _vgg(depths, input_shape, batch_norm, name):
 def _register(variant: str):
     @register(variant, input_shape=(224, 224, 3), head="dense",
               head_kwargs={"hidden": (4096, 4096), "dropout": 0.5}, paper=PAPER)
+    @batch_norm_options(momentum=0.99, epsilon=1e-3)  # batch_norm=True only (not in the paper): Keras' defaults
     def builder(input_shape=(224, 224, 3), *, batch_norm=False, name=variant):
         return _vgg(DEPTHS[variant], input_shape, batch_norm, name)
 

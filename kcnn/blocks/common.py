@@ -7,6 +7,8 @@ from typing import Callable, Union
 import keras
 from keras import layers
 
+from kcnn.blocks import normalization
+
 Activation = Union[str, Callable, None]
 Padding = Union[str, int, tuple]
 
@@ -68,10 +70,6 @@ def explicit_padding(x, padding: Padding, name: str) -> tuple:
     return x, "valid"
 
 
-def batch_norm(x, name: str, momentum: float = 0.99, epsilon: float = 1e-3):
-    return layers.BatchNormalization(momentum=momentum, epsilon=epsilon, name=name)(x)
-
-
 def conv_bn_act(
     x,
     filters: int,
@@ -85,8 +83,8 @@ def conv_bn_act(
     batch_norm: bool = True,
     use_bias: bool | None = None,
     weight_decay: float = 0.0,
-    bn_momentum: float = 0.99,
-    bn_epsilon: float = 1e-3,
+    bn_momentum: float | None = None,
+    bn_epsilon: float | None = None,
     name: str,
 ):
     """Convolution, optional batch norm, optional activation.
@@ -94,7 +92,8 @@ def conv_bn_act(
     Layers are named ``{name}_conv``, ``{name}_bn`` and ``{name}_act``. ``padding``
     is ``"same"``, ``"valid"`` or a pixel count (explicit zero padding, as papers
     state it). The bias defaults to off when batch norm follows, since BN's beta
-    makes it redundant.
+    makes it redundant. ``bn_momentum`` and ``bn_epsilon`` default to the settings
+    of the backbone being built (see :mod:`kcnn.blocks.normalization`).
     """
     x, mode = explicit_padding(x, padding, name)
     x = layers.Conv2D(
@@ -110,7 +109,7 @@ def conv_bn_act(
         name=f"{name}_conv",
     )(x)
     if batch_norm:
-        x = layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, name=f"{name}_bn")(x)
+        x = normalization.batch_norm(x, f"{name}_bn", momentum=bn_momentum, epsilon=bn_epsilon)
     return activation_layer(x, activation, f"{name}_act")
 
 

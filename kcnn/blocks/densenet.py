@@ -5,13 +5,14 @@ from __future__ import annotations
 from keras import layers
 
 from kcnn.blocks.common import KERNEL_INIT, activation_layer, channels, regularizer
+from kcnn.blocks.normalization import batch_norm
 
-BN_EPSILON = 1.001e-5
+BN_EPSILON = 1.001e-5  # what kcnn.backbones.densenet121 uses; the blocks read the builder's setting
 
 
-def _bn_act_conv(x, filters: int, kernel_size: int, weight_decay: float, bn_epsilon: float, name: str):
+def _bn_act_conv(x, filters: int, kernel_size: int, weight_decay: float, bn_epsilon: float | None, name: str):
     """Pre-activation unit: BN, ReLU, conv (DenseNet's composite function H)."""
-    x = layers.BatchNormalization(epsilon=bn_epsilon, name=f"{name}_bn")(x)
+    x = batch_norm(x, f"{name}_bn", epsilon=bn_epsilon)
     x = activation_layer(x, "relu", f"{name}_act")
     return layers.Conv2D(
         filters,
@@ -26,7 +27,7 @@ def _bn_act_conv(x, filters: int, kernel_size: int, weight_decay: float, bn_epsi
 
 def dense_block(
     x, num_layers: int, growth_rate: int = 32, *, bn_size: int = 4, weight_decay: float = 0.0,
-    bn_epsilon: float = BN_EPSILON, name: str
+    bn_epsilon: float | None = None, name: str
 ):
     """``num_layers`` BN-ReLU-1x1(bn_size*k)-BN-ReLU-3x3(k) layers, each fed all earlier maps."""
     if num_layers < 1 or growth_rate < 1:
@@ -38,7 +39,7 @@ def dense_block(
     return x
 
 
-def transition(x, compression: float = 0.5, *, weight_decay: float = 0.0, bn_epsilon: float = BN_EPSILON,
+def transition(x, compression: float = 0.5, *, weight_decay: float = 0.0, bn_epsilon: float | None = None,
                name: str):
     """BN-ReLU-1x1 conv to ``compression`` times the channels, then 2x2 average pooling."""
     if not 0 < compression <= 1:

@@ -14,6 +14,7 @@ from kcnn.blocks.common import (
     make_divisible,
     regularizer,
 )
+from kcnn.blocks.normalization import batch_norm
 
 
 def _depthwise_bn_act(x, strides, depth_multiplier, activation, weight_decay, bn_momentum, bn_epsilon, name,
@@ -29,7 +30,7 @@ def _depthwise_bn_act(x, strides, depth_multiplier, activation, weight_decay, bn
         depthwise_regularizer=regularizer(weight_decay),
         name=f"{name}_conv",
     )(x)
-    x = layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, name=f"{name}_bn")(x)
+    x = batch_norm(x, f"{name}_bn", momentum=bn_momentum, epsilon=bn_epsilon)
     return activation_layer(x, activation, f"{name}_act")
 
 
@@ -49,7 +50,7 @@ def depthwise_separable(
     """
     if depth_multiplier < 1:
         raise ValueError(f"depth_multiplier must be an integer >= 1, got {depth_multiplier}")
-    x = _depthwise_bn_act(x, strides, depth_multiplier, activation, weight_decay, 0.99, 1e-3, f"{name}_dw")
+    x = _depthwise_bn_act(x, strides, depth_multiplier, activation, weight_decay, None, None, f"{name}_dw")
     return conv_bn_act(x, filters, 1, activation=activation, weight_decay=weight_decay, name=f"{name}_pw")
 
 
@@ -81,8 +82,8 @@ def inverted_residual(
     activation: Activation = "relu6",
     se_ratio: float | None = None,
     weight_decay: float = 0.0,
-    bn_momentum: float = 0.999,
-    bn_epsilon: float = 1e-3,
+    bn_momentum: float | None = None,
+    bn_epsilon: float | None = None,
     padding="same",
     name: str,
 ):
@@ -91,7 +92,9 @@ def inverted_residual(
     1x1 expansion by ``expansion`` (skipped when it is 1), 3x3 depthwise, optional
     squeeze-excite, then a linear 1x1 projection. The residual connection is added
     when the stride is 1 and the input and output channel counts match. ``padding``
-    is the depthwise convolution's ("same" or a pixel count on every side).
+    is the depthwise convolution's ("same" or a pixel count on every side). Batch norm
+    takes the settings of the backbone being built unless ``bn_momentum`` or
+    ``bn_epsilon`` is given (``kcnn.backbones.mobilenet_v2`` uses momentum 0.999).
     """
     if expansion < 1:
         raise ValueError(f"expansion must be >= 1, got {expansion}")

@@ -26,7 +26,7 @@ def residual_basic(
     *,
     activation: Activation = "relu",
     weight_decay: float = 0.0,
-    bn_epsilon: float = 1e-3,
+    bn_epsilon: float | None = None,
     use_bias: bool = False,
     name: str,
 ):
@@ -49,7 +49,7 @@ def residual_bottleneck(
     stride_in_3x3: bool = False,
     activation: Activation = "relu",
     weight_decay: float = 0.0,
-    bn_epsilon: float = 1e-3,
+    bn_epsilon: float | None = None,
     use_bias: bool = False,
     name: str,
 ):
