@@ -6,7 +6,7 @@ import math
 
 from kcnn.backbones.base import backbone_model, image_input, register
 from kcnn.backbones.levels import last_map_per_stride
-from kcnn.blocks import conv_bn_act, make_divisible
+from kcnn.blocks import batch_norm_options, conv_bn_act, make_divisible
 from kcnn.blocks.mbconv import mbconv
 
 PAPER = "Tan and Le, ICML 2019, Table 1 and section 3.3"
@@ -85,48 +85,56 @@ def _meta(variant):
 
 
 @register("efficientnet_b0", **_meta("efficientnet_b0"))
+@batch_norm_options(momentum=0.99, epsilon=1e-3)  # the reference (TF) implementation\'s values
 def efficientnet_b0(input_shape=(224, 224, 3), *, drop_connect_rate=0.2, weight_decay=0.0, name="efficientnet_b0"):
     """EfficientNet-B0 (width 1.0, depth 1.0, 224 pixels, dropout 0.2): the searched baseline."""
     return _variant("efficientnet_b0", input_shape, drop_connect_rate, weight_decay, name)
 
 
 @register("efficientnet_b1", **_meta("efficientnet_b1"))
+@batch_norm_options(momentum=0.99, epsilon=1e-3)  # the reference (TF) implementation\'s values
 def efficientnet_b1(input_shape=(240, 240, 3), *, drop_connect_rate=0.2, weight_decay=0.0, name="efficientnet_b1"):
     """EfficientNet-B1 (width 1.0, depth 1.1, 240 pixels, dropout 0.2)."""
     return _variant("efficientnet_b1", input_shape, drop_connect_rate, weight_decay, name)
 
 
 @register("efficientnet_b2", **_meta("efficientnet_b2"))
+@batch_norm_options(momentum=0.99, epsilon=1e-3)  # the reference (TF) implementation\'s values
 def efficientnet_b2(input_shape=(260, 260, 3), *, drop_connect_rate=0.2, weight_decay=0.0, name="efficientnet_b2"):
     """EfficientNet-B2 (width 1.1, depth 1.2, 260 pixels, dropout 0.3)."""
     return _variant("efficientnet_b2", input_shape, drop_connect_rate, weight_decay, name)
 
 
 @register("efficientnet_b3", **_meta("efficientnet_b3"))
+@batch_norm_options(momentum=0.99, epsilon=1e-3)  # the reference (TF) implementation\'s values
 def efficientnet_b3(input_shape=(300, 300, 3), *, drop_connect_rate=0.2, weight_decay=0.0, name="efficientnet_b3"):
     """EfficientNet-B3 (width 1.2, depth 1.4, 300 pixels, dropout 0.3)."""
     return _variant("efficientnet_b3", input_shape, drop_connect_rate, weight_decay, name)
 
 
 @register("efficientnet_b4", **_meta("efficientnet_b4"))
+@batch_norm_options(momentum=0.99, epsilon=1e-3)  # the reference (TF) implementation\'s values
 def efficientnet_b4(input_shape=(380, 380, 3), *, drop_connect_rate=0.2, weight_decay=0.0, name="efficientnet_b4"):
     """EfficientNet-B4 (width 1.4, depth 1.8, 380 pixels, dropout 0.4)."""
     return _variant("efficientnet_b4", input_shape, drop_connect_rate, weight_decay, name)
 
 
 @register("efficientnet_b5", **_meta("efficientnet_b5"))
+@batch_norm_options(momentum=0.99, epsilon=1e-3)  # the reference (TF) implementation\'s values
 def efficientnet_b5(input_shape=(456, 456, 3), *, drop_connect_rate=0.2, weight_decay=0.0, name="efficientnet_b5"):
     """EfficientNet-B5 (width 1.6, depth 2.2, 456 pixels, dropout 0.4)."""
     return _variant("efficientnet_b5", input_shape, drop_connect_rate, weight_decay, name)
 
 
 @register("efficientnet_b6", **_meta("efficientnet_b6"))
+@batch_norm_options(momentum=0.99, epsilon=1e-3)  # the reference (TF) implementation\'s values
 def efficientnet_b6(input_shape=(528, 528, 3), *, drop_connect_rate=0.2, weight_decay=0.0, name="efficientnet_b6"):
     """EfficientNet-B6 (width 1.8, depth 2.6, 528 pixels, dropout 0.5)."""
     return _variant("efficientnet_b6", input_shape, drop_connect_rate, weight_decay, name)
 
 
 @register("efficientnet_b7", **_meta("efficientnet_b7"))
+@batch_norm_options(momentum=0.99, epsilon=1e-3)  # the reference (TF) implementation\'s values
 def efficientnet_b7(input_shape=(600, 600, 3), *, drop_connect_rate=0.2, weight_decay=0.0, name="efficientnet_b7"):
     """EfficientNet-B7 (width 2.0, depth 3.1, 600 pixels, dropout 0.5)."""
     return _variant("efficientnet_b7", input_shape, drop_connect_rate, weight_decay, name)

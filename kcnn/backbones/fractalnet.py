@@ -5,6 +5,7 @@ from __future__ import annotations
 from keras import layers
 
 from kcnn.backbones.base import backbone_model, image_input, register
+from kcnn.blocks import batch_norm_options
 from kcnn.blocks.fractal import fractal_block
 from kcnn.layers import FractalPathSampler
 
@@ -44,6 +45,7 @@ def fractalnet(input_shape=(32, 32, 3), *, widths=CIFAR_WIDTHS, columns: int = 3
 
 @register("fractalnet_cifar", input_shape=(32, 32, 3), head="gap_linear", head_kwargs={"dropout": 0.0},
           paper=PAPER)
+@batch_norm_options(momentum=0.99, epsilon=1e-3)  # not in the paper: Keras' defaults
 def fractalnet_cifar(input_shape=(32, 32, 3), *, columns=3, local_drop=0.15, global_ratio=0.5, dropout=None,
                      deepest_only=False, weight_decay=0.0, name="fractalnet_cifar"):
     """The paper's CIFAR/SVHN FractalNet: B=5 blocks of 64, 128, 256, 512, 512 channels, C=3 columns

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kcnn.backbones.base import backbone_model, check_width, image_input, register
 from kcnn.backbones.levels import last_map_per_stride
-from kcnn.blocks import conv_bn_act, make_divisible
+from kcnn.blocks import batch_norm_options, conv_bn_act, make_divisible
 from kcnn.blocks.mbconv import mbconv
 
 PAPER = "Howard et al., ICCV 2019, Tables 1 and 2"
@@ -41,7 +41,7 @@ def mobilenet_v3(input_shape=(224, 224, 3), *, size: str = "large", width: float
         raise ValueError(f"size must be 'large' or 'small', got {size!r}")
     check_width(width)
     inputs = image_input(input_shape)
-    bn = dict(bn_momentum=0.999, bn_epsilon=1e-3, weight_decay=weight_decay)
+    bn = dict(weight_decay=weight_decay)
     act = {"RE": "relu", "HS": "relu" if minimalistic else "hard_swish"}
     x = conv_bn_act(inputs, make_divisible(STEM * width), 3, 2, activation=act["HS"], name="stem", **bn)
     maps, paper_in = [(x, 2)], STEM
@@ -67,18 +67,21 @@ def _head(size, minimalistic):
 
 
 @register("mobilenet_v3_large", input_shape=(224, 224, 3), paper=PAPER, **_head("large", False))
+@batch_norm_options(momentum=0.999, epsilon=1e-3)  # keras.applications\' values
 def mobilenet_v3_large(input_shape=(224, 224, 3), *, width=1.0, weight_decay=0.0, name="mobilenet_v3_large"):
     """MobileNet v3 Large (Table 1); ``width`` is the paper's multiplier (0.75, 1.0 ...)."""
     return mobilenet_v3(input_shape, size="large", width=width, weight_decay=weight_decay, name=name)
 
 
 @register("mobilenet_v3_small", input_shape=(224, 224, 3), paper=PAPER, **_head("small", False))
+@batch_norm_options(momentum=0.999, epsilon=1e-3)  # keras.applications\' values
 def mobilenet_v3_small(input_shape=(224, 224, 3), *, width=1.0, weight_decay=0.0, name="mobilenet_v3_small"):
     """MobileNet v3 Small (Table 2); ``width`` is the paper's multiplier (0.75, 1.0 ...)."""
     return mobilenet_v3(input_shape, size="small", width=width, weight_decay=weight_decay, name=name)
 
 
 @register("mobilenet_v3_large_minimalistic", input_shape=(224, 224, 3), paper=PAPER, **_head("large", True))
+@batch_norm_options(momentum=0.999, epsilon=1e-3)  # keras.applications\' values
 def mobilenet_v3_large_minimalistic(input_shape=(224, 224, 3), *, width=1.0, weight_decay=0.0,
                                     name="mobilenet_v3_large_minimalistic"):
     """MobileNet v3 Large without squeeze-excite, hard-swish or 5x5 kernels (ReLU and 3x3 throughout)."""
@@ -87,6 +90,7 @@ def mobilenet_v3_large_minimalistic(input_shape=(224, 224, 3), *, width=1.0, wei
 
 
 @register("mobilenet_v3_small_minimalistic", input_shape=(224, 224, 3), paper=PAPER, **_head("small", True))
+@batch_norm_options(momentum=0.999, epsilon=1e-3)  # keras.applications\' values
 def mobilenet_v3_small_minimalistic(input_shape=(224, 224, 3), *, width=1.0, weight_decay=0.0,
                                     name="mobilenet_v3_small_minimalistic"):
     """MobileNet v3 Small without squeeze-excite, hard-swish or 5x5 kernels (ReLU and 3x3 throughout)."""

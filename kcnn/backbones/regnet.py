@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from kcnn.backbones.base import backbone_model, image_input, register
-from kcnn.blocks import conv_bn_act
+from kcnn.blocks import batch_norm_options, conv_bn_act
 from kcnn.blocks.regnet import regnet_block
 
 PAPER = "Radosavovic et al., CVPR 2020, section 3.3 and Appendix C"
@@ -77,7 +77,7 @@ def regnet(input_shape, spec: RegNetSpec, *, weight_decay: float = 0.0, name: st
     """The family builder: a 3x3/2 stem with 32 channels and the stages of ``stage_plan(spec)``,
     each starting with a stride-2 block. Outputs: stem (stride 2) and each stage (4 to 32)."""
     inputs = image_input(input_shape)
-    bn = dict(bn_momentum=0.9, bn_epsilon=1e-5, weight_decay=weight_decay)
+    bn = dict(weight_decay=weight_decay)
     x = conv_bn_act(inputs, STEM, 3, 2, name="stem", **bn)
     features = [x]
     for stage, (width, depth, group) in enumerate(stage_plan(spec), start=1):
@@ -93,7 +93,10 @@ def _build(variant, input_shape, weight_decay, name):
 
 
 def _reg(variant):
-    return register(variant, input_shape=(224, 224, 3), head="gap_linear", head_kwargs={"dropout": 0.0}, paper=PAPER)
+    registered = register(variant, input_shape=(224, 224, 3), head="gap_linear", head_kwargs={"dropout": 0.0},
+                          paper=PAPER)
+    options = batch_norm_options(momentum=0.9, epsilon=1e-5)  # pycls' BN (PyTorch momentum 0.1, eps 1e-5)
+    return lambda builder: registered(options(builder))
 
 
 @_reg("regnetx_002")

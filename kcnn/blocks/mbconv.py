@@ -5,6 +5,7 @@ from __future__ import annotations
 from keras import layers
 
 from kcnn.blocks.common import KERNEL_INIT, Activation, activation_layer, channels, conv_bn_act, regularizer
+from kcnn.blocks.normalization import batch_norm
 
 
 def squeeze_excite_to(x, squeeze_channels: int, *, activation: Activation = "relu", gate: Activation = "sigmoid",
@@ -37,8 +38,8 @@ def mbconv(
     se_gate: Activation = "sigmoid",
     drop_rate: float = 0.0,
     weight_decay: float = 0.0,
-    bn_momentum: float = 0.99,
-    bn_epsilon: float = 1e-3,
+    bn_momentum: float | None = None,
+    bn_epsilon: float | None = None,
     name: str,
 ):
     """Inverted bottleneck: 1x1 expansion to ``expanded`` channels (skipped when it equals the input),
@@ -59,7 +60,7 @@ def mbconv(
     x = layers.DepthwiseConv2D(kernel_size, strides=strides, padding="same", use_bias=False,
                                depthwise_initializer=KERNEL_INIT, depthwise_regularizer=regularizer(weight_decay),
                                name=f"{name}_dw_conv")(x)
-    x = layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, name=f"{name}_dw_bn")(x)
+    x = batch_norm(x, f"{name}_dw_bn", momentum=bn_momentum, epsilon=bn_epsilon)
     x = activation_layer(x, activation, f"{name}_dw_act")
     if se_channels:
         x = squeeze_excite_to(x, se_channels, activation=se_activation or activation, gate=se_gate,

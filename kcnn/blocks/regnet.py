@@ -9,8 +9,8 @@ from kcnn.blocks.mbconv import squeeze_excite_to
 
 
 def regnet_block(x, filters: int, strides: int = 1, *, group_width: int, bottleneck_ratio: float = 1.0,
-                 se_ratio: float = 0.0, weight_decay: float = 0.0, bn_momentum: float = 0.9,
-                 bn_epsilon: float = 1e-5, name: str):
+                 se_ratio: float = 0.0, weight_decay: float = 0.0, bn_momentum: float | None = None,
+                 bn_epsilon: float | None = None, name: str):
     """Radosavovic et al. 2020, Fig. 4: 1x1 conv to ``filters * bottleneck_ratio``, 3x3 group conv
     (groups of ``group_width`` channels) with the stride, optional squeeze-excite to ``se_ratio``
     of the block's input width (RegNetY), 1x1 conv to ``filters``; BN after each, ReLU after the

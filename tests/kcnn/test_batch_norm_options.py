@@ -6,7 +6,7 @@ import inspect
 
 import keras
 import pytest
-from conftest import small_input_shape
+from conftest import fast_or_slow, small_input_shape
 
 import kcnn
 from kcnn import blocks
@@ -32,6 +32,11 @@ EXPECTED_DEFAULTS = {
     "vgg13": (0.99, 1e-3),
     "vgg16": (0.99, 1e-3),
     "vgg19": (0.99, 1e-3),
+    **{f"efficientnet_b{i}": (0.99, 1e-3) for i in range(8)},
+    **{f"mobilenet_v3_{v}": (0.999, 1e-3) for v in ("large", "small", "large_minimalistic", "small_minimalistic")},
+    **{f"regnet{k}_{f}": (0.9, 1e-5) for k in "xy" for f in ("002", "004", "006", "008", "016", "032", "040",
+                                                             "064", "080", "120", "160", "320")},
+    "fractalnet_cifar": (0.99, 1e-3),
 }
 
 
@@ -47,14 +52,15 @@ def with_batch_norm(name: str) -> dict:
 
 def test_every_backbone_with_batch_norm_has_the_options_and_no_other_does():
     assert sorted(WITH_OPTIONS) == sorted(EXPECTED_DEFAULTS)
-    assert set(BACKBONES.list()) - set(WITH_OPTIONS) == {"alexnet", "lenet5"}  # LRN and no normalisation
+    # LRN, no normalisation, and NFNets (normaliser-free by design)
+    assert set(BACKBONES.list()) - set(WITH_OPTIONS) == {"alexnet", "lenet5", "nfnet_f0", "nfnet_f1", "nfnet_f2"}
     for name in WITH_OPTIONS:
         parameters = inspect.signature(BACKBONES.get(name)).parameters
         assert parameters["bn_momentum"].default == EXPECTED_DEFAULTS[name][0], name
         assert parameters["bn_epsilon"].default == EXPECTED_DEFAULTS[name][1], name
 
 
-@pytest.mark.parametrize("name", WITH_OPTIONS)
+@pytest.mark.parametrize("name", fast_or_slow(WITH_OPTIONS))
 def test_the_options_reach_every_batch_norm_layer(name):
     chosen = BACKBONES.get(name)(input_shape=small_input_shape(name), bn_momentum=0.9, bn_epsilon=1e-5,
                                  **with_batch_norm(name))
