@@ -121,6 +121,8 @@ def _predict(args) -> int:
 
     from serving.client import Client, ServingClientError
 
+    if args.out_dir:
+        return _predict_images(args)
     results = {}
     try:
         with Client(args.server, args.model, timeout=args.timeout, for_cli=True) as client:
@@ -168,6 +170,32 @@ def _demo(args) -> int:
 
     result = run_demo(args.workdir)
     return 0 if result["served_accuracy"] >= 0.9 else 1
+
+
+def _predict_images(args) -> int:
+    """Image-to-image models (kcnn's stylizer): save each returned image as OUT_DIR/<input name>.png."""
+    import os
+    import sys
+
+    from kcnn.files import atomic_write
+    from serving.client import Client, ServingClientError, image_outputs
+
+    try:
+        with Client(args.server, args.model, timeout=args.timeout, for_cli=True) as client:
+            outputs = client.predict_raw(client.predict_request(args.images, version=args.version))
+    except ServingClientError as error:
+        print(f"kcnn predict: {error}", file=sys.stderr)
+        return 1
+    images = image_outputs(outputs)
+    if not images:
+        raise ValueError(f"model {args.model!r} returns {', '.join(sorted(outputs))}, no images (outputs named "
+                         "*_bytes); leave out --out-dir to print its predictions")
+    name, encoded = sorted(images.items())[0]
+    for path, data in zip(args.images, encoded):
+        target = os.path.join(args.out_dir, os.path.splitext(os.path.basename(path))[0] + ".png")
+        atomic_write(target, data)
+        print(f"{path} -> {target} ({name})")
+    return 0
 
 
 def register(sub) -> None:
@@ -254,6 +282,8 @@ def register(sub) -> None:
     predict.add_argument("--top-k", type=int, default=5, help="labels to print per image (at most the exported top-k)")
     predict.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
     predict.add_argument("--json", action="store_true", help="print JSON instead of text")
+    predict.add_argument("--out-dir", help="image-to-image models (kcnn train-style): save each returned image here "
+                                           "as <input name>.png")
     predict.set_defaults(func=_predict)
 
     demo = sub.add_parser(

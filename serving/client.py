@@ -76,10 +76,20 @@ class Prediction:
 
 
 def _predictions(outputs: dict) -> list[Prediction]:
+    if "labels" not in outputs:
+        raise ValueError(f"the model returns {', '.join(sorted(outputs))}, not class labels: it is an image-to-image "
+                         "model; save its images with --out-dir DIR (in Python: serving.client.image_outputs)")
     labels = outputs["labels"]
     return [Prediction([label.decode() if isinstance(label, bytes) else str(label) for label in labels[i]],
                        [float(s) for s in outputs["scores"][i]], [int(c) for c in outputs["classes"][i]],
                        np.asarray(outputs["probabilities"][i])) for i in range(len(labels))]
+
+
+def image_outputs(outputs: dict) -> dict:
+    """The encoded images in a predict response: every string output whose name ends in ``_bytes``
+    (TF Serving's convention for binary outputs), as lists of bytes per image."""
+    return {name: [bytes(value) for value in np.asarray(values).reshape(-1)]
+            for name, values in outputs.items() if name.endswith("_bytes")}
 
 
 def encode_image(item) -> bytes:

@@ -55,7 +55,7 @@ def test_odd_sizes_come_back_at_their_own_size(exported):
     np.testing.assert_array_equal(out, stylize_batch(model, tf.constant(image)).numpy())
 
 
-def test_served_over_grpc_and_rest_returns_decodable_pngs(exported):
+def test_served_over_grpc_and_rest_returns_decodable_pngs(exported, tmp_path_factory, capsys):
     model, result, base = exported
     server = Server([ModelEntry("style", base)], port=0, rest_api_port=0, poll_seconds=0.2).start()
     try:
@@ -79,8 +79,27 @@ def test_served_over_grpc_and_rest_returns_decodable_pngs(exported):
             answer = json.loads(reply.read())
         encoded = base64.b64decode(answer["predictions"][0]["b64"])
         assert tf.io.decode_png(encoded).numpy().shape == inputs[0].shape
+        _predict_saves_the_images(server.port, inputs, tmp_path_factory.mktemp("predict"), capsys)
     finally:
         server.stop()
+
+
+def _predict_saves_the_images(port, inputs, directory, capsys):
+    from kcnn.cli import main
+
+    paths = []
+    for i, image in enumerate(inputs):
+        paths.append(str(directory / f"photo{i}.png"))
+        with open(paths[-1], "wb") as handle:
+            handle.write(_png(image))
+    out = directory / "out"
+    assert main(["predict", "--server", f"localhost:{port}", "--model", "style", *paths, "--out-dir", str(out)]) == 0
+    for i, image in enumerate(inputs):
+        assert tf.io.decode_png((out / f"photo{i}.png").read_bytes()).numpy().shape == image.shape
+    assert "stylized_png_bytes" in capsys.readouterr().out
+    # Without --out-dir the command says what to do instead of failing on missing labels.
+    assert main(["predict", "--server", f"localhost:{port}", "--model", "style", paths[0]]) == 2
+    assert "save its images with --out-dir DIR" in capsys.readouterr().err
 
 
 def test_a_classifier_is_refused(tmp_path):
