@@ -173,6 +173,12 @@ class TrainConfig:
     precise_bn_batches: int = key(32, "re-estimate batch-norm statistics over this many training batches before "
                                       "each evaluation (0: off; capped at the steps of an epoch)")
     sync_bn: bool = key(False, "batch statistics over all replicas while training (several replicas only)")
+    prune_table: Optional[str] = key(None, "prune while training to a named density table (squeezenet_table1: "
+                                           "Iandola et al. Table 1); null: off")
+    prune_density: Optional[float] = key(None, "prune every Conv2D and Dense layer to this density while training; "
+                                               "null: off")
+    prune_end_epoch: Optional[int] = key(None, "reach the densities gradually (Zhu and Gupta) by the end of this "
+                                               "epoch; null: prune once before the first step")
 
     def check(self):
         _positive(self, "epochs")
@@ -188,6 +194,17 @@ class TrainConfig:
                               f"got {self.unfreeze_at_epoch}")
         if self.unfreeze_learning_rate is not None:
             _range(self, "unfreeze_learning_rate", 0.0, 10.0, low_open=True)
+        if self.prune_table is not None and self.prune_density is not None:
+            raise ConfigError("train.prune_table and train.prune_density are both set; keep one")
+        if self.prune_table is not None:
+            from kcnn.compress.tables import TABLES
+
+            _choice(self, "prune_table", tuple(sorted(TABLES)))
+        if self.prune_density is not None:
+            _range(self, "prune_density", 0.0, 1.0, low_open=True)
+        if self.prune_end_epoch is not None and not 1 <= self.prune_end_epoch <= self.epochs:
+            raise ConfigError(f"train.prune_end_epoch must be between 1 and train.epochs ({self.epochs}), "
+                              f"got {self.prune_end_epoch}")
         if self.precise_bn_batches < 0:
             raise ConfigError(f"train.precise_bn_batches must be >= 0 (0 turns precise batch norm off), "
                               f"got {self.precise_bn_batches}")

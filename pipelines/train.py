@@ -27,13 +27,14 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from kcnn.faults import crash_point
 from pipelines import finetune, report
 from pipelines.batchnorm import BatchNormStatistics
 from pipelines.config import Config
 from pipelines.data import DataSpec, make_dataset
 from pipelines.distributed_eval import DistributedEvaluator, labels_and_predictions
-from kcnn.faults import crash_point
 from pipelines.environment import is_chief, resolve_jit, resolve_precision, resolve_strategy
+from pipelines.prune import prune_for_training, pruning_callbacks
 from pipelines.run_dir import RunDir, atomic_write
 from pipelines.run_report import write_report
 
@@ -121,7 +122,7 @@ def _run(session: Session, callbacks) -> dict:
     input_shape = (config.data.image_size, config.data.image_size, config.data.channels)
 
     with session.strategy.scope():
-        model = finetune.build_model(config.model, num_classes, input_shape)
+        model = prune_for_training(finetune.build_model(config.model, num_classes, input_shape), config.train)
         optimizer = finetune.make_stage_optimizer(config, steps_per_epoch=steps, epochs=epochs,
                                                   global_batch=global_batch)
         if session.policy == "mixed_float16":
@@ -283,7 +284,7 @@ def _auto_shard_by_data(dataset):
 
 
 def _callbacks(config, model, user_callbacks, epochs, steps):
-    callbacks = list(user_callbacks)
+    callbacks = pruning_callbacks(config.train, steps) + list(user_callbacks)
     if config.train.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
                                                        patience=config.train.early_stopping_patience))
