@@ -27,6 +27,8 @@ FREE = {
     "ActivityRegularization", "Flatten", "Reshape", "Permute", "RepeatVector", "Identity", "Rescaling",
     "Normalization", "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D", "Cropping3D",
     "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "MatchSpatial",
+    # kcnn's own layers that only rescale, pad or merge (NFNet's gains, FractalNet's joins, stylizer padding)
+    "ScalarGain", "FractalJoin", "FractalPathSampler", "ReflectionPadding2D",
 } | UPSAMPLING
 WHOLE_INPUT = {"Flatten"} | set(GLOBAL_POOLING)
 
