@@ -82,7 +82,7 @@ def main() -> int:
     parser.add_argument("--work-dir", help="where the runs go (default: a temporary directory)")
     args = parser.parse_args()
 
-    from pipelines.data import make_dataset
+    from pipelines.data import DataSpec, make_dataset
     from pipelines.train import train
     from serving.litert import export_run_litert
 
@@ -96,11 +96,9 @@ def main() -> int:
     run_dir = os.path.join(work, "dense")
     train(config, run_dir, verbose=False)
     dense = keras.saving.load_model(os.path.join(run_dir, "model.keras"), safe_mode=True)
-    data = config.data
-    common = dict(image_size=data.image_size, batch_size=data.batch_size, channels=data.channels,
-                  mean=data.mean, std=data.std)
-    train_ds = make_dataset(data.source, data.train_split, seed=0, shuffle=True, **common)
-    test_ds = make_dataset(data.source, data.test_split, **common)
+    spec = DataSpec.from_config(config.data, seed=0).evaluation(cache=False)
+    train_ds, _ = make_dataset(spec, spec.train_split, shuffle=True)
+    test_ds, _ = make_dataset(spec, spec.test_split)
     dense_accuracy = accuracy(dense, test_ds)
     print(f"dense: test accuracy {dense_accuracy:.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
 

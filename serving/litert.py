@@ -75,12 +75,10 @@ def predict(model_content: bytes, images) -> np.ndarray:
 
 
 def _datasets(config):
-    from pipelines.data import make_dataset
+    from pipelines.data import DataSpec, make_dataset
 
-    data = config.data
-    common = dict(image_size=data.image_size, batch_size=data.batch_size, channels=data.channels,
-                  crop_fraction=data.crop_fraction, mean=data.mean, std=data.std, data_dir=data.data_dir)
-    return make_dataset(data.source, data.train_split, **common), make_dataset(data.source, data.test_split, **common)
+    spec = DataSpec.from_config(config.data).evaluation(cache=False)  # the run's own evaluation pipeline
+    return make_dataset(spec, spec.train_split)[0], make_dataset(spec, spec.test_split)[0]
 
 
 def representative_images(train_dataset, count: int) -> np.ndarray:
