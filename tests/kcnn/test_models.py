@@ -13,6 +13,7 @@ from conftest import (
     CLASSIC,
     assert_probabilities,
     assert_save_load_round_trip,
+    every_variant,
     fast_or_slow,
     random_images,
     small_input_shape,
@@ -140,7 +141,7 @@ def trainable_count(model) -> int:
     return int(sum(np.prod(w.shape) for w in model.trainable_weights))
 
 
-@pytest.mark.parametrize("name", fast_or_slow(sorted(PUBLISHED)))
+@pytest.mark.parametrize("name", every_variant(sorted(PUBLISHED)))
 def test_parameter_count_matches_published_figure(name):
     model = kcnn.build(name, num_classes=10 if name in TEN_CLASSES else 1000)
     total, trainable = PUBLISHED[name]
