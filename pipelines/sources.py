@@ -230,7 +230,7 @@ def folder(root: str, *, bad_files: str = "error", workers: int = 8, split: str 
     if bad and bad_files == "error":
         listing = "; ".join(f"{p}: {problem}" for p, problem in bad[:5])
         raise BadImageFile(f"{len(bad)} file(s) in {root} cannot be decoded: {listing}. Fix or remove them, "
-                           "or set data.bad_files=skip to leave them out")
+                           "or pass bad_files='skip' (config: data.bad_files=skip) to leave them out")
     if bad:
         log.warning("skipped %d file(s) in %s: %s", len(bad), root, ", ".join(p for p, _ in bad))
     keep = [i for i, problem in enumerate(problems) if not problem]

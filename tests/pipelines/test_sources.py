@@ -95,7 +95,8 @@ def image_folder(tmp_path):
 
 
 def test_folder_source_reads_every_format_with_sorted_class_names(image_folder):
-    dataset, info = load_dataset(f"folder:{image_folder}", image_size=16, batch_size=6)
+    # A flat folder is split by class (issue 12); shares (1, 0, 0) put every file in the training split.
+    dataset, info = load_dataset(f"folder:{image_folder}", image_size=16, batch_size=6, split_fractions=(1.0, 0, 0))
     images, labels = first_batch(dataset)
     assert images.shape == (6, 16, 16, 3)
     assert info.class_names == ("rose", "tulip")
@@ -111,7 +112,8 @@ def test_folder_source_corrupt_and_truncated_files_under_both_policies(image_fol
     message = str(error.value)
     assert "2 file(s)" in message and "corrupt.jpg" in message and "truncated.jpg" in message
     assert "bad_files='skip'" in message
-    dataset, info = load_dataset(f"folder:{image_folder}", image_size=16, batch_size=8, bad_files="skip")
+    dataset, info = load_dataset(f"folder:{image_folder}", image_size=16, batch_size=8, bad_files="skip",
+                                 split_fractions=(1.0, 0, 0))
     assert sorted(os.path.basename(p) for p in info.skipped) == ["corrupt.jpg", "truncated.jpg"]
     assert info.num_examples == 6
     assert first_batch(dataset)[0].shape == (6, 16, 16, 3)
