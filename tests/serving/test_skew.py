@@ -44,8 +44,8 @@ def test_evaluation_pipeline_and_exported_image_bytes_signature_give_identical_m
     for index, (data, (_, fmt, _)) in enumerate(zip(files, FILES)):
         (folder / f"{index}.{fmt.lower()}").write_bytes(data)
     spec = DataSpec.create(f"folder:{tmp_path / 'images'}", image_size=SIZE, batch_size=len(files), channels=channels,
-                           crop_fraction=crop_fraction, mean=(0.4,), std=(0.3,))
-    dataset, info = make_dataset(spec, "test")
+                           crop_fraction=crop_fraction, mean=(0.4,), std=(0.3,), split_fractions=(1.0, 0, 0))
+    dataset, info = make_dataset(spec, "train")  # no augmentation recipe: the evaluation pipeline, every file
     pipeline_inputs = next(iter(dataset))[0].numpy()  # sorted file names: the order of FILES
 
     flatten = keras.Sequential([keras.Input((SIZE, SIZE, channels)), keras.layers.Flatten()])
