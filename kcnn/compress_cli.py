@@ -41,6 +41,8 @@ def compress_run(run_dir: str, out_dir: str, *, densities=None, bits: int = 6, i
         raise FileNotFoundError(f"{run_dir} has no model.keras; give a finished run directory (from `kcnn train`)")
     if os.path.abspath(out_dir) == os.path.abspath(run_dir):
         raise ValueError("--out must be a new directory, not the run directory itself")
+    import kcnn.layers  # noqa: F401  (registers kcnn's custom layers before loading)
+
     model = keras.saving.load_model(model_path, safe_mode=True)
     if compress.pruning.masked_layers(model):
         model = compress.strip_pruning(model)  # pruned while training: its masks are in the kernels

@@ -47,6 +47,7 @@ def _stylize(args) -> int:
         return 0
     import keras
 
+    import kcnn.layers  # noqa: F401  (registers kcnn's custom layers before loading)
     from kcnn.style import images
     from pipelines.style import STYLIZER_FILE
 

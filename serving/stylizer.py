@@ -154,6 +154,7 @@ def export_stylizer_run(run_dir: str, base_path: str, **options):
     """Export a finished ``kcnn train-style`` run directory."""
     import keras
 
+    import kcnn.layers  # noqa: F401  (registers kcnn's custom layers before loading)
     from pipelines.style import STYLIZER_FILE
 
     path = os.path.join(run_dir, STYLIZER_FILE)

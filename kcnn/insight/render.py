@@ -55,6 +55,8 @@ def load_target(path: str, *, mean=(0.0,), std=(1.0,)) -> Target:
         model_path, spec, names = path, {}, []
     else:
         raise FileNotFoundError(f"{path} is neither a run directory nor an existing .keras file")
+    import kcnn.layers  # noqa: F401  (registers kcnn's custom layers before loading)
+
     model = keras.saving.load_model(model_path, safe_mode=True)
     height, width, channels = model.inputs[0].shape[1:]
     size = spec.get("image_size") or height or width

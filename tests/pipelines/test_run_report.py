@@ -100,8 +100,8 @@ def test_kcnn_report_rewrites_the_page_and_names_a_missing_run(run_dir, tmp_path
     assert 0 < page.figures <= 3
     assert main(["report", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"kcnn report: error: {tmp_path} is not a finished kcnn run: it needs config.yaml and model.keras "
-        "(written by `kcnn train` when training ends)")
+        f"kcnn report: error: {tmp_path} is not a finished kcnn run (missing model.keras, class_names.json, "
+        "preprocessing.json); train one with `kcnn train CONFIG.yaml` first")
 
 
 PROBE = """<script>
