@@ -22,6 +22,7 @@ from keras import ops
 
 import kcnn
 from pipelines.optim import WarmupSchedule, effective_learning_rate, make_optimizer
+from pipelines.run_dir import RunDir
 
 # Layer-name prefixes of kcnn's heads (classification and segmentation); everything else is backbone.
 HEAD_PREFIXES = ("head_", "fc", "logits", "predictions", "conv_scores", "fcn_")
@@ -53,7 +54,7 @@ def copy_from_run(model: keras.Model, run_dir: str) -> int:
 
     The head starts afresh: it is the part a new task (new classes) replaces.
     """
-    path = os.path.join(run_dir, "model.keras")
+    path = RunDir(run_dir).model
     if not os.path.exists(path):
         raise FineTuneError(f"model.weights: {run_dir} has no model.keras; point it at a finished run directory, "
                             "'imagenet', or a checkpoint file")
