@@ -38,10 +38,12 @@ class DataConfig:
     mix: Optional[str] = key(None, "mixup or cutmix on training batches (labels become soft), or null")
     mix_alpha: Optional[float] = key(None, "Beta(alpha, alpha) of the mix; null: the paper's value (0.2 MixUp, 1.0 "
                                            "CutMix)")
-    crop_fraction: float = key(1.0, "share of the resized image the evaluation centre crop keeps (0.875: 224 of 256)")
-    mean: Tuple[float, ...] = key((0.5,), "per-channel mean subtracted from [0, 1] pixels (one value or one per "
-                                          "channel)")
-    std: Tuple[float, ...] = key((0.5,), "per-channel standard deviation pixels are divided by")
+    crop_fraction: Optional[float] = key(None, "share of the resized image the evaluation centre crop keeps (0.875: "
+                                               "224 of 256); null: the pretrained weights' (model.weights), else 1.0")
+    mean: Optional[Tuple[float, ...]] = key(None, "per-channel mean subtracted from [0, 1] pixels (one value or one "
+                                                  "per channel); null: the pretrained weights', else 0.5")
+    std: Optional[Tuple[float, ...]] = key(None, "per-channel standard deviation pixels are divided by; null: the "
+                                                 "pretrained weights', else 0.5")
     data_dir: Optional[str] = key(None, "TFDS data directory (default $TFDS_DATA_DIR or ~/tensorflow_datasets)")
     train_split: str = key("train", "split trained on (the only one augmented)")
     validation_split: str = key("validation", "split evaluated after every epoch (picks the best model)")
@@ -60,7 +62,8 @@ class DataConfig:
         _choice(self, "augment", choices.AUGMENT_PRESETS)
         _choice(self, "mix", (None, *choices.MIXES))
         _choice(self, "bad_files", choices.BAD_FILE_POLICIES)
-        _range(self, "crop_fraction", 0.0, 1.0, low_open=True)
+        if self.crop_fraction is not None:
+            _range(self, "crop_fraction", 0.0, 1.0, low_open=True)
         fractions = self.split_fractions
         if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6 or fractions[0] == 0:
             raise ConfigError(f"data.split_fractions must be three shares (train, validation, test) >= 0 summing "

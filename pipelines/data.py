@@ -88,24 +88,38 @@ class DataSpec:
 
     @classmethod
     def create(cls, source, *, image_size: int, batch_size: int, augment=None, channels: int = 3,
-               crop_fraction: float = 1.0, mean=(0.5,), std=(0.5,), **options) -> "DataSpec":
+               crop_fraction: float = 1.0, mean=(0.5,), std=(0.5,), channel_order: str = "rgb",
+               **options) -> "DataSpec":
         """A spec from keywords: ``augment`` is a preset name or a ``Recipe``; ``options`` are the other fields."""
-        preprocessing = Preprocessing(image_size, channels, crop_fraction, tuple(mean), tuple(std))
+        preprocessing = Preprocessing(image_size, channels, crop_fraction, tuple(mean), tuple(std), channel_order)
         recipe = aug.get_recipe(augment) if augment is not None else None
         if options.get("class_names") is not None:
             options["class_names"] = tuple(options["class_names"])
         return cls(source, preprocessing, batch_size, recipe, **options)
 
     @classmethod
-    def from_config(cls, data, *, seed: int | None = None) -> "DataSpec":
-        """The spec a config's ``data`` section (:class:`pipelines.config.DataConfig`) describes."""
-        return cls.create(
+    def from_config(cls, data, *, model=None, seed: int | None = None,
+                    preprocessing: Preprocessing | None = None) -> "DataSpec":
+        """The spec a config's ``data`` section (:class:`pipelines.config.DataConfig`) describes.
+
+        ``data.mean``, ``data.std`` and ``data.crop_fraction`` left null take the values of the
+        pretrained weights the ``model`` section starts from (``model.weights``: a checkpoint's
+        own preprocessing, or the preprocessing a previous run recorded), else 0.5, 0.5 and 1.0.
+        ``preprocessing``, a run's recorded one, replaces all that for evaluating a finished run.
+        """
+        from pipelines.finetune import pretrained_normalization
+
+        pretrained = pretrained_normalization(model) if model is not None and preprocessing is None else {}
+        normalization = {key: pretrained.get(key, default) if getattr(data, key) is None else getattr(data, key)
+                         for key, default in (("mean", (0.5,)), ("std", (0.5,)), ("crop_fraction", 1.0))}
+        spec = cls.create(
             data.source, image_size=data.image_size, batch_size=data.batch_size, augment=data.augment,
-            channels=data.channels, crop_fraction=data.crop_fraction, mean=data.mean, std=data.std, mix=data.mix,
+            channels=data.channels, channel_order=pretrained.get("channel_order", "rgb"), **normalization, mix=data.mix,
             mix_alpha=data.mix_alpha, train_split=data.train_split, validation_split=data.validation_split,
             test_split=data.test_split, seed=seed, cache=data.cache, data_dir=data.data_dir,
             download=data.download, bad_files=data.bad_files, split_fractions=tuple(data.split_fractions),
             split_seed=data.split_seed)
+        return spec if preprocessing is None else dataclasses.replace(spec, preprocessing=preprocessing)
 
     def evaluation(self, **changes) -> "DataSpec":
         """The same spec without augmentation or mixing (every split an evaluation pipeline)."""

@@ -44,7 +44,7 @@ def evaluate(run_dir: str, *, tta: str = "none", split: str | None = None, flip:
                       f"({config.data.augment!r}) never mirrored images, so mirrored views may lower accuracy "
                       "(digits are not mirror-symmetric); pass flip=False (--no-flip) to leave them out",
                       UserWarning, stacklevel=2)
-    spec = DataSpec.from_config(config.data).evaluation(cache=False)
+    spec = DataSpec.from_config(config.data, preprocessing=RunDir(run_dir).preprocessing()).evaluation(cache=False)
     size = spec.preprocessing.image_size
     split = split or spec.test_split
     # Ten-crop TTA looks at crops of a larger view: the image resized to size / 0.875 (256 for 224).

@@ -49,6 +49,29 @@ def build_model(model_config, num_classes: int, input_shape: tuple) -> keras.Mod
     return kcnn.build(model_config.name, weights=weights, **common)
 
 
+def pretrained_normalization(model_config) -> dict:
+    """The input normalisation ``model.weights`` was trained with, in [0, 1] pixel units; {} without weights.
+
+    A pretrained checkpoint gives its own (``kcnn.weights.preprocessing``: mean, std,
+    channel order and crop fraction); a previous run directory gives what that run
+    recorded in its ``preprocessing.json``. Keys: mean, std, crop_fraction, channel_order.
+    """
+    weights = getattr(model_config, "weights", None)
+    if weights is None:
+        return {}
+    if os.path.isdir(weights):
+        run = RunDir(weights)
+        if not os.path.exists(run.file(RunDir.PREPROCESSING)):
+            raise FineTuneError(f"model.weights: {weights} has no {RunDir.PREPROCESSING}; point it at a finished run "
+                                "directory, 'imagenet', or a checkpoint file")
+        recorded = run.preprocessing()
+        return {"mean": recorded.mean, "std": recorded.std, "crop_fraction": recorded.crop_fraction,
+                "channel_order": recorded.channel_order}
+    from kcnn.weights import checkpoint_spec
+
+    return checkpoint_spec(model_config.name, weights).preprocessing.unit_range()
+
+
 def copy_from_run(model: keras.Model, run_dir: str) -> int:
     """Copy every backbone layer's weights from the ``model.keras`` a previous run wrote; returns the count.
 

@@ -31,7 +31,9 @@ class Preprocessing:
     ``mean`` and ``std`` apply to pixels scaled to [0, 1], one value per channel
     (or one for all). ``crop_fraction`` is the share of the resized image the
     centre crop keeps (0.875 is the classic 224-of-256); 1.0 resizes straight to
-    ``image_size``.
+    ``image_size``. ``channel_order="bgr"`` reverses RGB before normalising (then
+    ``mean`` and ``std`` are in BGR order), for networks trained on BGR pixels such
+    as keras.applications' "caffe" checkpoints.
     """
 
     image_size: int
@@ -39,6 +41,7 @@ class Preprocessing:
     crop_fraction: float = 1.0
     mean: tuple = field(default=(0.5,))
     std: tuple = field(default=(0.5,))
+    channel_order: str = "rgb"
 
     def __post_init__(self):
         check_image_size(self.image_size)
@@ -53,6 +56,10 @@ class Preprocessing:
             object.__setattr__(self, key, values)
         if any(s <= 0 for s in self.std):
             raise ValueError(f"std values must be > 0, got {self.std}")
+        if self.channel_order not in CHANNEL_ORDERS:
+            raise ValueError(f"channel_order must be one of {', '.join(CHANNEL_ORDERS)}, got {self.channel_order!r}")
+        if self.channel_order == "bgr" and self.channels != 3:
+            raise ValueError("channel_order 'bgr' needs channels=3")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -60,6 +67,9 @@ class Preprocessing:
     @classmethod
     def from_json(cls, text: str) -> "Preprocessing":
         return cls(**json.loads(text))
+
+
+CHANNEL_ORDERS = ("rgb", "bgr")
 
 
 def check_image_size(image_size) -> int:
@@ -103,10 +113,11 @@ def to_unit_range(images: tf.Tensor) -> tf.Tensor:
 
 
 def normalize(images: tf.Tensor, spec: Preprocessing) -> tf.Tensor:
-    """[0, 1] float images to model inputs: (x - mean) / std per channel."""
-    mean = tf.constant(spec.mean, tf.float32)
-    std = tf.constant(spec.std, tf.float32)
-    return (tf.cast(images, tf.float32) - mean) / std
+    """[0, 1] float RGB images to model inputs: (x - mean) / std per channel, after RGB -> BGR if asked."""
+    images = tf.cast(images, tf.float32)
+    if spec.channel_order == "bgr":
+        images = images[..., ::-1]
+    return (images - tf.constant(spec.mean, tf.float32)) / tf.constant(spec.std, tf.float32)
 
 
 def resize_and_center_crop(images: tf.Tensor, size: int, crop_fraction: float = 1.0, *,

@@ -11,7 +11,7 @@ from pipelines.run_dir import staged_path
 def _to_pixels(images: np.ndarray, spec) -> np.ndarray:
     """Undo the normalisation for display: model inputs -> [0, 1] RGB."""
     unit = images * np.asarray(spec.std, np.float32) + np.asarray(spec.mean, np.float32)
-    unit = np.clip(unit, 0.0, 1.0)
+    unit = np.clip(unit[..., ::-1] if spec.channel_order == "bgr" else unit, 0.0, 1.0)
     return np.repeat(unit, 3, axis=-1) if unit.shape[-1] == 1 else unit
 
 

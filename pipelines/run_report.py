@@ -71,8 +71,9 @@ def _json(path, default):
 def test_predictions(run: Run, *, keep_wrong: int = 8):
     """Labels, predictions and the ``keep_wrong`` most confidently wrong (confidence, image, label, predicted)."""
     from pipelines.data import DataSpec, make_dataset
+    from pipelines.run_dir import RunDir
 
-    spec = DataSpec.from_config(run.config.data).evaluation(cache=False)
+    spec = DataSpec.from_config(run.config.data, preprocessing=RunDir(run.path).preprocessing()).evaluation(cache=False)
     dataset, info = make_dataset(spec, spec.test_split)
     labels, predictions, wrong, seen = [], [], [], 0
     for images, batch_labels in dataset:

@@ -88,7 +88,7 @@ def train(config: Config, run_dir: str | None = None, *, callbacks=(), verbose: 
     chief = is_chief(strategy)
     work = run if chief else RunDir(tempfile.mkdtemp(prefix="kcnn-worker-"))
     session = Session(config, run, work, chief, strategy, strategy_name, resolve_precision(config.train),
-                      DataSpec.from_config(config.data, seed=config.train.seed), verbose)
+                      DataSpec.from_config(config.data, model=config.model, seed=config.train.seed), verbose)
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(session.policy)
     keras.utils.set_random_seed(config.train.seed)

@@ -74,10 +74,12 @@ def predict(model_content: bytes, images) -> np.ndarray:
     return np.stack(outputs)
 
 
-def _datasets(config):
+def _datasets(config, run_dir: str):
     from pipelines.data import DataSpec, make_dataset
+    from pipelines.run_dir import RunDir
 
-    spec = DataSpec.from_config(config.data).evaluation(cache=False)  # the run's own evaluation pipeline
+    # The run's own evaluation pipeline, with the preprocessing it recorded.
+    spec = DataSpec.from_config(config.data, preprocessing=RunDir(run_dir).preprocessing()).evaluation(cache=False)
     return make_dataset(spec, spec.train_split)[0], make_dataset(spec, spec.test_split)[0]
 
 
@@ -100,7 +102,7 @@ def export_run_litert(run_dir: str, out_dir: str, *, samples: int = 200, int8: b
         from kcnn.compress import strip_pruning
 
         model = strip_pruning(model)
-    train, test = _datasets(config)
+    train, test = _datasets(config, run_dir)
     content = convert(model, representative_images(train, samples) if int8 else [], int8=int8)
     hits_float = hits_lite = examples = 0
     for images, labels in test:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from keras import layers
 
 from kcnn.backbones.base import backbone_model, image_input, register
-from kcnn.blocks import batch_norm_options, conv_bn_act, inception
+from kcnn.blocks import batch_norm_options, conv_bn_act, inception, max_pool
 from kcnn.layers import LocalResponseNormalization
 
 PAPER = "Szegedy et al., CVPR 2015, Table 1 and Figure 3"
@@ -28,19 +28,32 @@ INCEPTIONS = [
 
 @register("googlenet", input_shape=(224, 224, 3), head="gap_linear", head_kwargs={"dropout": 0.4}, paper=PAPER)
 @batch_norm_options(momentum=0.99, epsilon=1e-3)  # batch_norm=True only (not in the paper): Keras' defaults
-def googlenet(input_shape=(224, 224, 3), *, batch_norm=False, lrn=None, name="googlenet"):
+def googlenet(input_shape=(224, 224, 3), *, batch_norm=False, lrn=None, symmetric_padding=False, ceil_mode=False,
+              last_pool_size=3, kernel_5x5=5, name="googlenet"):
     """Stem (7x7/2, pool, LRN, 1x1, 3x3, LRN, pool) and nine Inception modules.
 
     As in the paper there is no batch norm and LRN follows the first pool and the
     second convolution; ``batch_norm=True`` adds BN and, unless ``lrn`` says
     otherwise, drops LRN. Outputs: conv1 (stride 2), conv2 (4), 3b (8), 4e (16), 5b (32).
+
+    torchvision's GoogLeNet, whose checkpoints ``kcnn.weights`` maps, differs from the
+    paper in ways these options reproduce (same output sizes at 224): conv1 padded 3
+    pixels on every side (``symmetric_padding``; "same" pads 2 above, 3 below), PyTorch
+    ceil-mode pooling (``ceil_mode``), a 2x2/2 pool before 5a (``last_pool_size=2``),
+    a 3x3 convolution in the "5x5" branch (``kernel_5x5=3``), BN everywhere, no LRN.
     """
     lrn = (not batch_norm) if lrn is None else lrn
     inputs = image_input(input_shape)
     common = dict(batch_norm=batch_norm)
-    x = conv_bn_act(inputs, 64, 7, 2, padding="same", name="conv1", **common)
+
+    def pool(x, size, label):
+        if ceil_mode:
+            return max_pool(x, size, 2, ceil_mode=True, name=label)
+        return layers.MaxPooling2D(size, strides=2, padding="same", name=label)(x)
+
+    x = conv_bn_act(inputs, 64, 7, 2, padding=3 if symmetric_padding else "same", name="conv1", **common)
     features = [x]
-    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
+    x = pool(x, 3, "pool1")
     if lrn:
         x = LocalResponseNormalization(name="norm1")(x)
     x = conv_bn_act(x, 64, 1, name="conv2_reduce", **common)
@@ -48,15 +61,15 @@ def googlenet(input_shape=(224, 224, 3), *, batch_norm=False, lrn=None, name="go
     if lrn:
         x = LocalResponseNormalization(name="norm2")(x)
     features.append(x)
-    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool2")(x)
+    x = pool(x, 3, "pool2")
     pools = 2
     for item in INCEPTIONS:
         if item == "pool":
             features.append(x)
             pools += 1
-            x = layers.MaxPooling2D(3, strides=2, padding="same", name=f"pool{pools}")(x)
+            x = pool(x, last_pool_size if pools == 4 else 3, f"pool{pools}")
             continue
         label, filters = item
-        x = inception(x, *filters, name=f"inception_{label}", **common)
+        x = inception(x, *filters, kernel_5x5=kernel_5x5, name=f"inception_{label}", **common)
     features.append(x)
     return backbone_model(inputs, features, name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from keras import layers
 
 from kcnn.backbones.base import backbone_model, image_input, register
-from kcnn.blocks import batch_norm_options, conv_bn_act, fire
+from kcnn.blocks import batch_norm_options, conv_bn_act, fire, max_pool
 
 PAPER = "Iandola et al., arXiv:1602.07360, Table 1 (v1.1: the authors' SqueezeNet v1.1 release)"
 
@@ -20,33 +20,18 @@ VERSIONS = {
 BYPASSED = (3, 5, 7, 9)  # the paper's simple bypass, where input and output widths agree
 
 
-def _max_pool(x, ceil_mode: bool, name: str):
-    """3x3/2 max pooling; ``ceil_mode`` keeps the last partial window, as PyTorch's ``ceil_mode=True`` does.
-
-    The extra bottom/right row is zero padding, which acts as -inf here because the
-    pooled maps are ReLU outputs.
-    """
-    if ceil_mode:
-        if None in x.shape[1:3]:
-            raise ValueError(f"{name}: ceil_mode needs a fixed input size; pass input_shape with height and width")
-        extra = [(-(-(size - 3) // 2)) * 2 + 3 - size for size in x.shape[1:3]]
-        if any(extra):
-            x = layers.ZeroPadding2D(((0, extra[0]), (0, extra[1])), name=f"{name}_pad")(x)
-    return layers.MaxPooling2D(3, strides=2, name=name)(x)
-
-
 def _squeezenet(version, input_shape, bypass, batch_norm, ceil_mode, name):
     spec = VERSIONS[version]
     inputs = image_input(input_shape)
     filters, kernel = spec["conv1"]
     x = conv_bn_act(inputs, filters, kernel, 2, padding="valid", batch_norm=batch_norm, use_bias=True, name="conv1")
     features = [x]
-    x = _max_pool(x, ceil_mode, "maxpool1")
+    x = max_pool(x, ceil_mode=ceil_mode, name="maxpool1")
     for index, (s, e1, e3) in enumerate(FIRES, start=2):
         x = fire(x, s, e1, e3, bypass=bypass and index in BYPASSED, batch_norm=batch_norm, name=f"fire{index}")
         if index in spec["pool_after"]:
             features.append(x)
-            x = _max_pool(x, ceil_mode, f"maxpool{index}")
+            x = max_pool(x, ceil_mode=ceil_mode, name=f"maxpool{index}")
     features.append(x)
     return backbone_model(inputs, features, name)
 

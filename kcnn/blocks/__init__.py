@@ -3,7 +3,7 @@
 Every block takes a ``name`` prefix so the layers it creates read like the paper.
 """
 
-from kcnn.blocks.common import activation_layer, conv_bn_act, get_activation, make_divisible
+from kcnn.blocks.common import activation_layer, conv_bn_act, get_activation, make_divisible, max_pool
 from kcnn.blocks.densenet import dense_block, transition
 from kcnn.blocks.fractal import fractal_block
 from kcnn.blocks.inception import inception
@@ -30,6 +30,7 @@ __all__ = [
     "inception",
     "inverted_residual",
     "make_divisible",
+    "max_pool",
     "mbconv",
     "nf_block",
     "regnet_block",

@@ -70,6 +70,25 @@ def explicit_padding(x, padding: Padding, name: str) -> tuple:
     return x, "valid"
 
 
+def max_pool(x, pool_size: int = 3, strides: int = 2, *, padding: str = "valid", ceil_mode: bool = False, name: str):
+    """Max pooling; ``ceil_mode=True`` keeps the last partial window, as PyTorch's ``ceil_mode=True`` does.
+
+    PyTorch (padding 0, ceil mode) gives ceil((W - k) / s) + 1 outputs, the extra window
+    running off the bottom/right edge; here that edge gets the missing rows as zero
+    padding, which acts as -inf because every map kcnn pools this way is a ReLU output.
+    Keras' "same" is not the same thing: it may pad the top/left too and gives
+    ceil(W / s) outputs. Needs a fixed input size.
+    """
+    if ceil_mode:
+        if None in x.shape[1:3]:
+            raise ValueError(f"{name}: ceil_mode needs a fixed input size; pass input_shape with height and width")
+        extra = [-(-(size - pool_size) // strides) * strides + pool_size - size for size in x.shape[1:3]]
+        if any(extra):
+            x = layers.ZeroPadding2D(((0, extra[0]), (0, extra[1])), name=f"{name}_pad")(x)
+        padding = "valid"
+    return layers.MaxPooling2D(pool_size, strides=strides, padding=padding, name=name)(x)
+
+
 def conv_bn_act(
     x,
     filters: int,

@@ -32,10 +32,15 @@ class Target:
     mean: np.ndarray
     std: np.ndarray
     class_names: list
+    channel_order: str = "rgb"  # "bgr": the model takes BGR pixels (mean and std in BGR order)
 
     def preprocess(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 ``[H, W, C]`` at the model's size -> model input."""
-        return ((pixels.astype("float32") / 255.0) - self.mean) / self.std
+        """uint8 RGB ``[H, W, C]`` at the model's size -> model input."""
+        return ((self.as_rgb(pixels).astype("float32") / 255.0) - self.mean) / self.std
+
+    def as_rgb(self, image: np.ndarray) -> np.ndarray:
+        """Model channel order <-> RGB (reversing is its own inverse)."""
+        return image[..., ::-1] if self.channel_order == "bgr" else image
 
     def class_name(self, index: int) -> str:
         return self.class_names[index] if index < len(self.class_names) else str(index)
@@ -65,7 +70,7 @@ def load_target(path: str, *, mean=(0.0,), std=(1.0,)) -> Target:
     return Target(model=model, image_size=int(size), channels=int(spec.get("channels", channels)),
                   crop_fraction=float(spec.get("crop_fraction", 1.0)),
                   mean=np.asarray(spec.get("mean", mean), "float32"), std=np.asarray(spec.get("std", std), "float32"),
-                  class_names=list(names))
+                  class_names=list(names), channel_order=spec.get("channel_order", "rgb"))
 
 
 def _read_json(path: str, default):
@@ -104,7 +109,7 @@ def explain_panels(target: Target, method: str, inputs: np.ndarray, *, layer=Non
     for image, heat, row in zip(inputs, heatmaps, probabilities):
         best = int(row.argmax())
         pictures.append(draw.panels_png(
-            [draw.to_display(image), heat, draw.overlay(image, heat)],
+            [draw.to_display(target.as_rgb(image)), heat, draw.overlay(target.as_rgb(image), heat)],
             ["input", method, f"{target.class_name(best)} {row[best]:.2f}"]))
     return pictures
 
@@ -158,7 +163,7 @@ def _maximize(target: Target, layer, units, steps: int):
     for unit in units:
         image, history = features.maximize_activation(model, layer, unit, steps=steps, blur_sigma=0.5,
                                                       l2_decay=1e-3, value_range=(float(low.min()), float(high.max())))
-        panels.append(draw.to_display(image))
+        panels.append(draw.to_display(target.as_rgb(image)))
         name = target.class_name(unit) if layer is None else f"{layer}:{unit}"
         titles.append(f"{name}\n{history[0]:.2g} -> {history[-1]:.2g}")
     label = "classes" if layer is None else _safe(layer)
@@ -171,10 +176,10 @@ def _projections(target: Target, layer, image, method: str) -> bytes:
     strength = values.reshape(-1, values.shape[-1]).max(axis=0)
     channels = np.argsort(-strength, kind="stable")[:4]
     project = deconv.deconvnet if method == "deconvnet" else deconv.guided_backprop
-    panels, titles = [draw.to_display(image)], ["input"]
+    panels, titles = [draw.to_display(target.as_rgb(image))], ["input"]
     for channel in channels:
         reconstruction, position = project(target.model, layer, int(channel), image)
-        panels.append(draw.to_display(reconstruction))
+        panels.append(draw.to_display(target.as_rgb(reconstruction)))
         titles.append(f"{layer.name}:{channel} at {position}")
     return draw.panels_png(panels, titles)
 

@@ -19,8 +19,8 @@ from kcnn.weights.catalog import CHECKPOINTS, SOURCES, CheckpointSpec, find
 from kcnn.weights.preprocessing import Preprocessing
 from kcnn.weights.sources import CheckpointError, normalise_torch_names, read_checkpoint
 
-__all__ = ["CHECKPOINTS", "CheckpointError", "CheckpointSpec", "Preprocessing", "builder_hint", "checkpoint_for", "fetch",
-           "load_weights", "preprocessing"]
+__all__ = ["CHECKPOINTS", "CheckpointError", "CheckpointSpec", "Preprocessing", "builder_hint", "checkpoint_for",
+           "checkpoint_spec", "fetch", "load_weights", "preprocessing"]
 
 
 def load_weights(model: keras.Model, source, *, skip_head: bool = False, architecture: str | None = None) -> CheckpointSpec:
@@ -52,19 +52,29 @@ def load_weights(model: keras.Model, source, *, skip_head: bool = False, archite
     return spec
 
 
-def checkpoint_for(name: str, weights: str, source: str | None = None) -> tuple[CheckpointSpec, str]:
-    """``weights`` ("imagenet" or a file) as (catalog row, local path); "imagenet" is fetched into the cache."""
+def checkpoint_spec(name: str, weights: str, source: str | None = None) -> CheckpointSpec:
+    """The catalog row ``weights`` ("imagenet" or a checkpoint file) stands for; nothing is read or fetched.
+
+    A file's source library follows from its name (``.h5``: keras.applications, else
+    torchvision) unless ``source`` says otherwise; "imagenet" means keras.applications'
+    checkpoint where it has one.
+    """
     if source is not None and source not in SOURCES:
         raise ValueError(f"weights_source must be one of {SOURCES}, got {source!r}")
+    if weights != "imagenet" and source is None:
+        source = "keras" if os.fspath(weights).endswith((".h5", ".hdf5")) else "torchvision"
+    return find(name, source)
+
+
+def checkpoint_for(name: str, weights: str, source: str | None = None) -> tuple[CheckpointSpec, str]:
+    """``weights`` ("imagenet" or a file) as (catalog row, local path); "imagenet" is fetched into the cache."""
+    spec = checkpoint_spec(name, weights, source)
     if weights == "imagenet":
-        spec = find(name, source)
         return spec, fetch(spec)
     path = os.fspath(weights)
     if not os.path.isfile(path):
         raise CheckpointError(f"weights must be 'imagenet' or a checkpoint file; {path!r} does not exist")
-    if source is None:
-        source = "keras" if path.endswith((".h5", ".hdf5")) else "torchvision"
-    return find(name, source), path
+    return spec, path
 
 
 def _names_match(pairs, tensors) -> bool:

@@ -23,7 +23,7 @@ class Pair:
 
     layer: str
     source: str
-    kind: str = "keras"
+    kind: str = "keras"  # or a TORCH_KINDS key, or "unused": the source's tensors are known and deliberately left out
     head: bool = False
 
 
@@ -98,6 +98,13 @@ def plan(model: keras.Model, pairs: list[Pair], tensors: dict[str, np.ndarray], 
     allowed_unused: set[str] = {k for k in tensors if k.rsplit(".", 1)[-1] in TORCH_BUFFERS}
     mapped: set[str] = set()
     for pair in pairs:
+        if pair.kind == "unused":
+            unused = _source_keys(pair, tensors)
+            if not unused:
+                raise CheckpointError(f"{family}: the checkpoint has no tensors under {pair.source!r}; it is for "
+                                      "a different architecture or variant")
+            allowed_unused.update(unused)
+            continue
         if pair.head and skip_head:
             allowed_unused.update(_source_keys(pair, tensors))
             continue

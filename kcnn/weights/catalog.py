@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from kcnn.weights import keras_apps, torchvision
-from kcnn.weights.preprocessing import CAFFE, KERAS_TORCH, TF, TORCH, Preprocessing
+from kcnn.weights.preprocessing import CAFFE, KERAS_TORCH, TF, TORCH, TORCH_TF, Preprocessing
 
 KERAS_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
 TORCH_BASE = "https://download.pytorch.org/models/"
@@ -41,9 +41,9 @@ def _keras(model, pairs, path, md5, top1, prep, **kwargs):
     return CheckpointSpec(model, "keras", pairs, KERAS_BASE + path, md5, top1, prep, **kwargs)
 
 
-def _torch(model, pairs, file, top1, **kwargs):
+def _torch(model, pairs, file, top1, prep=TORCH, **kwargs):
     sha_prefix = file.rsplit("-", 1)[-1].split(".")[0]
-    return CheckpointSpec(model, "torchvision", pairs, TORCH_BASE + file, sha_prefix, top1, TORCH, **kwargs)
+    return CheckpointSpec(model, "torchvision", pairs, TORCH_BASE + file, sha_prefix, top1, prep, **kwargs)
 
 
 # keras.applications md5s are those its own builders pass to get_file (MobileNets publish none);
@@ -79,6 +79,11 @@ CHECKPOINTS: list[CheckpointSpec] = [
            builder_kwargs={"ceil_mode": True}),
     _torch("densenet121", torchvision.densenet_pairs, "densenet121-a639ec97.pth", 74.434,
            builder_kwargs={"bn_epsilon": 1e-5}, bn_epsilon=1e-5),
+    # torchvision builds GoogLeNet for these weights with transform_input=True, which turns its ImageNet
+    # mean/std normalisation into (x / 255 - 0.5) / 0.5: the "tf" mode, exactly.
+    _torch("googlenet", torchvision.googlenet_pairs, "googlenet-1378be20.pth", 69.778, prep=TORCH_TF,
+           builder_kwargs={"batch_norm": True, "lrn": False, "symmetric_padding": True, "ceil_mode": True,
+                           "last_pool_size": 2, "kernel_5x5": 3}, bn_epsilon=1e-3),
     _torch("mobilenet_v2", torchvision.mobilenet_v2_pairs, "mobilenet_v2-b0353104.pth", 71.878,
            builder_kwargs={"bn_epsilon": 1e-5, "symmetric_padding": True}, bn_epsilon=1e-5),
 ]

@@ -27,6 +27,20 @@ class Preprocessing:
     def crop_fraction(self) -> float:
         return self.crop / self.resize
 
+    def unit_range(self) -> dict:
+        """The same normalisation for pixels scaled to [0, 1], as kcnn's pipelines apply it.
+
+        Keys ``mean`` and ``std`` (per channel, in the model's channel order), ``channel_order``
+        ("bgr" for caffe mode: reverse RGB first) and ``crop_fraction``.
+        """
+        if self.mode == "caffe":
+            mean, std, order = tuple(m / 255.0 for m in self.mean), (1.0 / 255.0,), "bgr"
+        elif self.mode == "tf":
+            mean, std, order = (0.5,), (0.5,), "rgb"
+        else:
+            mean, std, order = tuple(self.mean), tuple(self.std), "rgb"
+        return {"mean": mean, "std": std, "channel_order": order, "crop_fraction": self.crop_fraction}
+
     def normalize(self, images):
         """Map RGB pixels in [0, 255] (channels last) to what the checkpoint expects; keras.ops, any backend."""
         images = ops.cast(images, "float32")
@@ -42,3 +56,4 @@ CAFFE = Preprocessing("caffe", mean=(103.939, 116.779, 123.68))
 TF = Preprocessing("tf")
 TORCH = Preprocessing("torch", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), resize=256, crop=224)
 KERAS_TORCH = Preprocessing("torch", mean=TORCH.mean, std=TORCH.std)  # keras.applications' DenseNet
+TORCH_TF = Preprocessing("tf", resize=256, crop=224)  # torchvision's GoogLeNet (transform_input=True)

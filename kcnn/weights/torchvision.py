@@ -9,6 +9,7 @@ after Flatten the (C, H, W) -> (H, W, C) reordering of its inputs).
 from __future__ import annotations
 
 from kcnn.backbones.densenet import BLOCKS as DENSENET_BLOCKS
+from kcnn.backbones.googlenet import INCEPTIONS
 from kcnn.backbones.mobilenet import V2_BLOCKS
 from kcnn.backbones.resnet import DEPTHS as RESNET_DEPTHS
 from kcnn.backbones.vgg import DEPTHS as VGG_DEPTHS
@@ -97,3 +98,22 @@ def mobilenet_v2_pairs(name: str = "mobilenet_v2") -> list[Pair]:
         pairs += _conv_bn(f"block_{block}_project", f"{theirs}.2", f"{theirs}.3")
     pairs += _conv_bn("conv_last", f"features.{blocks + 1}.0", f"features.{blocks + 1}.1")
     return pairs + [Pair("logits", "classifier.1", "linear", head=True)]
+
+
+def googlenet_pairs(name: str = "googlenet") -> list[Pair]:
+    """``BasicConv2d`` modules (``.conv`` + ``.bn``); inception branches 1, 2.0-2.1, 3.0-3.1, 4.1 (4.0 is the pool).
+
+    The checkpoint also holds the two auxiliary classifiers (``aux1``, ``aux2``), which
+    torchvision itself drops when it loads the weights for inference (``aux_logits=False``);
+    kcnn's GoogLeNet has none, so they are declared unused.
+    """
+    pairs = _conv_bn("conv1", "conv1.conv", "conv1.bn")
+    pairs += _conv_bn("conv2_reduce", "conv2.conv", "conv2.bn") + _conv_bn("conv2", "conv3.conv", "conv3.bn")
+    for item in INCEPTIONS:
+        if item == "pool":
+            continue
+        ours, theirs = f"inception_{item[0]}", f"inception{item[0]}"
+        for suffix, branch in (("1x1", "branch1"), ("3x3_reduce", "branch2.0"), ("3x3", "branch2.1"),
+                               ("5x5_reduce", "branch3.0"), ("5x5", "branch3.1"), ("pool_proj", "branch4.1")):
+            pairs += _conv_bn(f"{ours}_{suffix}", f"{theirs}.{branch}.conv", f"{theirs}.{branch}.bn")
+    return pairs + [Pair("logits", "fc", "linear", head=True), Pair("", "aux1", "unused"), Pair("", "aux2", "unused")]

@@ -13,6 +13,9 @@ import pytest
 import kcnn
 from pipelines import config as C
 from pipelines import finetune
+from pipelines.data import DataSpec
+from pipelines.preprocess import normalize
+from pipelines.run_dir import RunDir
 from pipelines.train import train
 
 BASE = {"data": {"source": "digits", "image_size": 32, "channels": 1, "batch_size": 16},
@@ -76,7 +79,7 @@ def test_discriminative_rate_is_sgd_only():
 @pytest.mark.slow
 def test_frozen_backbone_from_a_run_then_unfrozen_and_resumed(tmp_path):
     pretrain = str(tmp_path / "pretrain")
-    train(config(), pretrain, verbose=False)
+    train(config(data={"mean": [0.2], "std": [0.4]}), pretrain, verbose=False)
     before = weights_by_layer(pretrain)
 
     # A 3-step pretraining leaves BN statistics near their initial values, so clip stage two's updates.
@@ -106,3 +109,46 @@ def test_frozen_backbone_from_a_run_then_unfrozen_and_resumed(tmp_path):
     assert not np.array_equal(resumed["conv_ds_5_pw_conv"][0], before["conv_ds_5_pw_conv"][0])
     for name in ("conv1_bn", "conv_ds_5_pw_bn"):
         assert all(np.array_equal(a, b) for a, b in zip(resumed[name], before[name]))
+    # data.mean/std left null: the fine-tuned run normalises (and so exports) as the run it started from.
+    assert RunDir(run_dir).preprocessing() == RunDir(pretrain).preprocessing()
+    assert RunDir(run_dir).preprocessing().mean == (0.2,)
+
+
+@pytest.mark.parametrize("mode", ["CAFFE", "TF", "TORCH", "TORCH_TF", "KERAS_TORCH"])
+def test_pipelines_normalise_exactly_as_each_checkpoint_expects(mode):
+    """The [0, 1]-pixel form (``unit_range``) the pipelines and the serving graph use equals the checkpoint's own
+    normalisation of 0-255 pixels (keras.applications.imagenet_utils' caffe/tf/torch modes)."""
+    import importlib
+
+    import tensorflow as tf
+
+    from pipelines.preprocess import Preprocessing
+
+    checkpoint = getattr(importlib.import_module("kcnn.weights.preprocessing"), mode)  # the module, not the function
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 5, 5, 3)).astype(np.float32)
+    unit = checkpoint.unit_range()
+    spec = Preprocessing(5, 3, unit["crop_fraction"], unit["mean"], unit["std"], unit["channel_order"])
+    ours = normalize(tf.constant(pixels / 255.0), spec).numpy()
+    np.testing.assert_allclose(ours, np.asarray(checkpoint.normalize(pixels)), rtol=1e-5, atol=1e-4)
+
+
+def test_null_normalisation_follows_the_pretrained_weights(tmp_path):
+    """data.mean/std/crop_fraction left null take model.weights' values; set ones win; no weights: 0.5/0.5/1."""
+    def spec(data=None, model=None):
+        cfg = config(data={"channels": 3, **(data or {})}, model=model or {})
+        return DataSpec.from_config(cfg.data, model=cfg.model).preprocessing
+
+    assert (spec().mean, spec().std, spec().crop_fraction, spec().channel_order) == ((0.5,), (0.5,), 1.0, "rgb")
+    caffe = spec(model={"name": "resnet50", "weights": "imagenet"})  # keras.applications: caffe mode
+    assert caffe.channel_order == "bgr" and caffe.std == (1 / 255,) and caffe.crop_fraction == 1.0
+    assert caffe.mean == pytest.approx((103.939 / 255, 116.779 / 255, 123.68 / 255))
+    checkpoint = tmp_path / "resnet18.safetensors"
+    checkpoint.write_bytes(b"")  # only its name is read here: a .safetensors file is a torchvision checkpoint
+    torch_like = spec(model={"name": "resnet18", "weights": str(checkpoint)})
+    assert (torch_like.mean, torch_like.std) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert torch_like.crop_fraction == 0.875 and torch_like.channel_order == "rgb"
+    chosen = spec(data={"mean": [0.1, 0.2, 0.3], "crop_fraction": 1.0}, model={"name": "resnet18",
+                                                                                "weights": str(checkpoint)})
+    assert (chosen.mean, chosen.std, chosen.crop_fraction) == ((0.1, 0.2, 0.3), (0.229, 0.224, 0.225), 1.0)
+    with pytest.raises(finetune.FineTuneError, match="has no preprocessing.json; point it at a finished run"):
+        spec(model={"weights": str(tmp_path)})

@@ -35,16 +35,18 @@ def encoded_files(seed: int = 0) -> list[bytes]:
     return files
 
 
-@pytest.mark.parametrize("channels, crop_fraction", [(1, 1.0), (3, 0.875)])
+@pytest.mark.parametrize("channels, crop_fraction, channel_order", [(1, 1.0, "rgb"), (3, 0.875, "rgb"),
+                                                                    (3, 0.875, "bgr")])  # bgr: caffe checkpoints
 def test_evaluation_pipeline_and_exported_image_bytes_signature_give_identical_model_inputs(
-        tmp_path, channels, crop_fraction):
+        tmp_path, channels, crop_fraction, channel_order):
     files = encoded_files()
     folder = tmp_path / "images" / "only_class"
     folder.mkdir(parents=True)
     for index, (data, (_, fmt, _)) in enumerate(zip(files, FILES)):
         (folder / f"{index}.{fmt.lower()}").write_bytes(data)
     spec = DataSpec.create(f"folder:{tmp_path / 'images'}", image_size=SIZE, batch_size=len(files), channels=channels,
-                           crop_fraction=crop_fraction, mean=(0.4,), std=(0.3,), split_fractions=(1.0, 0, 0))
+                           crop_fraction=crop_fraction, mean=(0.4,) if channels == 1 else (0.3, 0.4, 0.5),
+                           std=(0.3,), channel_order=channel_order, split_fractions=(1.0, 0, 0))
     dataset, info = make_dataset(spec, "train")  # no augmentation recipe: the evaluation pipeline, every file
     pipeline_inputs = next(iter(dataset))[0].numpy()  # sorted file names: the order of FILES
 
