@@ -77,19 +77,29 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30, help="the budget of both fine-tuning and from-scratch runs")
     parser.add_argument("--unfreeze-at", type=int, default=10, help="epoch at which the backbone starts training")
     parser.add_argument("--unfreeze-lr", type=float, default=0.01, help="the rate once the backbone trains")
+    parser.add_argument("--freeze", default="backbone", help="model.freeze of the fine-tuning runs")
+    parser.add_argument("--pretrain-augment", default="none", help="data.augment of the pretraining run")
+    parser.add_argument("--pretrained", help="reuse this pretraining run directory (same --model) instead of "
+                                             "pretraining again")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="kcnn-transfer-")
-    pre_data = write_folder(os.path.join(work, "digits0-4"), range(5), None, 0)
-    pretrained = os.path.join(work, "pretrain")
-    pre = run("pretrain on 0-4", args.model, {"data": {"source": f"folder:{pre_data}"}, "train": {"epochs": args.pretrain_epochs}},
-              pretrained)
+    if args.pretrained:
+        pretrained = args.pretrained
+        pre = json.load(open(os.path.join(pretrained, "metrics.json")))
+    else:
+        pre_data = write_folder(os.path.join(work, "digits0-4"), range(5), None, 0)
+        pretrained = os.path.join(work, "pretrain")
+        pre = run("pretrain on 0-4", args.model, {"data": {"source": f"folder:{pre_data}",
+                                                           "augment": args.pretrain_augment},
+                                                  "train": {"epochs": args.pretrain_epochs}}, pretrained)
     results = {"finetune": [], "scratch": []}
     for seed in range(args.seeds):
         data = write_folder(os.path.join(work, f"digits5-9-seed{seed}"), range(5, 10), args.labels, seed)
         common = {"data": {"source": f"folder:{data}", "batch_size": 20}}
-        finetune = {**common, "model": {"weights": pretrained, "freeze": "backbone"},
-                    "train": {"epochs": args.epochs, "seed": seed, "unfreeze_at_epoch": args.unfreeze_at,
-                              "unfreeze_learning_rate": args.unfreeze_lr}}
+        finetune = {**common, "model": {"weights": pretrained, "freeze": args.freeze},
+                    "train": {"epochs": args.epochs, "seed": seed}}
+        if args.freeze != "none":
+            finetune["train"].update(unfreeze_at_epoch=args.unfreeze_at, unfreeze_learning_rate=args.unfreeze_lr)
         scratch = {**common, "train": {"epochs": args.epochs, "seed": seed}}
         order = [("finetune", finetune), ("scratch", scratch)]
         for name, sections in order if seed % 2 == 0 else order[::-1]:
