@@ -46,6 +46,8 @@ def load_weights(model: keras.Model, source, *, skip_head: bool = False, archite
     else:
         tensors = checkpoint.tensors
     family = f"{name} from {library} ({os.path.basename(str(source))})"
+    if library == "keras":
+        keras_apps.check_input_normalization(pairs, tensors, spec.preprocessing, family)
     writes = _assign.plan(model, pairs, tensors, skip_head=skip_head, family=family,
                           bn_epsilon=spec.bn_epsilon, builder_hint=builder_hint(spec))
     _assign.assign(writes)
@@ -80,7 +82,7 @@ def checkpoint_for(name: str, weights: str, source: str | None = None) -> tuple[
 def _names_match(pairs, tensors) -> bool:
     """Whether a legacy Keras file names its layers as today's keras.applications does."""
     layers = {key.rsplit("/", 1)[0] for key in tensors}
-    return all(pair.source in layers for pair in pairs if not pair.head)
+    return all(pair.source in layers for pair in pairs if not pair.head and pair.kind not in _assign.UNUSED_KINDS)
 
 
 def builder_hint(spec: CheckpointSpec) -> str:

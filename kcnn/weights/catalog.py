@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from kcnn.backbones.efficientnet import VARIANTS
 from kcnn.weights import keras_apps, torchvision
 from kcnn.weights.preprocessing import CAFFE, KERAS_TORCH, TF, TORCH, TORCH_TF, Preprocessing
 
 KERAS_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
+KERAS_EFFICIENTNET_BASE = "https://storage.googleapis.com/keras-applications/"  # keras' efficientnet.py
 TORCH_BASE = "https://download.pytorch.org/models/"
 
 
@@ -37,8 +39,41 @@ class CheckpointSpec:
         return self.url.rsplit("/", 1)[-1]
 
 
-def _keras(model, pairs, path, md5, top1, prep, **kwargs):
-    return CheckpointSpec(model, "keras", pairs, KERAS_BASE + path, md5, top1, prep, **kwargs)
+def _keras(model, pairs, path, md5, top1, prep, base=KERAS_BASE, **kwargs):
+    return CheckpointSpec(model, "keras", pairs, base + path, md5, top1, prep, **kwargs)
+
+
+# keras.applications' efficientnet.py: file "efficientnetb{i}.h5" and its md5; top-1 from the keras.applications table.
+_EFFICIENTNET = [("902e53a9f72be733fc0bcb005b3ebbac", 77.1), ("1d254153d4ab51201f1646940f018540", 79.1),
+                 ("b15cce36ff4dcbd00b6dd88e7857a6ad", 80.1), ("ffd1fdc53d0ce67064dc6a9c7960ede0", 81.6),
+                 ("18c95ad55216b8f92d7e70b3a046e2fc", 82.9), ("ace28f2a6363774853a83a0b21b9421a", 83.6),
+                 ("165f6e37dce68623721b423839de8be5", 84.0), ("8c03f828fec3ef71311cd463b6759d99", 84.3)]
+
+
+def _efficientnet(index):
+    name = f"efficientnet_b{index}"
+    size = VARIANTS[name][2]
+    # Its model rescales to [0, 1] and normalises with the ImageNet mean/std itself; kcnn does that outside.
+    prep = Preprocessing("torch", mean=TORCH.mean, std=TORCH.std, resize=size, crop=size)
+    md5, top1 = _EFFICIENTNET[index]
+    return _keras(name, keras_apps.efficientnet_pairs, f"efficientnetb{index}.h5", md5, top1, prep,
+                  base=KERAS_EFFICIENTNET_BASE, bn_epsilon=1e-3)
+
+
+# keras.applications' mobilenet_v3.py: file names and md5s; top-1 from its docstring's table. Its model
+# scales 0-255 pixels to [-1, 1] itself (a Rescaling layer without weights): the "tf" mode.
+_MOBILENET_V3 = {
+    "mobilenet_v3_large": ("large_224_1.0_float", "59e551e166be033d707958cf9e29a6a7", 75.6),
+    "mobilenet_v3_small": ("small_224_1.0_float", "8768d4c2e7dee89b9d02b2d03d65d862", 68.1),
+    "mobilenet_v3_large_minimalistic": ("large_minimalistic_224_1.0_float", "675e7b876c45c57e9e63e6d90a36599c", 72.3),
+    "mobilenet_v3_small_minimalistic": ("small_minimalistic_224_1.0_float", "99cd97fb2fcdad2bf028eb838de69e37", 61.9),
+}
+
+
+def _mobilenet_v3(name):
+    tag, md5, top1 = _MOBILENET_V3[name]
+    return _keras(name, keras_apps.mobilenet_v3_pairs, f"mobilenet_v3/weights_mobilenet_v3_{tag}.h5", md5, top1, TF,
+                  bn_epsilon=1e-3)
 
 
 def _torch(model, pairs, file, top1, prep=TORCH, **kwargs):
@@ -63,6 +98,8 @@ CHECKPOINTS: list[CheckpointSpec] = [
            bn_epsilon=1e-3),
     _keras("densenet121", keras_apps.densenet_pairs, "densenet/densenet121_weights_tf_dim_ordering_tf_kernels.h5",
            "9d60b8095a5708f2dcce2bca79d332c7", 75.0, KERAS_TORCH, bn_epsilon=1.001e-5),
+    *[_efficientnet(i) for i in range(8)],
+    *[_mobilenet_v3(name) for name in _MOBILENET_V3],
     _torch("alexnet", torchvision.alexnet_pairs, "alexnet-owt-7be5be79.pth", 56.522,
            builder_kwargs={"filters": (64, 192, 384, 256, 256), "lrn": False}),
     _torch("vgg11", torchvision.vgg_pairs, "vgg11-8a719046.pth", 69.020),
