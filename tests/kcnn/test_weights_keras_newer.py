@@ -7,7 +7,8 @@ keras model is built the way ``weights="imagenet"`` builds it (that adds a Resca
 for the standard deviation, see keras' efficientnet.py), with keras' download replaced by a
 file of random weights whose input Normalization holds the published ImageNet values; the
 replaced download also proves the catalog's file name, URL and md5 are the ones keras asks for.
-keras insists on 224 pixels for EfficientNet's "imagenet" model with its top; the backbones
+keras insists on the checkpoint's own size (224 for B0, 240 for B1...) for EfficientNet's "imagenet"
+model with its top, so the full models run at the catalog row's crop size; the backbones
 alone run at 40 pixels, so the stride-2 layers see even (40, 20, 10) and odd (5, 3) maps:
 keras' ZeroPadding2D(correct_pad) + "valid" is what kcnn's "same" computes at a fixed size.
 """
@@ -25,7 +26,7 @@ from keras.src.legacy.saving import legacy_h5_format
 import kcnn
 from kcnn.weights import CheckpointError, catalog, keras_apps, load_weights, preprocessing
 
-TOP_SIZE, SIZE = 224, 40
+SIZE = 40
 # ImageNet mean and standard deviation as keras' efficientnet.py states them (IMAGENET_STDDEV_RGB).
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -65,7 +66,7 @@ def _imagenet_reference(name, monkeypatch, tmp_path, include_top=True):
     Returns (model, legacy .h5 path, Keras 3 .weights.h5 path) and checks what keras asked to download.
     """
     spec = catalog.find(name, "keras")
-    size = TOP_SIZE if include_top else SIZE
+    size = spec.preprocessing.crop if include_top else SIZE
     kwargs = dict(input_shape=(size, size, 3), include_top=include_top, **keras_apps.REFERENCE_KWARGS.get(name, {}))
     constructor = getattr(keras.applications, keras_apps.REFERENCE_MODELS[name])
     plain = _randomise(constructor(weights=None, **kwargs))
@@ -85,7 +86,7 @@ def _imagenet_reference(name, monkeypatch, tmp_path, include_top=True):
     return model, legacy, keras3
 
 
-def _kcnn(name, classes=1000, size=TOP_SIZE):
+def _kcnn(name, size, classes=1000):
     spec = catalog.find(name, "keras")
     return kcnn.build(name, num_classes=classes, input_shape=(size, size, 3), backbone_kwargs=spec.builder_kwargs)
 
@@ -93,16 +94,17 @@ def _kcnn(name, classes=1000, size=TOP_SIZE):
 def check_parity(name, monkeypatch, tmp_path):
     reference, legacy, keras3 = _imagenet_reference(name, monkeypatch, tmp_path)
     normalize = preprocessing(name, "keras").normalize
-    pixels = _pixels(TOP_SIZE)
+    size = catalog.find(name, "keras").preprocessing.crop
+    pixels = _pixels(size)
     expected = keras.ops.convert_to_numpy(reference(pixels))
     for path in (legacy, keras3):
-        model = _kcnn(name)
+        model = _kcnn(name, size)
         load_weights(model, path)
         got = keras.ops.convert_to_numpy(model(normalize(pixels)))
         assert np.abs(got - expected).max() < 1e-4, path
     # The backbone alone from a "notop" file: kcnn's deepest map is keras.applications' output.
     notop, notop_legacy, _ = _imagenet_reference(name, monkeypatch, tmp_path, include_top=False)
-    model = _kcnn(name, classes=3, size=SIZE)
+    model = _kcnn(name, SIZE, classes=3)
     load_weights(model, notop_legacy, skip_head=True)
     backbone = keras.Model(model.inputs, model.get_layer("head_pool").input)
     pixels = _pixels(SIZE)
