@@ -44,7 +44,7 @@ def load_weights(model: keras.Model, source, *, skip_head: bool = False, archite
     elif checkpoint.kind == "torch":
         tensors = normalise_torch_names(checkpoint.tensors)
     else:
-        tensors = checkpoint.tensors
+        tensors = keras_apps.unnumbered_head(checkpoint.tensors)
     family = f"{name} from {library} ({os.path.basename(str(source))})"
     if library == "keras":
         keras_apps.check_input_normalization(pairs, tensors, spec.preprocessing, family)
@@ -123,7 +123,8 @@ def fetch(spec: CheckpointSpec) -> str:
 def _hash_ok(path: str, spec: CheckpointSpec) -> bool:
     if not spec.file_hash:
         return True
-    digest = hashlib.md5() if spec.source == "keras" else hashlib.sha256()
+    # keras.applications' get_file takes a 64-digit hash as sha256 (RegNet's), else md5.
+    digest = hashlib.md5() if spec.source == "keras" and len(spec.file_hash) != 64 else hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)

@@ -12,7 +12,7 @@ from typing import Callable
 
 from kcnn.backbones.efficientnet import VARIANTS
 from kcnn.weights import keras_apps, torchvision
-from kcnn.weights.preprocessing import CAFFE, KERAS_TORCH, TF, TORCH, TORCH_TF, Preprocessing
+from kcnn.weights.preprocessing import CAFFE, KERAS_TORCH, TF, TORCH, TORCH_TF, UNIT, Preprocessing
 
 KERAS_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
 KERAS_EFFICIENTNET_BASE = "https://storage.googleapis.com/keras-applications/"  # keras' efficientnet.py
@@ -27,8 +27,8 @@ class CheckpointSpec:
     source: str  # "keras" (keras.applications) or "torchvision"
     pairs: Callable[[str], list]
     url: str
-    file_hash: str  # keras: the md5 keras.applications checks; torchvision: the sha256 prefix in the file name
-    top1: float  # ImageNet-1k top-1 (%) as the source library reports it
+    file_hash: str  # keras: the md5 (sha256 for RegNet) keras.applications checks; torchvision: the sha256 prefix
+    top1: float | None  # ImageNet-1k top-1 (%) as the source library reports it; None where it reports none
     preprocessing: Preprocessing
     builder_kwargs: dict = field(default_factory=dict)
     bn_epsilon: float | None = None
@@ -81,6 +81,29 @@ def _torch(model, pairs, file, top1, prep=TORCH, **kwargs):
     return CheckpointSpec(model, "torchvision", pairs, TORCH_BASE + file, sha_prefix, top1, prep, **kwargs)
 
 
+# RegNet came with Keras 2's keras.applications (kept as tf-keras; Keras 3 has none): its regnet.py's
+# file "regnet{x|y}{flops}.h5" and sha256. Its model only rescales pixels to [0, 1]; it reports no top-1.
+_REGNET_SHA256 = {
+    "x002": "49fb46e56cde07fdaf57bffd851461a86548f6a3a4baef234dd37290b826c0b8", "x004": "3523c7f5ac0dbbcc2fd6d83b3570e7540f7449d3301cc22c29547302114e4088",
+    "x006": "340216ef334a7bae30daac9f414e693c136fac9ab868704bbfcc9ce6a5ec74bb", "x008": "8f145d6a5fae6da62677bb8d26eb92d0b9dfe143ec1ebf68b24a57ae50a2763d",
+    "x016": "31c386f4c7bfef4c021a583099aa79c1b3928057ba1b7d182f174674c5ef3510", "x032": "6c025df1409e5ea846375bc9dfa240956cca87ef57384d93fef7d6fa90ca8c7f",
+    "x040": "ba128046c588a26dbd3b3a011b26cb7fa3cf8f269c184c132372cb20b6eb54c1", "x064": "0f4489c3cd3ad979bd6b0324213998bcb36dc861d178f977997ebfe53c3ba564",
+    "x080": "76320e43272719df648db37271a247c22eb6e810fe469c37a5db7e2cb696d162", "x120": "5cafc461b78897d5e4f24e68cb406d18e75f31105ef620e7682b611bb355eb3a",
+    "x160": "8093f57a5824b181fb734ea21ae34b1f7ee42c5298e63cf6d587c290973195d2", "x320": "91fb3e6f4e9e44b3687e80977f7f4412ee9937c0c704232664fc83e4322ea01e",
+    "y002": "1e8091c674532b1a61c04f6393a9c570113e0197f22bd1b98cc4c4fe800c6465", "y004": "752fdbad21c78911bf1dcb8c513e5a0e14697b068e5d9e73525dbaa416d18d8e",
+    "y006": "98942e07b273da500ff9699a1f88aca78dfad4375faabb0bab784bb0dace80a9", "y008": "1b099377cc9a4fb183159a6f9b24bc998e5659d25a449f40c90cbffcbcfdcae4",
+    "y016": "b7ce1f5e223f0941c960602de922bcf846288ce7a4c33b2a4f2e4ac4b480045b", "y032": "6a6a545cf3549973554c9b94f0cd40e25f229fffb1e7f7ac779a59dcbee612bd",
+    "y040": "98d00118b335162bbffe8f1329e54e5c8e75ee09b2a5414f97b0ddfc56e796f6", "y064": "65c948c7a18aaecaad2d1bd4fd978987425604ba6669ef55a1faa0069a2804b7",
+    "y080": "7a2c62da2982e369a4984d3c7c3b32d6f8d3748a71cb37a31156c436c37f3e95", "y120": "a96ab0d27d3ae35a422ee7df0d789069b3e3217a99334e0ce861a96595bc5986",
+    "y160": "45067240ffbc7ca2591313fee2f80dbdda6d66ec1a7451446f9a6d00d8f7ac6e", "y320": "b05e173e4ae635cfa22d06392ee3741284d17dadfee68f2aa6fd8cb2b7561112",
+}
+
+
+def _regnet(key):
+    return _keras(f"regnet{key[0]}_{key[1:]}", keras_apps.regnet_pairs, f"regnet/regnet{key}.h5", _REGNET_SHA256[key],
+                  None, UNIT, bn_epsilon=1e-5)
+
+
 # keras.applications md5s are those its own builders pass to get_file (MobileNets publish none);
 # top-1 from the keras.applications documentation table and torchvision's Weights metadata.
 CHECKPOINTS: list[CheckpointSpec] = [
@@ -100,6 +123,7 @@ CHECKPOINTS: list[CheckpointSpec] = [
            "9d60b8095a5708f2dcce2bca79d332c7", 75.0, KERAS_TORCH, bn_epsilon=1.001e-5),
     *[_efficientnet(i) for i in range(8)],
     *[_mobilenet_v3(name) for name in _MOBILENET_V3],
+    *[_regnet(key) for key in _REGNET_SHA256],
     _torch("alexnet", torchvision.alexnet_pairs, "alexnet-owt-7be5be79.pth", 56.522,
            builder_kwargs={"filters": (64, 192, 384, 256, 256), "lrn": False}),
     _torch("vgg11", torchvision.vgg_pairs, "vgg11-8a719046.pth", 69.020),

@@ -18,6 +18,8 @@ from kcnn.backbones.densenet import BLOCKS as DENSENET_BLOCKS
 from kcnn.backbones.efficientnet import B0_STAGES, VARIANTS as EFFICIENTNET_VARIANTS, round_repeats
 from kcnn.backbones.mobilenet_v3 import TABLES as MOBILENET_V3_TABLES
 from kcnn.backbones.mobilenet import V2_BLOCKS
+from kcnn.backbones.regnet import SPECS as REGNET_SPECS
+from kcnn.backbones.regnet import stage_plan
 from kcnn.backbones.resnet import DEPTHS as RESNET_DEPTHS
 from kcnn.backbones.vgg import DEPTHS as VGG_DEPTHS
 from kcnn.weights.assign import Pair
@@ -114,6 +116,28 @@ def mobilenet_v3_pairs(name: str) -> list[Pair]:
     pairs += [Pair("last_conv", "conv_1"), Pair("last_bn", "conv_1_bn")]
     return pairs + [Pair("fc1", "conv_2", kind="keras_conv_as_dense", head=True),
                     Pair("logits", "logits", kind="keras_conv_as_dense", head=True)]
+
+
+def regnet_pairs(name: str) -> list[Pair]:
+    """Keras 2's keras.applications RegNet (tf-keras): ``regnetx002_Stage_{s}_XBlock_{b}_*`` (from 0), the
+    1x1 / grouped 3x3 / 1x1 convolutions, ``_skip_*`` on each stage's first block; head ``head_dense``."""
+    model, kind = f"regnet{name[6]}{name[-3:]}", name[6].upper()
+    pairs = [Pair("stem_conv", f"{model}_stem_conv"), Pair("stem_bn", f"{model}_stem_bn")]
+    for stage, (_, depth, _) in enumerate(stage_plan(REGNET_SPECS[name]), start=1):
+        for i in range(depth):
+            ours, theirs = f"stage{stage}_block{i + 1}", f"{model}_Stage_{stage - 1}_{kind}Block_{i}"
+            parts = [("shortcut_conv", "skip_1x1"), ("shortcut_bn", "skip_bn")] if i == 0 else []
+            parts += [("a_conv", "conv_1x1_1"), ("a_bn", "conv_1x1_1_bn"), ("b_conv", "conv_3x3"),
+                      ("b_bn", "conv_3x3_bn"), ("c_conv", "conv_1x1_2"), ("c_bn", "conv_1x1_2_bn")]
+            if kind == "Y":
+                parts += [("se_reduce", "squeeze_and_excite_squeeze"), ("se_expand", "squeeze_and_excite_excite")]
+            pairs += [Pair(f"{ours}_{a}", f"{theirs}_{b}") for a, b in parts]
+    return pairs + [Pair("logits", "head_dense", head=True)]
+
+
+def unnumbered_head(tensors: dict) -> dict:
+    """tf-keras' RegNet names its classifier by a session counter ("0head_dense", "3head_dense"): drop it."""
+    return {re.sub(r"^\d+head_dense/", "head_dense/", key): value for key, value in tensors.items()}
 
 
 # Keras names an unnamed layer by its class, with a counter after the first ("normalization_3").

@@ -16,6 +16,7 @@ keras' ZeroPadding2D(correct_pad) + "valid" is what kcnn's "same" computes at a 
 from __future__ import annotations
 
 import importlib
+import re
 
 import h5py
 import keras
@@ -175,3 +176,68 @@ def test_preprocessing_rows():
     got = keras.ops.convert_to_numpy(preprocessing("mobilenet_v3_large", "keras").normalize(pixels))
     # keras.applications.mobilenet_v3's Rescaling(1 / 127.5, offset=-1).
     np.testing.assert_allclose(got, pixels / 127.5 - 1.0, atol=1e-6)
+
+
+# --- RegNet: Keras 2's keras.applications (kept as tf-keras; Keras 3 has none) --------------------------
+
+def _tf_keras_regnet(name, monkeypatch, tmp_path):
+    """tf-keras' RegNet as ``weights="imagenet"`` builds it (224 pixels), its download a random-weights file."""
+    import tf_keras
+    from tf_keras.src.applications import regnet
+
+    spec = catalog.find(name, "keras")
+    constructor = getattr(tf_keras.applications, f"RegNet{name[6].upper()}{name[-3:]}")
+    plain = _randomise(constructor(weights=None))
+    path = str(tmp_path / "regnet.h5")
+    plain.save_weights(path)  # tf-keras writes the legacy layout of the published files
+    asked = []
+
+    def fake_get_file(fname, origin, cache_subdir, file_hash):
+        asked.append((fname, origin, file_hash))
+        return path
+
+    monkeypatch.setattr(regnet.data_utils, "get_file", fake_get_file)
+    model = constructor(weights="imagenet")
+    assert asked == [(spec.file_name, spec.url, spec.file_hash)]
+    return model, path
+
+
+@pytest.mark.parametrize("name", ["regnetx_002", pytest.param("regnety_008", marks=pytest.mark.slow)])
+def test_regnet_parity_with_tf_keras_applications(name, monkeypatch, tmp_path):
+    reference, path = _tf_keras_regnet(name, monkeypatch, tmp_path)
+    pixels = _pixels(224)
+    expected = reference(pixels).numpy()  # logits: tf-keras' RegNet head never applies its softmax
+    model = _kcnn(name, 224)
+    load_weights(model, path)
+    logits = keras.Model(model.inputs, model.get_layer("logits").output)
+    got = keras.ops.convert_to_numpy(logits(preprocessing(name, "keras").normalize(pixels)))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    # The head's layer name carries tf-keras' session counter; any counter loads.
+    with h5py.File(path, "r") as h5:
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in h5.attrs["layer_names"]]
+    assert [n for n in names if re.fullmatch(r"\d+head_dense", n)], names[-3:]
+
+
+def test_regnet_catalog_rows_are_tf_keras_own_files():
+    """All 24 RegNets: file name, URL and sha256 are those tf-keras' regnet.py passes to get_file."""
+    from tf_keras.src.applications import regnet
+
+    rows = {c.model: c for c in catalog.CHECKPOINTS if c.model.startswith("regnet")}
+    assert len(rows) == 24
+    for key, (top_hash, _) in regnet.WEIGHTS_HASHES.items():
+        spec = rows[f"regnet{key[0]}_{key[1:]}"]
+        assert (spec.file_name, spec.url, spec.file_hash) == (
+            f"regnet{key}.h5", f"{regnet.BASE_WEIGHTS_PATH}regnet{key}.h5", top_hash)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["regnetx_080", "regnety_016"])
+def test_regnet_mapping_covers_every_tf_keras_weight(name):
+    """Two more shapes of the table: RegNetX-8.0GF's group width capped by its first stage, a deep RegNetY."""
+    import tf_keras
+
+    constructor = getattr(tf_keras.applications, f"RegNet{name[6].upper()}{name[-3:]}")
+    reference = constructor(weights=None, input_shape=(32, 32, 3), include_top=False)
+    weighted = [layer.name for layer in reference.layers if layer.weights]
+    sources = [pair.source for pair in catalog.find(name, "keras").pairs(name) if not pair.head]
+    assert sorted(sources) == sorted(weighted) and len(set(sources)) == len(sources)
