@@ -241,3 +241,23 @@ def test_regnet_mapping_covers_every_tf_keras_weight(name):
     weighted = [layer.name for layer in reference.layers if layer.weights]
     sources = [pair.source for pair in catalog.find(name, "keras").pairs(name) if not pair.head]
     assert sorted(sources) == sorted(weighted) and len(set(sources)) == len(sources)
+
+
+def test_regnet_sha256_is_checked(tmp_path, monkeypatch):
+    """tf-keras publishes sha256 (64 digits) for RegNet, md5 elsewhere: a cached file passes by either, as
+    keras' get_file accepts it, and a wrong one is named, not loaded."""
+    import dataclasses
+    import hashlib
+
+    from kcnn.weights import fetch
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    spec = catalog.find("regnetx_002")
+    assert len(spec.file_hash) == 64
+    (tmp_path / "models").mkdir()
+    target = tmp_path / "models" / spec.file_name
+    target.write_bytes(b"a stand-in file")
+    for digest in (hashlib.sha256, hashlib.md5):
+        assert fetch(dataclasses.replace(spec, file_hash=digest(b"a stand-in file").hexdigest())) == str(target)
+    with pytest.raises(CheckpointError, match=rf"does not match the published hash {spec.file_hash}; delete it"):
+        kcnn.build("regnetx_002", input_shape=(32, 32, 3), weights="imagenet")
