@@ -200,7 +200,8 @@ def read_through_reference(path: str, name: str, model: keras.Model) -> dict:
         raise CheckpointError(f"{path!r}: no keras.applications model corresponds to {name!r}")
     input_shape = tuple(model.input_shape[1:])
     alphas = {"mobilenet_v1": [_v1_alpha(model)] if name == "mobilenet_v1" else None,
-              "mobilenet_v2": [0.35, 0.5, 0.75, 1.0, 1.3, 1.4]}.get(name) or [None]
+              "mobilenet_v2": [0.35, 0.5, 0.75, 1.0, 1.3, 1.4],
+              "mobilenet_v3_small": [1.0, 0.75], "mobilenet_v3_large": [1.0, 0.75]}.get(name) or [None]
     classes = _num_classes(model)
     errors = []
     for include_top in (True, False):

@@ -144,6 +144,21 @@ def test_catalog_is_what_keras_downloads(name, monkeypatch):
     assert raised.value.args[0] == (spec.file_name, spec.url, spec.file_hash)
 
 
+@pytest.mark.slow
+def test_mobilenet_v3_width_075_keras3_file(tmp_path):
+    """keras.applications publishes v3 at alpha 0.75 too; a Keras 3 file of it loads into kcnn's width 0.75."""
+    reference = _randomise(keras.applications.MobileNetV3Small(weights=None, alpha=0.75, input_shape=(SIZE, SIZE, 3),
+                                                               classes=6))
+    path = str(tmp_path / "v3.weights.h5")
+    reference.save_weights(path)
+    model = kcnn.build("mobilenet_v3_small", num_classes=6, input_shape=(SIZE, SIZE, 3),
+                       backbone_kwargs={"width": 0.75})
+    load_weights(model, path)
+    pixels = _pixels(SIZE)
+    got = keras.ops.convert_to_numpy(model(preprocessing("mobilenet_v3_small", "keras").normalize(pixels)))
+    assert np.abs(got - keras.ops.convert_to_numpy(reference(pixels))).max() < 1e-4
+
+
 @pytest.mark.parametrize("name", ["efficientnet_b0", "mobilenet_v3_small",
                                   pytest.param("efficientnet_b7", marks=pytest.mark.slow),
                                   pytest.param("mobilenet_v3_large_minimalistic", marks=pytest.mark.slow)])
