@@ -48,6 +48,12 @@ def efficientnet(input_shape, *, width: float, depth: float, drop_connect_rate: 
     ``drop_connect_rate`` is the stochastic-depth rate of the last block; block ``b`` of ``n``
     drops its residual branch with rate ``drop_connect_rate * b / n`` during training.
     Outputs: the last map at strides 2, 4, 8, 16 and 32.
+
+    keras.applications' checkpoints load with the defaults (``kcnn.weights``): its stride-2
+    ``ZeroPadding2D(correct_pad)`` + "valid" convolutions pad exactly as "same" does at a fixed
+    input size, its BN epsilon is 1e-3, its squeeze-excite is 1x1 convolutions as here, and its
+    in-model Rescaling + Normalization (ImageNet mean/std on [0, 1] pixels) is applied outside,
+    by ``kcnn.weights.preprocessing(name, "keras")``.
     """
     if not 0 <= drop_connect_rate < 1:
         raise ValueError(f"drop_connect_rate must be in [0, 1), got {drop_connect_rate!r}")

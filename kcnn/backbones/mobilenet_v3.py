@@ -36,6 +36,11 @@ def mobilenet_v3(input_shape=(224, 224, 3), *, size: str = "large", width: float
     hard-swish and 5x5 kernels (3x3 and ReLU everywhere). Squeeze-excite reduces to a quarter of
     the expanded width (rounded to 8) with a hard-sigmoid gate. BN momentum 0.999, epsilon 1e-3.
     Outputs: the last map at strides 2 (4 for Small, whose first block strides), 4, 8, 16, 32.
+
+    keras.applications' checkpoints (width 1.0) load with the defaults (``kcnn.weights``): its
+    stride-2 ``ZeroPadding2D(correct_pad)`` + "valid" depthwise convolutions pad as "same" does at
+    a fixed input size, its classifier's 1x1 convolutions become the head's Dense layers, and its
+    in-model Rescaling to [-1, 1] is applied outside (``kcnn.weights.preprocessing``, "tf" mode).
     """
     if size not in TABLES:
         raise ValueError(f"size must be 'large' or 'small', got {size!r}")

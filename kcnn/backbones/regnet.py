@@ -75,7 +75,12 @@ def stage_plan(spec: RegNetSpec, quantum: int = 8) -> list[tuple[int, int, int]]
 
 def regnet(input_shape, spec: RegNetSpec, *, weight_decay: float = 0.0, name: str = "regnet"):
     """The family builder: a 3x3/2 stem with 32 channels and the stages of ``stage_plan(spec)``,
-    each starting with a stride-2 block. Outputs: stem (stride 2) and each stage (4 to 32)."""
+    each starting with a stride-2 block. Outputs: stem (stride 2) and each stage (4 to 32).
+
+    The RegNet checkpoints of Keras 2's keras.applications (tf-keras) load with the defaults
+    (``kcnn.weights``); their model's Rescaling(1 / 255) is applied outside, by
+    ``kcnn.weights.preprocessing(name, "keras")``.
+    """
     inputs = image_input(input_shape)
     bn = dict(weight_decay=weight_decay)
     x = conv_bn_act(inputs, STEM, 3, 2, name="stem", **bn)

@@ -44,8 +44,10 @@ def load_weights(model: keras.Model, source, *, skip_head: bool = False, archite
     elif checkpoint.kind == "torch":
         tensors = normalise_torch_names(checkpoint.tensors)
     else:
-        tensors = checkpoint.tensors
+        tensors = keras_apps.unnumbered_head(checkpoint.tensors)
     family = f"{name} from {library} ({os.path.basename(str(source))})"
+    if library == "keras":
+        keras_apps.check_input_normalization(pairs, tensors, spec.preprocessing, family)
     writes = _assign.plan(model, pairs, tensors, skip_head=skip_head, family=family,
                           bn_epsilon=spec.bn_epsilon, builder_hint=builder_hint(spec))
     _assign.assign(writes)
@@ -80,7 +82,7 @@ def checkpoint_for(name: str, weights: str, source: str | None = None) -> tuple[
 def _names_match(pairs, tensors) -> bool:
     """Whether a legacy Keras file names its layers as today's keras.applications does."""
     layers = {key.rsplit("/", 1)[0] for key in tensors}
-    return all(pair.source in layers for pair in pairs if not pair.head)
+    return all(pair.source in layers for pair in pairs if not pair.head and pair.kind not in _assign.UNUSED_KINDS)
 
 
 def builder_hint(spec: CheckpointSpec) -> str:
@@ -121,7 +123,8 @@ def fetch(spec: CheckpointSpec) -> str:
 def _hash_ok(path: str, spec: CheckpointSpec) -> bool:
     if not spec.file_hash:
         return True
-    digest = hashlib.md5() if spec.source == "keras" else hashlib.sha256()
+    # keras.applications' get_file takes a 64-digit hash as sha256 (RegNet's), else md5.
+    digest = hashlib.md5() if spec.source == "keras" and len(spec.file_hash) != 64 else hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)

@@ -8,6 +8,7 @@ the whole plan first and only then writes, so a failure never leaves a partial l
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -23,7 +24,9 @@ class Pair:
 
     layer: str
     source: str
-    kind: str = "keras"  # or a TORCH_KINDS key, or "unused": the source's tensors are known and deliberately left out
+    # "keras", "keras_conv_as_dense", a TORCH_KINDS key, or "unused" / "keras_unused": the source's tensors are
+    # known and deliberately left out (a Keras layer name may carry Keras' auto-naming counter, "normalization_3").
+    kind: str = "keras"
     head: bool = False
 
 
@@ -52,6 +55,7 @@ TORCH_KINDS: dict[str, list[tuple[str, Callable]]] = {
     "flatten_linear": [("weight", None), ("bias", _identity)],  # the transform needs the map's shape
     "bn": _TORCH_BN,
 }
+UNUSED_KINDS = ("unused", "keras_unused")
 # Tensors a PyTorch module carries that no inference weight corresponds to.
 TORCH_BUFFERS = ("num_batches_tracked",)
 
@@ -98,7 +102,7 @@ def plan(model: keras.Model, pairs: list[Pair], tensors: dict[str, np.ndarray], 
     allowed_unused: set[str] = {k for k in tensors if k.rsplit(".", 1)[-1] in TORCH_BUFFERS}
     mapped: set[str] = set()
     for pair in pairs:
-        if pair.kind == "unused":
+        if pair.kind in UNUSED_KINDS:
             unused = _source_keys(pair, tensors)
             if not unused:
                 raise CheckpointError(f"{family}: the checkpoint has no tensors under {pair.source!r}; it is for "
@@ -154,6 +158,9 @@ def assign(writes) -> None:
 
 
 def _source_keys(pair: Pair, tensors) -> list[str]:
+    if pair.kind == "keras_unused":
+        pattern = re.compile(rf"{re.escape(pair.source)}(_\d+)?/")
+        return [k for k in tensors if pattern.match(k)]
     prefix = f"{pair.source}/" if pair.kind.startswith("keras") else f"{pair.source}."
     return [k for k in tensors if k.startswith(prefix)]
 

@@ -9,10 +9,17 @@ is read through the keras.applications model itself (built with ``weights=None``
 
 from __future__ import annotations
 
+import re
+
 import keras
+import numpy as np
 
 from kcnn.backbones.densenet import BLOCKS as DENSENET_BLOCKS
+from kcnn.backbones.efficientnet import B0_STAGES, VARIANTS as EFFICIENTNET_VARIANTS, round_repeats
+from kcnn.backbones.mobilenet_v3 import TABLES as MOBILENET_V3_TABLES
 from kcnn.backbones.mobilenet import V2_BLOCKS
+from kcnn.backbones.regnet import SPECS as REGNET_SPECS
+from kcnn.backbones.regnet import stage_plan
 from kcnn.backbones.resnet import DEPTHS as RESNET_DEPTHS
 from kcnn.backbones.vgg import DEPTHS as VGG_DEPTHS
 from kcnn.weights.assign import Pair
@@ -72,17 +79,112 @@ def densenet_pairs(name: str = "densenet121") -> list[Pair]:
     return pairs + [Pair("final_bn", "bn"), Pair("logits", "predictions", head=True)]
 
 
+def efficientnet_pairs(name: str) -> list[Pair]:
+    """keras.applications' EfficientNet: same layer names but ``dwconv``/``bn`` for the depthwise pair.
+
+    Its squeeze-excite is already 1x1 convolutions, as kcnn's. The model's input
+    ``Normalization`` layer (ImageNet mean and, by a known quirk, the standard deviation
+    stored as its variance) is the checkpoint's preprocessing: it is declared, checked
+    against the catalog's row by ``check_input_normalization`` and left out of the model.
+    """
+    depth = EFFICIENTNET_VARIANTS[name][1]
+    pairs = [Pair("stem_conv", "stem_conv"), Pair("stem_bn", "stem_bn")]
+    for stage, (expansion, _, _, _, repeats) in enumerate(B0_STAGES, start=1):
+        for i in range(round_repeats(repeats, depth)):
+            block = f"block{stage}{chr(ord('a') + i)}"
+            parts = [("expand_conv", "expand_conv"), ("expand_bn", "expand_bn")] if expansion != 1 else []
+            parts += [("dw_conv", "dwconv"), ("dw_bn", "bn"), ("se_reduce", "se_reduce"), ("se_expand", "se_expand"),
+                      ("project_conv", "project_conv"), ("project_bn", "project_bn")]
+            pairs += [Pair(f"{block}_{ours}", f"{block}_{theirs}") for ours, theirs in parts]
+    pairs += [Pair("top_conv", "top_conv"), Pair("top_bn", "top_bn"), Pair("", NORMALIZATION, "keras_unused")]
+    return pairs + [Pair("logits", "predictions", head=True)]
+
+
+def mobilenet_v3_pairs(name: str) -> list[Pair]:
+    """keras.applications' MobileNetV3 names blocks ``expanded_conv_{i}_`` (block 0 has no index and no
+    expansion); its classifier is two 1x1 convolutions on the pooled map, kcnn's two Dense layers."""
+    size = "small" if "_small" in name else "large"
+    pairs = [Pair("stem_conv", "conv"), Pair("stem_bn", "conv_bn")]
+    for i, (_, _, _, se, _, _) in enumerate(MOBILENET_V3_TABLES[size]):
+        theirs = f"expanded_conv_{i}_" if i else "expanded_conv_"
+        parts = [("expand_conv", "expand"), ("expand_bn", "expand_bn")] if i else []
+        parts += [("dw_conv", "depthwise"), ("dw_bn", "depthwise_bn")]
+        if se and not name.endswith("_minimalistic"):
+            parts += [("se_reduce", "squeeze_excite_conv"), ("se_expand", "squeeze_excite_conv_1")]
+        parts += [("project_conv", "project"), ("project_bn", "project_bn")]
+        pairs += [Pair(f"block{i}_{ours}", f"{theirs}{part}") for ours, part in parts]
+    pairs += [Pair("last_conv", "conv_1"), Pair("last_bn", "conv_1_bn")]
+    return pairs + [Pair("fc1", "conv_2", kind="keras_conv_as_dense", head=True),
+                    Pair("logits", "logits", kind="keras_conv_as_dense", head=True)]
+
+
+def regnet_pairs(name: str) -> list[Pair]:
+    """Keras 2's keras.applications RegNet (tf-keras): ``regnetx002_Stage_{s}_XBlock_{b}_*`` (from 0), the
+    1x1 / grouped 3x3 / 1x1 convolutions, ``_skip_*`` on each stage's first block; head ``head_dense``."""
+    model, kind = f"regnet{name[6]}{name[-3:]}", name[6].upper()
+    pairs = [Pair("stem_conv", f"{model}_stem_conv"), Pair("stem_bn", f"{model}_stem_bn")]
+    for stage, (_, depth, _) in enumerate(stage_plan(REGNET_SPECS[name]), start=1):
+        for i in range(depth):
+            ours, theirs = f"stage{stage}_block{i + 1}", f"{model}_Stage_{stage - 1}_{kind}Block_{i}"
+            parts = [("shortcut_conv", "skip_1x1"), ("shortcut_bn", "skip_bn")] if i == 0 else []
+            parts += [("a_conv", "conv_1x1_1"), ("a_bn", "conv_1x1_1_bn"), ("b_conv", "conv_3x3"),
+                      ("b_bn", "conv_3x3_bn"), ("c_conv", "conv_1x1_2"), ("c_bn", "conv_1x1_2_bn")]
+            if kind == "Y":
+                parts += [("se_reduce", "squeeze_and_excite_squeeze"), ("se_expand", "squeeze_and_excite_excite")]
+            pairs += [Pair(f"{ours}_{a}", f"{theirs}_{b}") for a, b in parts]
+    return pairs + [Pair("logits", "head_dense", head=True)]
+
+
+def unnumbered_head(tensors: dict) -> dict:
+    """tf-keras' RegNet names its classifier by a session counter ("0head_dense", "3head_dense"): drop it."""
+    return {re.sub(r"^\d+head_dense/", "head_dense/", key): value for key, value in tensors.items()}
+
+
+# Keras names an unnamed layer by its class, with a counter after the first ("normalization_3").
+NORMALIZATION = "normalization"
+
+
+def check_input_normalization(pairs: list[Pair], tensors: dict, preprocessing, family: str) -> None:
+    """A keras.applications EfficientNet file holds its input normalisation; it must be the published one.
+
+    kcnn applies it outside the model (``kcnn.weights.preprocessing``), so a file whose
+    ``Normalization`` layer was adapted to other data would silently change the model.
+    keras.applications stores the ImageNet standard deviation as the layer's variance and
+    divides by its square root once more (its ``Rescaling``), which makes ``(x / 255 - mean) / std``.
+    """
+    if not any(pair.kind == "keras_unused" and pair.source == NORMALIZATION for pair in pairs):
+        return
+    mean, variance = preprocessing.mean, preprocessing.std
+    layers = sorted({key.rsplit("/", 1)[0] for key in tensors if re.fullmatch(rf"{NORMALIZATION}(_\d+)?/\d+", key)})
+    if len(layers) != 1:
+        raise CheckpointError(f"{family}: expected one input Normalization layer in the checkpoint, found {layers}")
+    got_mean, got_variance = (np.asarray(tensors[f"{layers[0]}/{i}"], "float64").reshape(-1) for i in (0, 1))
+    if not (np.allclose(got_mean, mean, atol=1e-6) and np.allclose(got_variance, variance, atol=1e-6)):
+        raise CheckpointError(
+            f"{family}: the checkpoint's input Normalization has mean {np.round(got_mean, 4).tolist()} and variance "
+            f"{np.round(got_variance, 4).tolist()}, not keras.applications' ImageNet values {list(mean)} and "
+            f"{list(variance)}; kcnn applies that normalisation outside the model, so this file cannot be loaded as is"
+        )
+
+
 # kcnn name -> the keras.applications constructor that defines the checkpoint's layout.
 REFERENCE_MODELS = {
     "vgg16": "VGG16", "vgg19": "VGG19", "resnet50": "ResNet50", "mobilenet_v1": "MobileNet",
     "mobilenet_v2": "MobileNetV2", "densenet121": "DenseNet121",
+    **{f"efficientnet_b{i}": f"EfficientNetB{i}" for i in range(8)},
+    "mobilenet_v3_small": "MobileNetV3Small", "mobilenet_v3_large": "MobileNetV3Large",
+    "mobilenet_v3_small_minimalistic": "MobileNetV3Small", "mobilenet_v3_large_minimalistic": "MobileNetV3Large",
 }
+# Constructor arguments besides the shape, top and classes.
+REFERENCE_KWARGS = {"mobilenet_v3_small_minimalistic": {"minimalistic": True},
+                    "mobilenet_v3_large_minimalistic": {"minimalistic": True}}
 
 
 def reference_model(name: str, input_shape: tuple, include_top: bool, classes: int, alpha: float | None):
     """The keras.applications model (random weights) whose layout a checkpoint of ``name`` has."""
     constructor = getattr(keras.applications, REFERENCE_MODELS[name])
-    kwargs = dict(include_top=include_top, weights=None, input_shape=input_shape, classes=classes)
+    kwargs = dict(include_top=include_top, weights=None, input_shape=input_shape, classes=classes,
+                  **REFERENCE_KWARGS.get(name, {}))
     if alpha is not None:
         kwargs["alpha"] = alpha
     return constructor(**kwargs)
@@ -98,7 +200,8 @@ def read_through_reference(path: str, name: str, model: keras.Model) -> dict:
         raise CheckpointError(f"{path!r}: no keras.applications model corresponds to {name!r}")
     input_shape = tuple(model.input_shape[1:])
     alphas = {"mobilenet_v1": [_v1_alpha(model)] if name == "mobilenet_v1" else None,
-              "mobilenet_v2": [0.35, 0.5, 0.75, 1.0, 1.3, 1.4]}.get(name) or [None]
+              "mobilenet_v2": [0.35, 0.5, 0.75, 1.0, 1.3, 1.4],
+              "mobilenet_v3_small": [1.0, 0.75], "mobilenet_v3_large": [1.0, 0.75]}.get(name) or [None]
     classes = _num_classes(model)
     errors = []
     for include_top in (True, False):

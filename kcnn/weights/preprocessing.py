@@ -57,3 +57,4 @@ TF = Preprocessing("tf")
 TORCH = Preprocessing("torch", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), resize=256, crop=224)
 KERAS_TORCH = Preprocessing("torch", mean=TORCH.mean, std=TORCH.std)  # keras.applications' DenseNet
 TORCH_TF = Preprocessing("tf", resize=256, crop=224)  # torchvision's GoogLeNet (transform_input=True)
+UNIT = Preprocessing("torch")  # pixels / 255 only (tf-keras' RegNet: a Rescaling(1 / 255) in the model)
