@@ -68,12 +68,17 @@ def _json(path, default):
         return json.load(handle)
 
 
+PREDICTION_BATCH = 128  # images per eager call when the report scores the test split
+
+
 def test_predictions(run: Run, *, keep_wrong: int = 8):
     """Labels, predictions and the ``keep_wrong`` most confidently wrong (confidence, image, label, predicted)."""
     from pipelines.data import DataSpec, make_dataset
     from pipelines.run_dir import RunDir
 
-    spec = DataSpec.from_config(run.config.data, preprocessing=RunDir(run.path).preprocessing()).evaluation(cache=False)
+    spec = DataSpec.from_config(run.config.data, preprocessing=RunDir(run.path).preprocessing())
+    # One eager pass: large batches (whatever the training batch was) keep the per-call overhead small.
+    spec = spec.evaluation(cache=False, batch_size=max(spec.batch_size, PREDICTION_BATCH))
     dataset, info = make_dataset(spec, spec.test_split)
     labels, predictions, wrong, seen = [], [], [], 0
     for images, batch_labels in dataset:

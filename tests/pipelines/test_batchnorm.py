@@ -209,6 +209,9 @@ WORKER = textwrap.dedent("""
         def on_epoch_end(self, epoch, logs=None):
             print("EPOCH", json.dumps({k: float(v) for k, v in logs.items()}), flush=True)
 
+        def on_train_end(self, logs=None):
+            self.model.save_weights(sys.argv[2])
+
     cfg = C.from_dict({"data": {"source": "digits", "image_size": 32, "channels": 1, "batch_size": 32},
                        "model": {"name": "mobilenet_v1", "backbone_kwargs": {"width": 0.25}},
                        "optimizer": {"learning_rate": 0.1},
@@ -220,14 +223,15 @@ WORKER = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_two_local_workers_evaluate_the_same_model_and_the_chief_checkpoint_reproduces_the_test(tmp_path):
+def test_two_local_workers_train_one_model_evaluate_it_alike_and_the_chief_checkpoint_reproduces_the_test(tmp_path):
     cluster = {"worker": [f"127.0.0.1:{free_port()}" for _ in range(2)]}
     run_dir = tmp_path / "run"
     processes = []
     for index in range(2):
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO,
                "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-        processes.append(subprocess.Popen([sys.executable, "-c", WORKER, str(run_dir)], stdout=subprocess.PIPE,
+        processes.append(subprocess.Popen([sys.executable, "-c", WORKER, str(run_dir),
+                                           str(tmp_path / f"worker{index}.weights.h5")], stdout=subprocess.PIPE,
                                           stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO))
     outputs = []
     for process in processes:
@@ -243,7 +247,19 @@ def test_two_local_workers_evaluate_the_same_model_and_the_chief_checkpoint_repr
         lines = output.splitlines()
         logs.append([json.loads(line[6:]) for line in lines if line.startswith("EPOCH ")])
         metrics.append([json.loads(line[8:]) for line in lines if line.startswith("METRICS ")][0])
-    assert len(logs[0]) == len(logs[1]) == 2 and metrics[0]["replicas"] == 2
+    assert len(logs[0]) == len(logs[1]) == 2
+    assert [(m["strategy"], m["replicas"]) for m in metrics] == [("multi_worker", 2)] * 2
+    # The workers trained one model together: identical weights at the end.
+    weights = []
+    for index in range(2):
+        model = keras.saving.load_model(str(run_dir / "model.keras"), safe_mode=True)
+        model.load_weights(str(tmp_path / f"worker{index}.weights.h5"))
+        weights.append(model.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
+    # Only the chief (worker 0) writes the run directory.
+    with open(run_dir / "history.csv", newline="") as handle:
+        assert [int(row["epoch"]) for row in csv.DictReader(handle)] == [1, 2]
     for chief_epoch, worker_epoch in zip(*logs):
         for key in ("loss", "val_loss", "val_accuracy", "val_top5_accuracy"):
             assert worker_epoch[key] == pytest.approx(chief_epoch[key], rel=1e-6), key
