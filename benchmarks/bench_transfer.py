@@ -68,6 +68,36 @@ def run(name: str, model: str, sections: dict, run_dir: str) -> dict:
     return metrics
 
 
+def linear_probe(run_dir: str, folder: str) -> float:
+    """Test accuracy of a logistic regression on the pretrained backbone's pooled features (5-9, few labels).
+
+    How much the 0-4 features alone separate 5-9: the ceiling a frozen backbone gives fine-tuning.
+    """
+    import keras
+    from sklearn.linear_model import LogisticRegression
+
+    from pipelines.data import DataSpec, make_dataset
+    from pipelines.finetune import is_head_layer
+    from pipelines.run_dir import RunDir
+
+    run = RunDir(run_dir)
+    model = run.load_model()
+    last = [layer for layer in model.layers if not is_head_layer(layer)][-1]
+    features = keras.Model(model.inputs, last.output)
+    spec = DataSpec.from_config(C.from_dict(RECIPE).data, preprocessing=run.preprocessing())
+    spec = spec.evaluation(source=f"folder:{folder}", batch_size=64)
+
+    def pooled(split):
+        dataset, _ = make_dataset(spec, split)
+        xs, ys = zip(*[(np.asarray(features(x, training=False)), y.numpy()) for x, y in dataset])
+        x = np.concatenate(xs)
+        return x.reshape(len(x), -1, x.shape[-1]).mean(axis=1), np.concatenate(ys)
+
+    (x_train, y_train), (x_test, y_test) = pooled("train"), pooled("test")
+    return max(LogisticRegression(C=c, max_iter=5000).fit(x_train, y_train).score(x_test, y_test)
+               for c in (0.1, 1.0, 10.0))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", choices=sorted(MODELS), default="lenet5")
@@ -92,9 +122,12 @@ def main() -> None:
         pre = run("pretrain on 0-4", args.model, {"data": {"source": f"folder:{pre_data}",
                                                            "augment": args.pretrain_augment},
                                                   "train": {"epochs": args.pretrain_epochs}}, pretrained)
-    results = {"finetune": [], "scratch": []}
+    results = {"finetune": [], "scratch": [], "probe": []}
     for seed in range(args.seeds):
         data = write_folder(os.path.join(work, f"digits5-9-seed{seed}"), range(5, 10), args.labels, seed)
+        results["probe"].append(linear_probe(pretrained, data))
+        print(f"seed {seed} linear probe of the pretrained features: test accuracy {results['probe'][-1]:.4f}",
+              flush=True)
         common = {"data": {"source": f"folder:{data}", "batch_size": 20}}
         finetune = {**common, "model": {"weights": pretrained, "freeze": args.freeze},
                     "train": {"epochs": args.epochs, "seed": seed}}
@@ -111,7 +144,7 @@ def main() -> None:
     print("RESULT " + json.dumps({"model": args.model, "pretrain_test_accuracy_0_4": pre["test_accuracy"], "labels_per_class": args.labels,
                                   "epochs": args.epochs, "finetune_test_accuracy": finetune_acc,
                                   "scratch_test_accuracy": scratch_acc, "finetune_runs": results["finetune"],
-                                  "scratch_runs": results["scratch"],
+                                  "scratch_runs": results["scratch"], "linear_probe_runs": results["probe"],
                                   "difference_points": 100 * (finetune_acc - scratch_acc)}))
 
 

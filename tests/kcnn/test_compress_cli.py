@@ -93,8 +93,8 @@ def test_litert_int8_conversion_quantises_and_tracks_the_keras_model():
 def test_kcnn_export_format_litert_evaluates_on_the_test_split(tmp_path, capsys):
     run, out = str(tmp_path / "run"), str(tmp_path / "lite")
     make_run(run, name="squeezenet1_1", size=40)
-    with open(os.path.join(run, "preprocessing.json"), "w") as handle:
-        handle.write("{}")
+    with open(os.path.join(run, "preprocessing.json"), "w") as handle:  # what `kcnn train` records
+        handle.write(json.dumps({"image_size": 40, "channels": 1}))
     assert cli.main(["export", run, "--base-path", out, "--format", "litert"]) == 0
     assert "test accuracy on 360 images" in capsys.readouterr().out
     meta = json.load(open(os.path.join(out, "litert.json")))
