@@ -29,13 +29,18 @@ def _reference(name, include_top=True, classes=7, **kwargs):
     model = keras_apps.reference_model(name, (SIZE, SIZE, 3), include_top, classes, None) if not kwargs else \
         getattr(keras.applications, keras_apps.REFERENCE_MODELS[name])(
             include_top=include_top, weights=None, input_shape=(SIZE, SIZE, 3), classes=classes, **kwargs)
-    rng = np.random.default_rng(1)
+    randomise_batch_norm(model)
+    return model
+
+
+def randomise_batch_norm(model, seed=1):
+    """Non-trivial BN offsets and statistics, so a swapped or missing BN tensor shows in the outputs."""
+    rng = np.random.default_rng(seed)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.beta.assign(rng.normal(0, 0.1, layer.beta.shape))
             layer.moving_mean.assign(rng.normal(0, 0.1, layer.moving_mean.shape))
             layer.moving_variance.assign(rng.uniform(0.5, 1.5, layer.moving_variance.shape))
-    return model
 
 
 def save_legacy_h5(model, path):

@@ -26,6 +26,7 @@ from keras.src.legacy.saving import legacy_h5_format
 
 import kcnn
 from kcnn.weights import CheckpointError, catalog, keras_apps, load_weights, preprocessing
+from tests.kcnn.test_weights_keras import randomise_batch_norm
 
 SIZE = 40
 # ImageNet mean and standard deviation as keras' efficientnet.py states them (IMAGENET_STDDEV_RGB).
@@ -33,12 +34,8 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def _randomise(model):
-    rng = np.random.default_rng(1)
+    randomise_batch_norm(model)
     for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.beta.assign(rng.normal(0, 0.1, layer.beta.shape))
-            layer.moving_mean.assign(rng.normal(0, 0.1, layer.moving_mean.shape))
-            layer.moving_variance.assign(rng.uniform(0.5, 1.5, layer.moving_variance.shape))
         if isinstance(layer, keras.layers.Normalization):  # what the published files hold (the stddev quirk)
             layer.adapt_mean.assign(IMAGENET_MEAN)
             layer.adapt_variance.assign(IMAGENET_STD)
