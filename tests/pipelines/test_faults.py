@@ -22,7 +22,7 @@ from serving.export import RETIRED_PREFIX, STAGING_PREFIX, recover, versions
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = ["data.source=digits", "data.image_size=32", "data.channels=1", "data.batch_size=32", "model.name=lenet5",
-        "optimizer.learning_rate=0.05", "train.epochs=3", "train.steps_per_epoch=3", "train.jit_compile=false"]
+        "optimizer.learning_rate=0.05", "train.epochs=3", "train.steps_per_epoch=3"]
 
 
 def kcnn(args, crash=None, timeout=600):
