@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from keras import layers
 
 from kcnn.backbones.base import backbone_model, image_input, register
 from kcnn.blocks import batch_norm_options, conv_bn_act, inception, max_pool
@@ -47,9 +46,7 @@ def googlenet(input_shape=(224, 224, 3), *, batch_norm=False, lrn=None, symmetri
     common = dict(batch_norm=batch_norm)
 
     def pool(x, size, label):
-        if ceil_mode:
-            return max_pool(x, size, 2, ceil_mode=True, name=label)
-        return layers.MaxPooling2D(size, strides=2, padding="same", name=label)(x)
+        return max_pool(x, size, 2, padding="same", ceil_mode=ceil_mode, name=label)
 
     x = conv_bn_act(inputs, 64, 7, 2, padding=3 if symmetric_padding else "same", name="conv1", **common)
     features = [x]
