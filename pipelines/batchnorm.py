@@ -141,7 +141,7 @@ class BatchNormStatistics:
     def _make_step(self, replica_fn):
         strategy = self.strategy
 
-        @tf.function
+        @tf.function(autograph=False)
         def step(*args):
             per_replica = strategy.run(replica_fn, args=args)
             return [strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None) for t in per_replica]

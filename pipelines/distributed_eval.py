@@ -69,7 +69,7 @@ class DistributedEvaluator:
             confusion = tf.math.confusion_matrix(truth, predicted, num_classes, dtype=tf.float32)
             return tf.cast(loss, tf.float32), correct, top5, count, confusion
 
-        @tf.function(reduce_retracing=True)  # the last batch is smaller
+        @tf.function(reduce_retracing=True, autograph=False)  # the last batch is smaller
         def step(images, labels):
             per_replica = strategy.run(replica_step, args=(images, labels))
             return [strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None) for t in per_replica]

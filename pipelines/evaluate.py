@@ -19,13 +19,17 @@ from pipelines.run_dir import RunDir, atomic_write
 
 
 
-def load_run(run_dir: str):
-    """The config and the trained model (``model.keras``) of a finished run directory."""
-    run = RunDir(run_dir).require_finished()
-    text = run.read_config_text()
+def read_config(run_dir: str):
+    """The config of a finished run directory."""
+    text = RunDir(run_dir).require_finished().read_config_text()
     if text is None:
         raise FileNotFoundError(f"{run_dir} has no {RunDir.CONFIG}; it was not written by `kcnn train`")
-    return from_dict(yaml.safe_load(text)), run.load_model()
+    return from_dict(yaml.safe_load(text))
+
+
+def load_run(run_dir: str):
+    """The config and the trained model (``model.keras``) of a finished run directory."""
+    return read_config(run_dir), RunDir(run_dir).load_model()
 
 
 def evaluate(run_dir: str, *, tta: str = "none", split: str | None = None, flip: bool | None = None) -> dict:

@@ -44,10 +44,11 @@ class Run:
     plots: dict  # name -> path of a PNG the run already holds ("curves", "confusion")
 
 
-def read_run(run_dir: str) -> Run:
-    from pipelines.evaluate import load_run
+def read_run(run_dir: str, model=None) -> Run:
+    """A finished run's files; ``model`` (the one just saved as model.keras) spares loading it again."""
+    from pipelines.evaluate import load_run, read_config
 
-    config, model = load_run(run_dir)
+    config, model = (read_config(run_dir), model) if model is not None else load_run(run_dir)
     history = []
     history_path = os.path.join(run_dir, "history.csv")
     if os.path.exists(history_path):
@@ -214,8 +215,8 @@ def render_report(run: Run, *, keep_wrong: int = 8) -> str:
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{sections}</body></html>\n")
 
 
-def write_report(run_dir: str, *, keep_wrong: int = 8) -> str:
-    """Write ``run_dir/report.html`` atomically; returns its path."""
-    page = render_report(read_run(run_dir), keep_wrong=keep_wrong)
+def write_report(run_dir: str, *, keep_wrong: int = 8, model=None) -> str:
+    """Write ``run_dir/report.html`` atomically; returns its path. ``model``: the run's model.keras, in memory."""
+    page = render_report(read_run(run_dir, model), keep_wrong=keep_wrong)
     path = os.path.join(run_dir, REPORT_NAME)
     return atomic_write(path, page)

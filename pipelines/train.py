@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -37,6 +39,8 @@ from pipelines.environment import is_chief, resolve_jit, resolve_precision, reso
 from pipelines.prune import prune_for_training, pruning_callbacks
 from pipelines.run_dir import RunDir, atomic_write
 from pipelines.run_report import write_report
+
+log = logging.getLogger(__name__)
 
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_top5_accuracy", "learning_rate",
                   "images_per_second", "seconds")
@@ -135,8 +139,7 @@ def _run(session: Session, callbacks) -> dict:
         work.record_files(train_info, val_info)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var, best=best_var)
     manager = tf.train.CheckpointManager(checkpoint, work.checkpoints, max_to_keep=2)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    if _restore_newest(checkpoint, manager, work.checkpoints):
         session.say(f"resuming {session.run} after epoch {int(epoch_var.numpy())} of {epochs}")
     start_epoch = int(epoch_var.numpy())
     history = _read_history(work, start_epoch)
@@ -238,7 +241,7 @@ def _finish(session: Session, model, bn_statistics, evaluate_replicas, history: 
         report.plot_curves(history, run.plot("curves"))
         report.plot_confusion(*labels_and_predictions(test["confusion_matrix"]), class_names,
                               run.plot("confusion_matrix"))
-        write_report(str(run))  # report.html: reads the files written above
+        write_report(str(run), model=model)  # report.html: reads the files written above (the model is in hand)
     session.say(f"test accuracy {metrics['test_accuracy']:.4f} (top-5 {metrics['test_top5_accuracy']:.4f}); "
                 f"run directory {session.run}")
     return metrics
@@ -265,15 +268,38 @@ def _make_train_step(model, optimizer, strategy, num_classes, global_batch, labe
         hits = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probabilities, -1), tf.argmax(targets, -1)), tf.float32))
         return loss, hits
 
-    replica_step = tf.function(step, jit_compile=jit)
+    replica_step = tf.function(step, jit_compile=jit, autograph=False)
 
-    @tf.function
+    @tf.function(autograph=False)
     def distributed_step(images, labels):
         loss, hits = strategy.run(replica_step, args=(images, labels))
         return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
                 strategy.reduce(tf.distribute.ReduceOp.SUM, hits, axis=None))
 
     return distributed_step
+
+
+def _restore_newest(checkpoint, manager, directory: str) -> bool:
+    """Restore the newest checkpoint that reads back whole; False if there is none (a new run).
+
+    The manager knows the checkpoints its state file lists, but that file is written after the
+    checkpoint itself, so a kill between the two leaves a newer ``ckpt-N`` it does not list: that
+    one is tried first. A checkpoint that fails to read is skipped for the one before it.
+    """
+    numbers = set()
+    if os.path.isdir(directory):
+        numbers = {int(match.group(1)) for match in map(re.compile(r"ckpt-(\d+)\.index").fullmatch,
+                                                           os.listdir(directory)) if match}
+    listed = {manager.latest_checkpoint} if manager.latest_checkpoint else set()
+    candidates = sorted(listed | {os.path.join(directory, f"ckpt-{n}") for n in numbers},
+                        key=lambda path: int(path.rsplit("-", 1)[1]), reverse=True)
+    for path in candidates:
+        try:
+            checkpoint.restore(path).assert_existing_objects_matched()
+            return True
+        except (tf.errors.OpError, ValueError, AssertionError, IndexError) as error:  # IndexError: truncated file
+            log.warning("checkpoint %s did not read back (%s); trying the one before it", path, error)
+    return False
 
 
 def _auto_shard_by_data(dataset):
