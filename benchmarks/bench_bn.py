@@ -35,6 +35,7 @@ sys.path.insert(0, REPO)
 
 from pipelines import config as C  # noqa: E402
 from pipelines.train import train  # noqa: E402
+from result import print_result  # noqa: E402 - the RESULT line with the wall time
 
 SETTINGS = {"before": 0, "after": C.TrainConfig().precise_bn_batches}
 
@@ -142,8 +143,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-bn-") as scratch:
         results = two_workers(args, scratch) if args.workers > 1 else single_process(args, scratch)
-    print("RESULT " + json.dumps({"config": os.path.relpath(args.config, REPO), "workers": args.workers,
-                                  "runs": results}))
+    print_result({"config": os.path.relpath(args.config, REPO), "workers": args.workers,
+                 "runs": results})
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ Last line: ``RESULT {json}``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import numpy as np  # noqa: E402
 import kcnn  # noqa: E402
 from kcnn import compress  # noqa: E402
 from kcnn.compress.tables import SQUEEZENET_TABLE1_PARAMS, SQUEEZENET_TABLE1_TOTAL, squeezenet_module  # noqa: E402
+from result import print_result  # noqa: E402 - the RESULT line with the wall time
 
 MB = 2 ** 20
 
@@ -141,7 +141,7 @@ def main() -> int:
         "litert_float_accuracy": litert.float_accuracy,
         "table1": structure, "seconds": time.perf_counter() - started,
     }
-    print("RESULT " + json.dumps(result))
+    print_result(result)
     return 0
 
 

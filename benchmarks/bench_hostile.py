@@ -12,7 +12,6 @@ peak RSS after the request minus its peak after a warm-up request. Requests (the
 from __future__ import annotations
 
 import io
-import json
 import os
 import socket
 import subprocess
@@ -28,6 +27,7 @@ from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_p
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from serving.client import Client  # noqa: E402
+from result import print_result  # noqa: E402 - the RESULT line with the wall time
 
 UNLIMITED = 1 << 40
 
@@ -114,7 +114,7 @@ def main() -> None:
             rows.append(row)
             print(f"{kind:9s} limits {row['limits']:3s}: {row['request_bytes']:>8d} B request -> {row['code']:16s}"
                   f" {row['seconds']:6.2f} s, peak RSS +{row['peak_over_idle_mb']:.0f} MB", flush=True)
-    print("RESULT " + json.dumps({"benchmark": "hostile_requests", "rows": rows}))
+    print_result({"benchmark": "hostile_requests", "rows": rows})
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ The last line printed is ``RESULT {json}``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -35,6 +34,7 @@ import numpy as np  # noqa: E402
 
 import kcnn  # noqa: E402
 from kcnn.analysis import analyze  # noqa: E402
+from result import print_result  # noqa: E402 - the RESULT line with the wall time
 
 # kcnn name -> the matching keras.applications constructor (same paper layout).
 REFERENCES = {
@@ -155,7 +155,7 @@ def main() -> None:
         "matmul_gflops_per_second": peak / 1e9,
         "models": results,
     }
-    print("RESULT " + json.dumps(summary, sort_keys=True))
+    print_result(summary, sort_keys=True)
 
 
 if __name__ == "__main__":

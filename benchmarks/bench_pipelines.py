@@ -22,7 +22,6 @@ The last line printed is ``RESULT {json}``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -40,6 +39,7 @@ import kcnn  # noqa: E402
 from pipelines import sources  # noqa: E402
 from pipelines.data import load_dataset  # noqa: E402
 from pipelines.shapes import make_shapes  # noqa: E402
+from result import print_result  # noqa: E402 - the RESULT line with the wall time
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -156,7 +156,7 @@ def main() -> None:
             results[case]["kcnn_images_per_second"] / results["mobilenet_v2_train_images_per_second"][size])
     summary = {"benchmark": "bench_pipelines", "tensorflow": tf.__version__, "keras": keras.__version__,
                "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "rounds": args.rounds, **results}
-    print("RESULT " + json.dumps(summary, sort_keys=True))
+    print_result(summary, sort_keys=True)
 
 
 if __name__ == "__main__":

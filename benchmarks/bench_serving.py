@@ -16,7 +16,6 @@ The last line printed is ``RESULT {json}``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -37,6 +36,7 @@ from pipelines.preprocess import Preprocessing  # noqa: E402
 from serving.client import Client  # noqa: E402
 from serving.config import Batching, ModelEntry, write_configs  # noqa: E402
 from serving.export import export  # noqa: E402
+from result import print_result  # noqa: E402 - the RESULT line with the wall time
 
 CLIENTS = (1, 4, 16)
 
@@ -158,7 +158,7 @@ def main() -> None:
         "grpc_p50_overhead_ms_1_client": results["grpc"]["1"]["p50"] - results["in_process"]["1"]["p50"],
         "batching_throughput_ratio_16_clients": results["grpc_batching"]["16"]["rps"] / results["grpc"]["16"]["rps"],
     }
-    print("RESULT " + json.dumps(summary, sort_keys=True))
+    print_result(summary, sort_keys=True)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ The last line printed is ``RESULT {json}``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -32,6 +31,7 @@ import kcnn  # noqa: E402
 from bench_models import matmul_flops_per_second  # noqa: E402 - one matmul yardstick for both benchmarks
 from kcnn.analysis import analyze  # noqa: E402
 from pipelines.train import _make_train_step  # noqa: E402
+from result import print_result  # noqa: E402 - the RESULT line with the wall time
 
 
 def make_config(name: str, policy: str, jit: bool, args):
@@ -92,7 +92,7 @@ def main() -> None:
                "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
                "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "tensorflow": tf.__version__,
                "matmul_gflops_per_second": peak / 1e9, "results": results}
-    print("RESULT " + json.dumps(summary, sort_keys=True))
+    print_result(summary, sort_keys=True)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import tensorflow as tf  # noqa: E402
 from pipelines import config as C  # noqa: E402
 from pipelines.sources import digits_arrays  # noqa: E402
 from pipelines.train import train  # noqa: E402
+from result import print_result  # noqa: E402 - the RESULT line with the wall time
 
 RECIPE = {"data": {"image_size": 32, "channels": 1, "batch_size": 32},
           "optimizer": {"name": "sgd", "learning_rate": 0.05, "momentum": 0.9, "nesterov": True,
@@ -141,11 +142,11 @@ def main() -> None:
     finetune_acc, scratch_acc = statistics.median(results["finetune"]), statistics.median(results["scratch"])
     print(f"digits 5-9, {args.labels} labels per class, {args.epochs} epochs: fine-tuned {finetune_acc:.4f}, "
           f"from scratch {scratch_acc:.4f} (+{100 * (finetune_acc - scratch_acc):.1f} points)")
-    print("RESULT " + json.dumps({"model": args.model, "pretrain_test_accuracy_0_4": pre["test_accuracy"], "labels_per_class": args.labels,
-                                  "epochs": args.epochs, "finetune_test_accuracy": finetune_acc,
-                                  "scratch_test_accuracy": scratch_acc, "finetune_runs": results["finetune"],
-                                  "scratch_runs": results["scratch"], "linear_probe_runs": results["probe"],
-                                  "difference_points": 100 * (finetune_acc - scratch_acc)}))
+    print_result({"model": args.model, "pretrain_test_accuracy_0_4": pre["test_accuracy"], "labels_per_class": args.labels,
+                 "epochs": args.epochs, "finetune_test_accuracy": finetune_acc,
+                 "scratch_test_accuracy": scratch_acc, "finetune_runs": results["finetune"],
+                 "scratch_runs": results["scratch"], "linear_probe_runs": results["probe"],
+                 "difference_points": 100 * (finetune_acc - scratch_acc)})
 
 
 if __name__ == "__main__":

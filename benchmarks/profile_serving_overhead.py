@@ -14,7 +14,6 @@ The last line printed is ``RESULT {json}``.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -35,6 +34,7 @@ from serving.export import export  # noqa: E402
 from serving.models import parse_inputs, run_signature  # noqa: E402
 from serving.server import Server  # noqa: E402
 from serving.tensors import to_typed_proto  # noqa: E402
+from result import print_result  # noqa: E402 - the RESULT line with the wall time
 
 
 def median_ms(call, repeats: int) -> float:
@@ -102,7 +102,7 @@ def main() -> None:
                "tensorflow": tf.__version__, "median_ms": results,
                "typed_minus_content_ms": results["response_typed_fields"] - results["response_tensor_content"],
                "grpc_overhead_ms": results["grpc_predict_round_trip"] - results["in_process_signature_call"]}
-    print("RESULT " + json.dumps(summary, sort_keys=True))
+    print_result(summary, sort_keys=True)
 
 
 if __name__ == "__main__":
