@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -76,3 +80,64 @@ def mixed_precision():
         yield
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+# --- one JAX process for every backend-agnostic check ------------------------------------------------
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BACKEND_CHECKS = os.path.join(REPO, "tests", "backend_checks.py")
+
+
+class JaxChecks:
+    """The results of tests/backend_checks.py's checks, run in one JAX process with TensorFlow blocked."""
+
+    def __init__(self, out_dir, done: subprocess.CompletedProcess):
+        self.out_dir, self.done = out_dir, done
+
+    def result(self, name: str) -> dict:
+        """The arrays check ``name`` returned on JAX; fails the test with its traceback if it did not pass."""
+        assert self.done.returncode == 0, self.done.stderr[-3000:]
+        with open(os.path.join(self.out_dir, "status.json")) as handle:
+            status = json.load(handle)
+        assert status["backend"] == "jax"
+        assert name in status["checks"], f"{name} was not run: mark its test @pytest.mark.on_jax({name!r})"
+        assert status["checks"][name]["ok"], status["checks"][name]["error"]
+        with np.load(os.path.join(self.out_dir, f"{name}.npz")) as arrays:
+            return dict(arrays)
+
+
+@pytest.fixture(scope="session")
+def on_jax(request, tmp_path_factory) -> JaxChecks:
+    """Every check that this session's selected tests name with ``@pytest.mark.on_jax(NAME)``, in one subprocess.
+
+    A JAX process takes seconds to start and compiles each initializer shape anew, so one process runs them
+    all (about 55 s for the five on two cores; five processes took about 80 s).
+    """
+    names = sorted({mark.args[0] for item in request.session.items for mark in item.iter_markers("on_jax")})
+    out_dir = str(tmp_path_factory.mktemp("jax"))
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": REPO}
+    done = subprocess.run([sys.executable, BACKEND_CHECKS, out_dir, *names], capture_output=True, text=True,
+                          timeout=600, env=env, cwd=REPO)
+    return JaxChecks(out_dir, done)
+
+
+# --- one tiny trained run for every test that reads a run directory ---------------------------------
+
+@pytest.fixture(scope="session")
+def shared_tiny_run(tmp_path_factory):
+    """tiny_run.TINY trained once per session (per pytest-xdist worker): (run directory, metrics). Read only."""
+    from tiny_run import tiny
+
+    from pipelines.train import train
+
+    path = str(tmp_path_factory.mktemp("tiny-run") / "run")
+    return path, train(tiny(), path, verbose=False)
+
+
+@pytest.fixture
+def tiny_run(shared_tiny_run, tmp_path):
+    """A private copy of the shared tiny run, for a test that writes into it: (run directory, metrics)."""
+    path, metrics = shared_tiny_run
+    copy = str(tmp_path / "run")
+    shutil.copytree(path, copy)
+    return copy, dict(metrics)

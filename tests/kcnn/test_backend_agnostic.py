@@ -1,12 +1,19 @@
-"""kcnn/ imports only keras, keras.ops and numpy, so its builders run on every Keras backend."""
+"""kcnn/ imports only keras, keras.ops and numpy, so it runs on every Keras backend.
+
+The checks of tests/backend_checks.py run here on TensorFlow and, all of them in one process, on JAX
+with TensorFlow blocked (the ``on_jax`` fixture); the tests compare the two or read what JAX returned.
+They share this module so that pytest-xdist (``--dist loadscope``) runs that one JAX process once.
+"""
 
 from __future__ import annotations
 
 import ast
 import pathlib
-import subprocess
-import sys
-import textwrap
+
+import keras
+import numpy as np
+import pytest
+from backend_checks import autodiff_gradient, builders, insight_maps
 
 import kcnn
 
@@ -33,41 +40,42 @@ def test_no_module_in_kcnn_imports_tensorflow():
     assert offenders == []
 
 
-BLOCKED_TF_SCRIPT = textwrap.dedent(
-    """
-    import importlib.abc, os, sys
-
-    class BlockTensorFlow(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "tensorflow" or name.startswith("tensorflow."):
-                raise ImportError("tensorflow is blocked in this test")
-            return None
-
-    sys.meta_path.insert(0, BlockTensorFlow())
-    os.environ["KERAS_BACKEND"] = "jax"
-    import numpy as np
-    import keras, kcnn
-    from kcnn.analysis import analyze
-    assert keras.backend.backend() == "jax", keras.backend.backend()
-    # Fire modules and the fully convolutional head; residual blocks and FCN upsampling at run-time sizes.
-    # (Building is slow on JAX's CPU backend: every initializer shape compiles, about 10 s a model.)
-    for name, head, shape in [("squeezenet1_1", None, (32, 32, 3)), ("resnet18", "segmentation", (None, None, 3))]:
-        model = kcnn.build(name, num_classes=5, head=head, input_shape=shape)
-        out = np.asarray(model(np.random.rand(1, 37, 37, 3).astype("float32") if shape[0] is None
-                               else np.random.rand(1, *shape).astype("float32")))
-        assert np.all(np.isfinite(out)), name
-        np.testing.assert_allclose(out.sum(-1), 1.0, rtol=1e-4)
-    assert out.shape == (1, 37, 37, 5)
-    assert analyze(model, input_shape=(64, 64, 3)).total_params == model.count_params()
-    lrn = kcnn.layers.LocalResponseNormalization()(np.ones((1, 2, 2, 8), "float32"))
-    assert np.all(np.isfinite(np.asarray(lrn)))
-    assert not any(m == "tensorflow" or m.startswith("tensorflow.") for m in sys.modules)
-    print("OK", keras.backend.backend())
-    """
-)
+@pytest.mark.on_jax("builders")
+def test_builders_run_on_jax_with_tensorflow_blocked(on_jax):
+    builders()  # the same check here, on TensorFlow
+    result = on_jax.result("builders")
+    assert result["segmentation"].shape == (1, 37, 37, 5)
 
 
-def test_builders_run_on_jax_with_tensorflow_blocked():
-    result = subprocess.run([sys.executable, "-c", BLOCKED_TF_SCRIPT], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().endswith("OK jax")
+@pytest.mark.slow
+@pytest.mark.on_jax("autodiff_gradient")
+def test_tensorflow_and_jax_agree_on_a_model_gradient(on_jax):
+    tensorflow = autodiff_gradient()["value_and_grad"]  # this process runs on TensorFlow
+    jax = on_jax.result("autodiff_gradient")["value_and_grad"]
+    assert np.abs(tensorflow[1:]).max() > 0
+    np.testing.assert_allclose(tensorflow, jax, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.on_jax("compress_round_trip")
+def test_compress_runs_on_jax_with_tensorflow_blocked(on_jax):
+    result = on_jax.result("compress_round_trip")  # zeros kept through fit and strip, identical reload: asserted there
+    assert result["pruned_zeros"].sum() == 72 - 18  # density 0.25 of the 3x3x1x8 kernel keeps round(0.25 * 72)
+
+
+@pytest.mark.slow
+@pytest.mark.on_jax("newer_blocks")
+def test_new_blocks_and_layers_run_on_jax(on_jax):
+    result = on_jax.result("newer_blocks")  # shapes and finite values asserted there, in and out of training
+    assert set(result) == {"training_False", "training_True"}
+
+
+@pytest.mark.slow
+@pytest.mark.on_jax("insight_maps")
+def test_tensorflow_and_jax_give_the_same_gradients_and_maps(on_jax):
+    assert keras.backend.backend() == "tensorflow"
+    tf, jax = insight_maps(), on_jax.result("insight_maps")
+    for key in ("grad", "cam_grad", "deconv"):
+        assert np.abs(tf[key]).max() > 0, key
+        np.testing.assert_allclose(tf[key], jax[key], atol=1e-4, err_msg=key)
+    np.testing.assert_allclose(tf["activations"], jax["activations"], atol=1e-4, rtol=1e-4)

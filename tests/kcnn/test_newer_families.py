@@ -325,38 +325,3 @@ def test_global_drop_path_on_the_deepest_column_equals_the_deepest_only_network(
     x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
     column0 = np.zeros((2, 1), "float32")
     np.testing.assert_allclose(full([x, column0], training=True), deep(x, training=True), rtol=1e-5, atol=1e-6)
-
-
-# --- every backend --------------------------------------------------------------------------------
-
-JAX_SCRIPT = """
-import os, sys
-os.environ["KERAS_BACKEND"] = "jax"
-import numpy as np
-import keras
-from kcnn import blocks
-from kcnn.layers import FractalPathSampler
-assert keras.backend.backend() == "jax"
-images = keras.Input((16, 16, 8))
-code = FractalPathSampler(2, global_ratio=0.5, seed=0)(images)
-x = blocks.mbconv(images, 8, 3, expanded=16, se_channels=4, drop_rate=0.2, name="mb")
-x = blocks.regnet_block(x, 16, 2, group_width=8, se_ratio=0.25, name="rg")
-x = blocks.nf_block(x, 16, beta=1.0, group_width=8, drop_rate=0.1, name="nf")
-x = blocks.fractal_block(x, 8, 2, code, name="fr")
-model = keras.Model(images, x)
-batch = np.random.default_rng(0).random((2, 16, 16, 8), dtype=np.float32)
-for training in (False, True):
-    out = np.asarray(model(batch, training=training))
-    assert out.shape == (2, 8, 8, 8) and np.all(np.isfinite(out)), training
-print("OK", keras.backend.backend())
-"""
-
-
-@pytest.mark.slow
-def test_new_blocks_and_layers_run_on_jax():
-    import subprocess
-    import sys
-
-    result = subprocess.run([sys.executable, "-c", JAX_SCRIPT], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().endswith("OK jax")

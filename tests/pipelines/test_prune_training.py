@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tiny_run import TINY
 
 from kcnn import compress
 from kcnn.compress.pruning import masked_layers
 from pipelines import config as C
 from pipelines.train import train
-from tests.pipelines.test_train import TINY
 
 
 def tiny(*overrides):

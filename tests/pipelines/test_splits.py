@@ -4,7 +4,6 @@ by class, deterministically; every file is decoded or named; the run directory r
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 

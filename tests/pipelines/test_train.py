@@ -14,6 +14,7 @@ import time
 import keras
 import numpy as np
 import pytest
+from tiny_run import tiny
 
 from pipelines import config as C
 from pipelines.evaluate import evaluate
@@ -21,14 +22,6 @@ from pipelines.optim import WarmupSchedule
 from pipelines.train import TrainingDiverged, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TINY = {"data": {"source": "digits", "image_size": 32, "channels": 1, "batch_size": 32},
-        "model": {"name": "lenet5"},
-        "optimizer": {"name": "sgd", "learning_rate": 0.05},
-        "train": {"epochs": 2, "steps_per_epoch": 4}}
-
-
-def tiny(*overrides):
-    return C.from_dict({k: dict(v) for k, v in TINY.items()}, list(overrides))
 
 
 def read_history(run_dir):
@@ -36,9 +29,8 @@ def read_history(run_dir):
         return list(csv.DictReader(handle))
 
 
-def test_a_run_leaves_a_complete_run_directory(tmp_path):
-    run_dir = str(tmp_path / "run")
-    metrics = train(tiny(), run_dir, verbose=False)
+def test_a_run_leaves_a_complete_run_directory(tiny_run):
+    run_dir, metrics = tiny_run  # train(tiny(), run_dir), shared with the other run-directory tests
     for name in ("config.yaml", "history.csv", "metrics.json", "model.keras", "best.keras", "class_names.json",
                  "preprocessing.json", "plots/curves.png", "plots/confusion_matrix.png"):
         assert os.path.exists(os.path.join(run_dir, name)), name
@@ -65,11 +57,30 @@ def test_a_run_leaves_a_complete_run_directory(tmp_path):
     assert five["tta_flip"] is False and os.path.exists(os.path.join(run_dir, "evaluation_ten_crop_noflip.json"))
 
 
-def test_a_run_directory_refuses_a_different_config(tmp_path):
-    run_dir = str(tmp_path / "run")
-    train(tiny("train.epochs=1"), run_dir, verbose=False)
+def test_a_run_directory_refuses_a_different_config(tiny_run):
+    run_dir, _ = tiny_run  # trained with tiny()
+    before = sorted(os.listdir(run_dir))
     with pytest.raises(ValueError, match="holds a run with a different config"):
-        train(tiny("train.epochs=1", "optimizer.learning_rate=0.01"), run_dir, verbose=False)
+        train(tiny("optimizer.learning_rate=0.01"), run_dir, verbose=False)
+    assert sorted(os.listdir(run_dir)) == before
+
+
+def test_a_checkpoint_its_state_file_does_not_list_yet_is_resumed_and_an_unreadable_one_skipped(tiny_run, capsys):
+    """tf.train.CheckpointManager writes ckpt-N, then the ``checkpoint`` state file: a kill between the two
+    leaves a newer checkpoint the state file does not name. The run resumes from it; one that does not read
+    back is skipped for the one before it."""
+    run_dir, _ = tiny_run  # two epochs: ckpt-1 and ckpt-2
+    checkpoints = os.path.join(run_dir, "checkpoints")
+    os.remove(os.path.join(checkpoints, "checkpoint"))  # as if killed before ckpt-1's state was recorded
+    train(tiny(), run_dir)
+    assert f"resuming {run_dir} after epoch 2 of 2" in capsys.readouterr().out
+    assert [int(r["epoch"]) for r in read_history(run_dir)] == [1, 2]
+    (data,) = [name for name in os.listdir(checkpoints) if name.startswith("ckpt-2.data")]
+    with open(os.path.join(checkpoints, data), "r+b") as handle:
+        handle.truncate(16)  # half written
+    metrics = train(tiny(), run_dir)
+    assert f"resuming {run_dir} after epoch 1 of 2" in capsys.readouterr().out
+    assert metrics["epochs_completed"] == 2 and [int(r["epoch"]) for r in read_history(run_dir)] == [1, 2]
 
 
 def test_a_start_that_fails_leaves_no_run_directory_and_the_corrected_run_starts(tmp_path):
@@ -179,25 +190,30 @@ def test_killed_mid_run_resumes_and_ends_with_the_same_number_of_epochs(tmp_path
         assert json.load(handle)["epochs_completed"] == 4
 
 
+RECIPES = os.path.join(os.path.dirname(C.__file__), "configs")
+QUICK = ["train.epochs=1", "train.steps_per_epoch=1", "train.precision=float32", "data.batch_size=4",
+         "train.precise_bn_batches=1"]
+
+
 @pytest.mark.slow
-def test_cifar10_and_imagenet_recipes_run_a_step_on_mock_and_generated_data(tmp_path):
+def test_cifar10_recipe_runs_a_step_on_mock_data(tmp_path):
     import tensorflow_datasets as tfds
 
-    from pipelines import sources
-
-    recipes = os.path.join(os.path.dirname(C.__file__), "configs")
-    quick = ["train.epochs=1", "train.steps_per_epoch=1", "train.precision=float32"]
     with tfds.testing.mock_data(num_examples=8):
-        cifar = C.load(os.path.join(recipes, "cifar10_mobilenet_v2.yaml"),
-                       quick + ["data.batch_size=4", "train.precise_bn_batches=1", f"data.data_dir={tmp_path}"])
+        cifar = C.load(os.path.join(RECIPES, "cifar10_mobilenet_v2.yaml"), QUICK + [f"data.data_dir={tmp_path}"])
         metrics = train(cifar, str(tmp_path / "cifar"), verbose=False)
     assert metrics["epochs_completed"] == 1 and metrics["num_classes"] == 10
+
+
+@pytest.mark.slow
+def test_imagenet_recipe_runs_a_step_on_generated_tfrecords(tmp_path):
+    from pipelines import sources
+
     records = tmp_path / "records"
     for split in ("train", "validation"):
         sources.write_tfrecords(sources.shapes_source(split), str(records), split, shards=2)
-    imagenet = C.load(os.path.join(recipes, "imagenet_resnet50.yaml"),
-                      quick + ["data.batch_size=4", "data.image_size=32", "train.precise_bn_batches=1",
-                               f"data.source=tfrecord:{records}/{{split}}-*.tfrecord"])
+    imagenet = C.load(os.path.join(RECIPES, "imagenet_resnet50.yaml"),
+                      QUICK + ["data.image_size=32", f"data.source=tfrecord:{records}/{{split}}-*.tfrecord"])
     metrics = train(imagenet, str(tmp_path / "imagenet"), verbose=False)
     assert metrics["strategy"] == "mirrored" and metrics["num_classes"] == 3
 
