@@ -40,6 +40,7 @@ def test_no_module_in_kcnn_imports_tensorflow():
     assert offenders == []
 
 
+@pytest.mark.slow  # a JAX process: about 30 s of compiling initializers on two cores
 @pytest.mark.on_jax("builders")
 def test_builders_run_on_jax_with_tensorflow_blocked(on_jax):
     builders()  # the same check here, on TensorFlow

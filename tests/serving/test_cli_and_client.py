@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from serving_helpers import CLASSES, exported, images, png
 
+from kcnn import cli
 from serving.client import Client, ServingClientError
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -64,7 +65,7 @@ def test_client_retries_only_unavailable_and_deadline_exceeded():
     client.close()
 
 
-def test_serve_predict_and_graceful_sigterm(tmp_path):
+def test_serve_predict_and_graceful_sigterm(tmp_path, capsys):
     base = str(tmp_path / "models" / "shapes")
     exported(base, seed=1)
     server = subprocess.Popen(kcnn("serve", "--port", "0", "--model_name", "shapes", "--model_base_path", base),
@@ -81,11 +82,10 @@ def test_serve_predict_and_graceful_sigterm(tmp_path):
         assert port, "kcnn serve did not report its port"
         picture = tmp_path / "img.png"
         picture.write_bytes(png(images(1)[0]))
-        result = subprocess.run(kcnn("predict", "--server", f"127.0.0.1:{port}", "--model", "shapes",
-                                     str(picture), "--json", "--top-k", "2"),
-                                capture_output=True, text=True, env=ENV, timeout=120)
-        assert result.returncode == 0, result.stderr[-2000:]
-        (answer,) = json.loads(result.stdout)
+        # `kcnn predict` as its entry point runs it, in this process (the server is the separate process).
+        assert cli.main(["predict", "--server", f"127.0.0.1:{port}", "--model", "shapes", str(picture), "--json",
+                         "--top-k", "2"]) == 0
+        (answer,) = json.loads(capsys.readouterr().out)
         assert answer["image"] == str(picture) and len(answer["labels"]) == 2 and answer["labels"][0] in CLASSES
         # A large request in flight when SIGTERM arrives still gets its answer: 512 smooth 512x512 PNGs
         # (small to send, about 1.4 s to decode and resize on two cores; SIGTERM comes after 0.5 s).
@@ -110,8 +110,6 @@ def test_serve_predict_and_graceful_sigterm(tmp_path):
 
 
 def test_export_and_serving_config_commands(tmp_path):
-    from kcnn import cli
-
     assert cli.main(["export", str(tmp_path / "no-run"), "--base-path", str(tmp_path / "m")]) == 2
     assert cli.main(["serving-config", "--model-name", "digits", "--version-policy", "specific", "--versions", "1",
                      "2", "--label", "stable=1", "--out", str(tmp_path / "cfg")]) == 0
@@ -123,8 +121,6 @@ def test_export_and_serving_config_commands(tmp_path):
 
 
 def test_predict_against_no_server_is_a_clear_error_not_a_traceback(tmp_path, capsys):
-    from kcnn import cli
-
     picture = tmp_path / "img.png"
     picture.write_bytes(png(images(1)[0]))
     assert cli.main(["predict", "--server", "127.0.0.1:1", "--model", "m", str(picture), "--timeout", "2"]) == 1
@@ -215,8 +211,6 @@ def test_kcnn_serve_runs_the_dockerfiles_exact_command_line(tmp_path):
 
 
 def test_serve_takes_tf_servings_boolean_syntax():
-    from kcnn import cli
-
     def parsed(*flags):
         return cli.build_parser().parse_args(["serve", "--model_base_path=/m", *flags])
 
@@ -231,7 +225,6 @@ def test_serve_takes_tf_servings_boolean_syntax():
 
 @pytest.mark.slow
 def test_predict_names_the_bad_file_and_still_answers_the_others(tmp_path, capsys):
-    from kcnn import cli
     from serving.config import ModelEntry
     from serving.server import Server
 
