@@ -139,7 +139,7 @@ def _run(session: Session, callbacks) -> dict:
         work.record_files(train_info, val_info)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var, best=best_var)
     manager = tf.train.CheckpointManager(checkpoint, work.checkpoints, max_to_keep=2)
-    if _restore_newest(checkpoint, manager, work.checkpoints):
+    if _restore_newest(checkpoint, work.checkpoints):
         session.say(f"resuming {session.run} after epoch {int(epoch_var.numpy())} of {epochs}")
     start_epoch = int(epoch_var.numpy())
     history = _read_history(work, start_epoch)
@@ -279,21 +279,17 @@ def _make_train_step(model, optimizer, strategy, num_classes, global_batch, labe
     return distributed_step
 
 
-def _restore_newest(checkpoint, manager, directory: str) -> bool:
+def _restore_newest(checkpoint, directory: str) -> bool:
     """Restore the newest checkpoint that reads back whole; False if there is none (a new run).
 
-    The manager knows the checkpoints its state file lists, but that file is written after the
-    checkpoint itself, so a kill between the two leaves a newer ``ckpt-N`` it does not list: that
-    one is tried first. A checkpoint that fails to read is skipped for the one before it.
+    Found by its ``ckpt-N.index`` file, not by CheckpointManager's state file: that file is written
+    after the checkpoint itself, so a kill between the two leaves a newer ``ckpt-N`` it does not list.
+    A checkpoint that fails to read is skipped for the one before it.
     """
-    numbers = set()
-    if os.path.isdir(directory):
-        numbers = {int(match.group(1)) for match in map(re.compile(r"ckpt-(\d+)\.index").fullmatch,
-                                                           os.listdir(directory)) if match}
-    listed = {manager.latest_checkpoint} if manager.latest_checkpoint else set()
-    candidates = sorted(listed | {os.path.join(directory, f"ckpt-{n}") for n in numbers},
-                        key=lambda path: int(path.rsplit("-", 1)[1]), reverse=True)
-    for path in candidates:
+    pattern = re.compile(r"ckpt-(\d+)\.index")
+    names = os.listdir(directory) if os.path.isdir(directory) else []
+    for number in sorted((int(m.group(1)) for m in map(pattern.fullmatch, names) if m), reverse=True):
+        path = os.path.join(directory, f"ckpt-{number}")
         try:
             checkpoint.restore(path).assert_existing_objects_matched()
             return True
