@@ -72,7 +72,10 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = key("squeezenet1_1", "registered backbone (`kcnn models` lists them)")
+    task: str = key("classification", "what the model learns: classification, segmentation or super_resolution "
+                                      "(pipelines/tasks)")
+    name: str = key("squeezenet1_1", "registered backbone (`kcnn models` lists them); super_resolution: espcn, "
+                                     "srcnn")
     head: Optional[str] = key(None, "head name (fully_conv, gap_linear, dense, segmentation); null: the paper's head")
     backbone_kwargs: dict = key(factory=dict, help="keyword arguments of the backbone builder, e.g. {width: 0.5}")
     head_kwargs: dict = key(factory=dict, help="keyword arguments of the head builder, e.g. {dropout: 0.2}")
@@ -82,14 +85,19 @@ class ModelConfig:
     bn_momentum: Optional[float] = key(None, "batch-norm momentum of every BN layer (Keras' convention: weight of "
                                              "the old average); null: the backbone's paper value")
     bn_epsilon: Optional[float] = key(None, "batch-norm epsilon of every BN layer; null: the backbone's paper value")
+    task_options: dict = key(factory=dict, help="the task's own options: segmentation {dice_weight: 0.5}; "
+                                                "super_resolution {scale: 3}")
 
     def check(self):
-        import kcnn
         from kcnn.blocks.normalization import batch_norm_defaults
+        from pipelines.tasks import get_task
 
-        builder = kcnn.backbones.BACKBONES.entry(self.name).fn  # raises with the names and the closest match
-        if self.head is not None:
-            kcnn.heads.HEADS.entry(self.head)
+        try:
+            task = get_task(self.task)
+        except ValueError as error:  # the task names and the closest match
+            raise ConfigError(f"model.task: {error}") from None
+        task.resolve_options(self.task_options)
+        builder = task.check_model(self)  # looked up in the registry the task builds from
         if not isinstance(self.freeze, str) or not self.freeze:
             raise ConfigError("model.freeze must be 'none', 'backbone' or a layer name")
         for option in ("bn_momentum", "bn_epsilon"):

@@ -8,22 +8,30 @@ strategy it is the plain evaluation loop.
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 
 class DistributedEvaluator:
-    """``evaluator(dataset)`` -> loss, top-1 and top-5 accuracy of ``model`` over a labelled, batched dataset."""
+    """``evaluator(dataset)`` -> the task's figures (classification: loss, top-1 and top-5) over a batched dataset.
 
-    def __init__(self, model, strategy):
+    ``task`` (a :class:`pipelines.tasks.Task`, classification by default) says what each replica sums
+    (``evaluation_sums``) and what the figures are (``evaluation_result``).
+    """
+
+    def __init__(self, model, strategy, task=None, num_classes: int | None = None):
+        from pipelines.tasks import get_task
+
         self.model = model
         self.strategy = strategy
+        self.task = task or get_task("classification")
+        self.num_classes = num_classes or int(model.output_shape[-1])
         self._distributed = {}
         self._step = None
 
     def __call__(self, dataset, *, keep_predictions: bool = False) -> dict:
-        """Metrics over ``dataset``; ``keep_predictions`` adds ``confusion_matrix`` (row: true class)."""
+        """Figures over ``dataset``; ``keep_predictions`` adds what the task keeps (classification: the
+        ``confusion_matrix``, row: true class)."""
         if self._step is None:
             self._step = self._make_step()
         distributed = self._distributed.get(id(dataset))
@@ -34,45 +42,24 @@ class DistributedEvaluator:
             self._distributed[id(dataset)] = (dataset, distributed)  # keep the dataset alive: ids stay unique
         else:
             distributed = distributed[1]
-        loss_sum = correct = top5 = count = 0.0
-        confusion = None
-        for images, labels in distributed:
-            batch_loss, batch_correct, batch_top5, batch_count, batch_confusion = self._step(images, labels)
-            loss_sum += float(batch_loss)
-            correct += float(batch_correct)
-            top5 += float(batch_top5)
-            count += float(batch_count)
-            matrix = np.asarray(batch_confusion, np.int64)
-            confusion = matrix if confusion is None else confusion + matrix
-        result = {"loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1),
-                  "top5_accuracy": top5 / max(count, 1), "count": int(count)}
-        if keep_predictions:
-            result["confusion_matrix"] = confusion
-        return result
+        sums = {}
+        for inputs, targets in distributed:
+            for key, value in self._step(inputs, targets).items():
+                value = np.asarray(value, np.float64)
+                sums[key] = value if key not in sums else sums[key] + value
+        return self.task.evaluation_result(sums, keep_predictions)
 
     def _make_step(self):
-        model, strategy = self.model, self.strategy
-        num_classes = int(model.output_shape[-1])
+        model, strategy, task, num_classes = self.model, self.strategy, self.task, self.num_classes
 
-        def replica_step(images, labels):
-            probabilities = model(images, training=False)
-            targets = labels if labels.shape.rank == 2 else tf.one_hot(labels, num_classes)
-            loss = tf.reduce_sum(keras.losses.categorical_crossentropy(targets, probabilities))
-            truth = tf.argmax(targets, -1, output_type=tf.int32)
-            predicted = tf.argmax(probabilities, -1, output_type=tf.int32)
-            correct = tf.reduce_sum(tf.cast(tf.equal(predicted, truth), tf.float32))
-            # top_k, not in_top_k: in_top_k counts every tied class as a hit, so a model that outputs uniform
-            # probabilities would score 100% top-5.
-            best = tf.math.top_k(probabilities, k=min(5, num_classes)).indices
-            top5 = tf.reduce_sum(tf.cast(tf.reduce_any(tf.equal(best, truth[:, None]), -1), tf.float32))
-            count = tf.cast(tf.shape(images)[0], tf.float32)
-            confusion = tf.math.confusion_matrix(truth, predicted, num_classes, dtype=tf.float32)
-            return tf.cast(loss, tf.float32), correct, top5, count, confusion
+        def replica_step(inputs, targets):
+            return task.evaluation_sums(targets, model(inputs, training=False), num_classes)
 
         @tf.function(reduce_retracing=True, autograph=False)  # the last batch is smaller
-        def step(images, labels):
-            per_replica = strategy.run(replica_step, args=(images, labels))
-            return [strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None) for t in per_replica]
+        def step(inputs, targets):
+            per_replica = strategy.run(replica_step, args=(inputs, targets))
+            return {key: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+                    for key, value in per_replica.items()}
 
         return step
 

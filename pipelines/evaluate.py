@@ -16,6 +16,7 @@ from pipelines.choices import TTA_MODES
 from pipelines.config import from_dict
 from pipelines.data import DataSpec, make_dataset
 from pipelines.run_dir import RunDir, atomic_write
+from pipelines.tasks import get_task, task_of
 
 
 
@@ -33,7 +34,25 @@ def load_run(run_dir: str):
 
 
 def evaluate(run_dir: str, *, tta: str = "none", split: str | None = None, flip: bool | None = None) -> dict:
-    """Evaluate a run's model on its test split; writes evaluation.json and the plots.
+    """Evaluate a finished run on its test split (or ``split``) as its task does; writes evaluation.json.
+
+    Classification: top-1, top-5 and per-class figures, optionally with ten-crop TTA (``tta``,
+    ``flip``); segmentation: pixel accuracy and per-class and mean IoU; super-resolution: PSNR and
+    SSIM beside bicubic upscaling.
+    """
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
+    return task_of(read_config(run_dir)).evaluate_run(run_dir, tta=tta, split=split, flip=flip)
+
+
+def format_evaluation(result: dict) -> str:
+    """The lines ``kcnn evaluate`` prints for a result of :func:`evaluate`."""
+    return get_task(result.get("task")).format_evaluation(result)
+
+
+def evaluate_classification(run_dir: str, *, tta: str = "none", split: str | None = None,
+                            flip: bool | None = None) -> dict:
+    """Evaluate a classification run's model on its test split; writes evaluation.json and the plots.
 
     ``flip`` (ten-crop TTA only) includes the mirrored crops; by default it does,
     with a warning when the run's augmentation never mirrored images: a model of
@@ -70,6 +89,7 @@ def evaluate(run_dir: str, *, tta: str = "none", split: str | None = None, flip:
     top5 = np.argsort(-probabilities, axis=1)[:, :5]
     matrix = report.confusion_matrix(labels, predictions, len(names))
     result = {
+        "task": "classification",
         "split": split,
         "tta": tta,
         "tta_flip": mirror,
@@ -91,7 +111,7 @@ def evaluate(run_dir: str, *, tta: str = "none", split: str | None = None, flip:
     return result
 
 
-def format_evaluation(result: dict) -> str:
+def format_classification(result: dict) -> str:
     lines = [f"{result['split']} split, {result['examples']} images, TTA {result['tta']}"
              f"{' with mirrored crops' if result.get('tta_flip') else ''}: "
              f"top-1 {result['top1_accuracy']:.4f}, top-5 {result['top5_accuracy']:.4f}",

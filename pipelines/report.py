@@ -17,8 +17,8 @@ def _pyplot():
     return plt
 
 
-def plot_curves(history: list[dict], path: str) -> str:
-    """Loss and accuracy per epoch, training beside validation."""
+def plot_curves(history: list[dict], path: str, train_metric: str = "accuracy", monitor: str = "accuracy") -> str:
+    """Loss and the task's figure per epoch (``train_metric`` on training batches, ``monitor`` on validation)."""
     plt = _pyplot()
     os.makedirs(os.path.dirname(path), exist_ok=True)
     epochs = [h["epoch"] for h in history]
@@ -26,9 +26,10 @@ def plot_curves(history: list[dict], path: str) -> str:
     left.plot(epochs, [h["loss"] for h in history], "o-", label="train")
     left.plot(epochs, [h["val_loss"] for h in history], "s-", label="validation")
     left.set(title="loss", xlabel="epoch")
-    right.plot(epochs, [h["accuracy"] for h in history], "o-", label="train")
-    right.plot(epochs, [h["val_accuracy"] for h in history], "s-", label="validation")
-    right.set(title="accuracy", xlabel="epoch", ylim=(0, 1.02))
+    right.plot(epochs, [h[train_metric] for h in history], "o-", label=f"train {train_metric.replace('_', ' ')}")
+    right.plot(epochs, [h[f"val_{monitor}"] for h in history], "s-", label=f"validation {monitor.replace('_', ' ')}")
+    unit = {"ylim": (0, 1.02)} if "psnr" not in (train_metric, monitor) else {"ylabel": "dB"}
+    right.set(title=monitor.replace("_", " "), xlabel="epoch", **unit)
     for axis in (left, right):
         axis.grid(alpha=0.3)
         axis.legend()
@@ -61,9 +62,14 @@ def per_class_scores(matrix: np.ndarray, class_names) -> list[dict]:
 
 
 def plot_confusion(labels, predictions, class_names, path: str) -> str:
+    return plot_confusion_matrix(confusion_matrix(labels, predictions, len(class_names)), class_names, path)
+
+
+def plot_confusion_matrix(matrix: np.ndarray, class_names, path: str, *, what: str = "accuracy") -> str:
+    """A confusion matrix (row: true class) as a PNG; ``what`` names its trace share in the title."""
     plt = _pyplot()
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    matrix = confusion_matrix(labels, predictions, len(class_names))
+    matrix = np.asarray(matrix, np.int64)
     size = max(4.0, 0.45 * len(class_names) + 2)
     figure, axis = plt.subplots(figsize=(size + 1, size))
     image = axis.imshow(matrix, cmap="Blues")
@@ -72,7 +78,7 @@ def plot_confusion(labels, predictions, class_names, path: str) -> str:
     axis.set_xticks(ticks, class_names, rotation=90 if len(class_names) > 12 else 0)
     axis.set_yticks(ticks, class_names)
     axis.set(xlabel="predicted", ylabel="true",
-             title=f"confusion matrix (accuracy {np.trace(matrix) / max(matrix.sum(), 1):.4f})")
+             title=f"confusion matrix ({what} {np.trace(matrix) / max(matrix.sum(), 1):.4f})")
     if len(class_names) <= 20:
         threshold = matrix.max() / 2 if matrix.size else 0
         for (i, j), count in np.ndenumerate(matrix):

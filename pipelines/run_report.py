@@ -1,8 +1,10 @@
 """``write_report(run_dir)``: one self-contained HTML page about a finished run (``RUN_DIR/report.html``).
 
-Sections: the test figures, training curves, confusion matrix, per-class precision/recall/F1, the
-model's analysis table (kcnn.analysis), the most confidently wrong test images each with its Grad-CAM
-overlay, and the first layer's filters. Every picture is an inline PNG (a data: URL); the page has no
+Sections: the test figures and training curves, then the run's task's own sections (its
+``report_sections``: for classification the confusion matrix, per-class precision/recall/F1 and the
+most confidently wrong test images with Grad-CAM; for segmentation per-class IoU and overlays; for
+super-resolution the PSNR/SSIM table against bicubic and side-by-side crops), then the model's
+analysis table (kcnn.analysis) and the first layer's filters. Every picture is an inline PNG (a data: URL); the page has no
 scripts and loads nothing, so it opens offline.
 
 Everything read from the run directory goes through ``read_run`` (one place to adapt when the run
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import heapq
 import html
 import json
 import os
@@ -26,9 +27,12 @@ from pipelines import report as plots
 from kcnn.files import atomic_write
 
 REPORT_NAME = "report.html"
+# A classification run's sections, in page order: the summary and curves, the task's own (pipelines/tasks), then
+# the model's analysis and first-layer filters.
 SECTIONS = (("summary", "Summary"), ("curves", "Training curves"), ("confusion", "Confusion matrix"),
-            ("per-class", "Per-class precision, recall and F1"), ("analysis", "Model analysis"),
-            ("wrong", "Most confidently wrong test images, with Grad-CAM"), ("filters", "First-layer filters"))
+            ("per-class", "Per-class precision, recall and F1"),
+            ("wrong", "Most confidently wrong test images, with Grad-CAM"), ("analysis", "Model analysis"),
+            ("filters", "First-layer filters"))
 
 
 @dataclass
@@ -69,39 +73,12 @@ def _json(path, default):
         return json.load(handle)
 
 
-PREDICTION_BATCH = 128  # images per eager call when the report scores the test split
-
-
-def test_predictions(run: Run, *, keep_wrong: int = 8):
-    """Labels, predictions and the ``keep_wrong`` most confidently wrong (confidence, image, label, predicted)."""
-    from pipelines.data import DataSpec, make_dataset
-    from pipelines.run_dir import RunDir
-
-    spec = DataSpec.from_config(run.config.data, preprocessing=RunDir(run.path).preprocessing())
-    # One eager pass: large batches (whatever the training batch was) keep the per-call overhead small.
-    spec = spec.evaluation(cache=False, batch_size=max(spec.batch_size, PREDICTION_BATCH))
-    dataset, info = make_dataset(spec, spec.test_split)
-    labels, predictions, wrong, seen = [], [], [], 0
-    for images, batch_labels in dataset:
-        probabilities = np.asarray(run.model(images, training=False))  # eager: no tracing for one pass
-        truth = batch_labels.numpy()
-        guess = probabilities.argmax(-1)
-        labels.append(truth)
-        predictions.append(guess)
-        for i in np.where(guess != truth)[0]:
-            item = (float(probabilities[i, guess[i]]), seen + int(i), images[i].numpy(), int(truth[i]), int(guess[i]))
-            (heapq.heappush if len(wrong) < keep_wrong else heapq.heappushpop)(wrong, item)
-        seen += len(truth)
-    wrong = sorted(wrong, key=lambda item: -item[0])
-    return np.concatenate(labels), np.concatenate(predictions), list(info.class_names), wrong
-
-
-def _png_tag(data: bytes, alt: str) -> str:
+def png_tag(data: bytes, alt: str) -> str:
     encoded = base64.b64encode(data).decode("ascii")
     return f'<img src="data:image/png;base64,{encoded}" alt="{html.escape(alt)}">'
 
 
-def _plot_bytes(run: Run, name: str, draw, *args) -> bytes:
+def plot_bytes(run: Run, name: str, draw, *args) -> bytes:
     """The run's own plot ``name`` when it has one (kcnn train draws them), else drawn now."""
     if name in run.plots:
         with open(run.plots[name], "rb") as handle:
@@ -112,13 +89,13 @@ def _plot_bytes(run: Run, name: str, draw, *args) -> bytes:
             return handle.read()
 
 
-def _table(header, rows) -> str:
+def table(header, rows) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _analysis_table(model) -> str:
+def analysis_table(model) -> str:
     from kcnn.analysis import analyze
     from kcnn.analysis.format import human
 
@@ -129,10 +106,10 @@ def _analysis_table(model) -> str:
             for layer in report.layers]
     totals = (f"<p>Input {shape(report.input_shape)}; {report.total_params:,} parameters "
               f"({report.trainable_params:,} trainable); {human(report.total_macs)} MACs per image.</p>")
-    return totals + _table(("layer", "type", "output", "params", "MACs", "receptive field", "jump"), rows)
+    return totals + table(("layer", "type", "output", "params", "MACs", "receptive field", "jump"), rows)
 
 
-def _wrong_section(model, wrong, names) -> str:
+def wrong_section(model, wrong, names) -> str:
     from kcnn import insight
     from kcnn.insight import draw
 
@@ -146,23 +123,23 @@ def _wrong_section(model, wrong, names) -> str:
         title = f"test #{index}: true {names[label]}, predicted {names[guess]} ({confidence:.2f})"
         scale = max(1, 128 // image.shape[0])  # small images magnified to at least 128 pixels
         picture = draw.array_png(draw.side_by_side([draw.to_display(image), draw.overlay(image, cam)]), scale=scale)
-        figures.append(f"<figure>{_png_tag(picture, title)}<figcaption>{html.escape(title)}</figcaption></figure>")
+        figures.append(f"<figure>{png_tag(picture, title)}<figcaption>{html.escape(title)}</figcaption></figure>")
     layer = insight.last_conv_layer(model).name
     return (f"<p>Each image beside its Grad-CAM overlay (layer <code>{html.escape(layer)}</code>, predicted class; "
             "red is where the model looked) for the test images it got wrong with the highest confidence.</p>"
             + "".join(figures))
 
 
-def _filters_section(model) -> str:
+def filters_section(model) -> str:
     from kcnn import insight
     from kcnn.insight import draw
 
     layer = insight.first_conv_layer(model)
     grid = insight.filters(model, layer)
-    return _png_tag(draw.grid_png(grid, title=f"{layer.name}: {len(grid)} filters"), f"filters of {layer.name}")
+    return png_tag(draw.grid_png(grid, title=f"{layer.name}: {len(grid)} filters"), f"filters of {layer.name}")
 
 
-def _unless_no_conv(section, model, *args) -> str:
+def unless_no_conv(section, model, *args) -> str:
     """A section that needs a convolution layer; a model without one gets a line saying so."""
     from kcnn.insight import first_conv_layer
 
@@ -183,36 +160,31 @@ img { max-width: 100%; } figure { display: inline-block; margin: .5em; } figcapt
 
 
 def render_report(run: Run, *, keep_wrong: int = 8) -> str:
-    """The report page as one HTML string."""
-    labels, predictions, names, wrong = test_predictions(run, keep_wrong=keep_wrong)
-    names = run.class_names or names
-    matrix = plots.confusion_matrix(labels, predictions, len(names))
-    scores = plots.per_class_scores(matrix, names)
-    accuracy = float(np.mean(labels == predictions)) if len(labels) else float("nan")
-    summary_rows = [("test images", len(labels)), ("test accuracy", f"{accuracy:.4f}")]
-    summary_rows += [(key, f"{value:.4f}" if isinstance(value, float) else value)
-                     for key, value in run.metrics.items() if key != "test_accuracy"]
+    """The report page as one HTML string: the generic sections around the run's task's own."""
+    from pipelines.tasks import task_of
+
+    task = task_of(run.config)
+    sections = task.report_sections(run, examples=keep_wrong)
+    summary_rows = next((body for key, _, body in sections if key == "summary"), [])
+    shown = {str(row[0]).replace(" ", "_") for row in summary_rows}
+    summary_rows = list(summary_rows) + [(key, f"{value:.4f}" if isinstance(value, float) else value)
+                                         for key, value in run.metrics.items()
+                                         if not isinstance(value, (list, dict)) and key not in shown]
     data = run.config.data
-    curves = (_png_tag(_plot_bytes(run, "curves", plots.plot_curves, run.history), "training curves")
-              if run.history else "<p>No history.csv in this run.</p>")
-    confusion = _plot_bytes(run, "confusion", plots.plot_confusion, labels, predictions, names)
-    body = {
-        "summary": f"<p>{html.escape(run.config.model.name)} on {html.escape(data.source)}, "
-                   f"{data.image_size}x{data.image_size}.</p>" + _table(("figure", "value"), summary_rows),
-        "curves": curves,
-        "confusion": _png_tag(confusion, "confusion matrix"),
-        "per-class": _table(("class", "precision", "recall", "F1", "support"),
-                            [(r["class"], f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}",
-                              r["support"]) for r in scores]),
-        "analysis": _analysis_table(run.model),
-        "wrong": _unless_no_conv(_wrong_section, run.model, wrong, names),
-        "filters": _unless_no_conv(_filters_section, run.model),
-    }
+    curves = (png_tag(plot_bytes(run, "curves", plots.plot_curves, run.history, task.train_metric, task.monitor),
+                      "training curves") if run.history else "<p>No history.csv in this run.</p>")
+    parts = [("summary", "Summary", f"<p>{html.escape(run.config.model.name)} ({html.escape(task.name)}) on "
+                                    f"{html.escape(data.source)}, {data.image_size}x{data.image_size}.</p>"
+              + table(("figure", "value"), summary_rows)),
+             ("curves", "Training curves", curves)]
+    parts += [section for section in sections if section[0] != "summary"]
+    parts += [("analysis", "Model analysis", analysis_table(run.model)),
+              ("filters", "First-layer filters", unless_no_conv(filters_section, run.model))]
     title = f"kcnn run report: {os.path.basename(os.path.abspath(run.path))}"
-    sections = "".join(f'<section id="{key}"><h2>{html.escape(heading)}</h2>{body[key]}</section>'
-                       for key, heading in SECTIONS)
+    body = "".join(f'<section id="{key}"><h2>{html.escape(heading)}</h2>{content}</section>'
+                   for key, heading, content in parts)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{sections}</body></html>\n")
+            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>\n")
 
 
 def write_report(run_dir: str, *, keep_wrong: int = 8, model=None) -> str:

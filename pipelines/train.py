@@ -33,17 +33,17 @@ from kcnn.faults import crash_point
 from pipelines import finetune, report
 from pipelines.batchnorm import BatchNormStatistics
 from pipelines.config import Config
-from pipelines.data import DataSpec, make_dataset
-from pipelines.distributed_eval import DistributedEvaluator, labels_and_predictions
+from pipelines.data import DataSpec
+from pipelines.distributed_eval import DistributedEvaluator
 from pipelines.environment import is_chief, resolve_jit, resolve_precision, resolve_strategy
 from pipelines.prune import prune_for_training, pruning_callbacks
 from pipelines.run_dir import RunDir, atomic_write
 from pipelines.run_report import write_report
+from pipelines.tasks import Task, get_task, task_of
 
 log = logging.getLogger(__name__)
 
-HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_top5_accuracy", "learning_rate",
-                  "images_per_second", "seconds")
+HISTORY_FIELDS = get_task("classification").history_fields()  # a classification run's history.csv columns
 
 
 class TrainingDiverged(RuntimeError):
@@ -68,6 +68,7 @@ class Session:
     policy: str
     spec: DataSpec
     verbose: bool
+    task: Task = None
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -91,8 +92,10 @@ def train(config: Config, run_dir: str | None = None, *, callbacks=(), verbose: 
     strategy_name, strategy = resolve_strategy(config.train)
     chief = is_chief(strategy)
     work = run if chief else RunDir(tempfile.mkdtemp(prefix="kcnn-worker-"))
-    session = Session(config, run, work, chief, strategy, strategy_name, resolve_precision(config.train),
-                      DataSpec.from_config(config.data, model=config.model, seed=config.train.seed), verbose)
+    task = task_of(config)
+    spec = task.data_spec(DataSpec.from_config(config.data, model=config.model, seed=config.train.seed), config.model)
+    session = Session(config, run, work, chief, strategy, strategy_name, resolve_precision(config.train), spec,
+                      verbose, task)
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(session.policy)
     keras.utils.set_random_seed(config.train.seed)
@@ -104,17 +107,17 @@ def train(config: Config, run_dir: str | None = None, *, callbacks=(), verbose: 
             shutil.rmtree(work.path, ignore_errors=True)
 
 
-def _datasets(spec: DataSpec, replicas: int):
-    """The training and validation datasets, each with its info."""
+def _datasets(task: Task, spec: DataSpec, replicas: int):
+    """The training and validation datasets of the task, each with its info."""
     if spec.batch_size % replicas:
         raise ValueError(f"data.batch_size ({spec.batch_size}) is the global batch; it must divide evenly over "
                          f"the {replicas} replicas")
-    return make_dataset(spec, spec.train_split), make_dataset(spec, spec.validation_split)
+    return task.datasets(spec, spec.train_split), task.datasets(spec, spec.validation_split)
 
 
 def _run(session: Session, callbacks) -> dict:
-    config, work = session.config, session.work
-    (train_ds, train_info), (val_ds, val_info) = _datasets(session.spec, session.replicas)
+    config, work, task = session.config, session.work, session.task
+    (train_ds, train_info), (val_ds, val_info) = _datasets(task, session.spec, session.replicas)
     num_classes = len(train_info.class_names)
     global_batch = config.data.batch_size
     steps = train_info.num_examples // global_batch
@@ -126,14 +129,14 @@ def _run(session: Session, callbacks) -> dict:
     input_shape = (config.data.image_size, config.data.image_size, config.data.channels)
 
     with session.strategy.scope():
-        model = prune_for_training(finetune.build_model(config.model, num_classes, input_shape), config.train)
+        model = prune_for_training(task.build_model(config.model, num_classes, input_shape), config.train)
         optimizer = finetune.make_stage_optimizer(config, steps_per_epoch=steps, epochs=epochs,
                                                   global_batch=global_batch)
         if session.policy == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        best_var = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_val_accuracy")
+        best_var = tf.Variable(-math.inf, dtype=tf.float64, trainable=False, name="best_validation_figure")
     work.claim(config.to_yaml())  # the run has started: from here on the directory is this run's
     if session.chief:
         work.record_files(train_info, val_info)
@@ -143,24 +146,25 @@ def _run(session: Session, callbacks) -> dict:
         session.say(f"resuming {session.run} after epoch {int(epoch_var.numpy())} of {epochs}")
     start_epoch = int(epoch_var.numpy())
     history = _read_history(work, start_epoch)
+    monitor = f"val_{task.monitor}"
 
     finetune.apply_stage(model, config, start_epoch)  # the optimizer was built over every variable above
-    train_step = _make_train_step(model, optimizer, session.strategy, num_classes, global_batch,
-                                  config.optimizer.label_smoothing, resolve_jit(config.train), config)
+    train_step = _make_train_step(task, model, optimizer, session.strategy, global_batch, resolve_jit(config.train),
+                                  config)
     dist_train = session.strategy.experimental_distribute_dataset(_auto_shard_by_data(train_ds))
     # Batch norm (pipelines/batchnorm.py): precise statistics, identical on every replica, before each evaluation.
     bn_statistics = BatchNormStatistics(model, session.strategy, dist_train, sync=config.train.sync_bn,
                                         batches=min(config.train.precise_bn_batches, steps))
-    evaluate_replicas = DistributedEvaluator(model, session.strategy)
-    callback_list = _callbacks(config, model, callbacks, epochs, steps)
+    evaluate_replicas = DistributedEvaluator(model, session.strategy, task, num_classes)
+    callback_list = _callbacks(config, model, callbacks, epochs, steps, monitor)
     writers = {name: tf.summary.create_file_writer(work.logs(name)) for name in ("train", "validation")}
     model.stop_training = False  # EarlyStopping and user callbacks set it, as under fit
     callback_list.on_train_begin()
     for epoch in range(start_epoch, epochs):
         if epoch > start_epoch and finetune.starts_stage_two(config, epoch):
             finetune.apply_stage(model, config, epoch)  # a new trainable set: trace the step again
-            train_step = _make_train_step(model, optimizer, session.strategy, num_classes, global_batch,
-                                          config.optimizer.label_smoothing, resolve_jit(config.train), config)
+            train_step = _make_train_step(task, model, optimizer, session.strategy, global_batch,
+                                          resolve_jit(config.train), config)
         callback_list.on_epoch_begin(epoch)
         bar = keras.utils.Progbar(steps, unit_name="step") if session.verbose and sys.stdout.isatty() else None
         tick = time.perf_counter()
@@ -181,21 +185,23 @@ def _run(session: Session, callbacks) -> dict:
         seconds = time.perf_counter() - tick
         bn_statistics.refresh()
         val = evaluate_replicas(val_ds)
-        logs = {"epoch": epoch + 1, "loss": loss_sum / max(steps, 1), "accuracy": correct / max(seen, 1),
-                "val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_top5_accuracy": val["top5_accuracy"],
+        logs = {"epoch": epoch + 1, "loss": loss_sum / max(steps, 1), task.train_metric: correct / max(seen, 1),
+                "val_loss": val["loss"], monitor: val[task.monitor],
+                **{key: val[key[len("val_"):]] for key in task.validation_extras},
                 "learning_rate": float(_current_rate(optimizer)), "images_per_second": seen / seconds,
                 "seconds": seconds}
+        logs = {key: logs[key] for key in task.history_fields()}  # history.csv's column order
         history.append(logs)
-        _write_epoch(work, writers, history, logs)
-        if logs["val_accuracy"] > best_var.numpy():
-            best_var.assign(logs["val_accuracy"])
+        _write_epoch(work, writers, history, logs, task)
+        if logs[monitor] > best_var.numpy():
+            best_var.assign(logs[monitor])
             work.save_model(model, RunDir.BEST_MODEL)  # every worker (others in a temporary directory): all test it
         epoch_var.assign(epoch + 1)
         crash_point("checkpoint")
         manager.save(checkpoint_number=epoch + 1)
-        session.say("epoch {epoch}/{total}: loss {loss:.4f} accuracy {accuracy:.4f} val_loss {val_loss:.4f} "
-                    "val_accuracy {val_accuracy:.4f} lr {learning_rate:.3g} ({images_per_second:.0f} images/s)"
-                    .format(total=epochs, **logs))
+        session.say(f"epoch {epoch + 1}/{epochs}: loss {logs['loss']:.4f} {task.train_metric} "
+                    f"{logs[task.train_metric]:.4f} val_loss {logs['val_loss']:.4f} {monitor} {logs[monitor]:.4f} "
+                    f"lr {logs['learning_rate']:.3g} ({logs['images_per_second']:.0f} images/s)")
         callback_list.on_epoch_end(epoch, {k: v for k, v in logs.items() if k != "epoch"})
         if model.stop_training:
             session.say(f"early stopping after epoch {epoch + 1}")
@@ -210,8 +216,8 @@ def _run(session: Session, callbacks) -> dict:
 
 def _finish(session: Session, model, bn_statistics, evaluate_replicas, history: list[dict], train_info) -> dict:
     """Test the final model; the chief writes model.keras, class names, preprocessing, metrics.json and the plots."""
-    spec = session.spec
-    test_ds, test_info = make_dataset(spec.evaluation(cache=False), spec.test_split)
+    spec, task = session.spec, session.task
+    test_ds, test_info = task.datasets(spec.evaluation(cache=False), spec.test_split)
     if session.chief:
         session.work.record_files(test_info)
     bn_statistics.refresh()
@@ -219,11 +225,12 @@ def _finish(session: Session, model, bn_statistics, evaluate_replicas, history: 
     bn_statistics.release()
     rates = [h["images_per_second"] for h in history]
     class_names = list(train_info.class_names)
+    run = session.run if session.chief else None
+    if run is not None:
+        report.plot_curves(history, run.plot("curves"), task.train_metric, task.monitor)
     metrics = {
-        "test_accuracy": test["accuracy"],
-        "test_top5_accuracy": test["top5_accuracy"],
-        "test_loss": test["loss"],
-        "val_accuracy": max((h["val_accuracy"] for h in history), default=float("nan")),
+        "task": task.name,
+        **task.finish(run, model, history, test, train_info, spec),  # the test figures, and the task's plots
         "epochs_completed": len(history),
         "train_images_per_second": statistics.median(rates[1:] or rates) if rates else 0.0,
         "precision_policy": session.policy,
@@ -232,32 +239,27 @@ def _finish(session: Session, model, bn_statistics, evaluate_replicas, history: 
         "wall_seconds_this_session": time.perf_counter() - session.started,
         "num_classes": len(class_names),
     }
-    if session.chief:
-        run = session.run
+    if run is not None:
         run.save_model(model)
         run.write_json(RunDir.CLASS_NAMES, class_names)
         run.write_text(RunDir.PREPROCESSING, spec.preprocessing.to_json())
         run.write_json(RunDir.METRICS, metrics)
-        report.plot_curves(history, run.plot("curves"))
-        report.plot_confusion(*labels_and_predictions(test["confusion_matrix"]), class_names,
-                              run.plot("confusion_matrix"))
         write_report(str(run), model=model)  # report.html: reads the files written above (the model is in hand)
-    session.say(f"test accuracy {metrics['test_accuracy']:.4f} (top-5 {metrics['test_top5_accuracy']:.4f}); "
-                f"run directory {session.run}")
+    session.say(f"{task.summary(metrics)}; run directory {session.run}")
     return metrics
 
 
-def _make_train_step(model, optimizer, strategy, num_classes, global_batch, label_smoothing, jit, config=None):
+def _make_train_step(task: Task, model, optimizer, strategy, global_batch, jit, config):
+    """One distributed step: the task's per-example loss averaged over the global batch, and its score summed."""
     scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     variables = model.trainable_variables
     scales = finetune.gradient_scales(model, config, variables)
+    options = task.resolve_options(config.model.task_options)
 
-    def step(images, labels):
-        targets = labels if labels.shape.rank == 2 else tf.one_hot(labels, num_classes)
+    def step(inputs, targets):
         with tf.GradientTape() as tape:
-            probabilities = model(images, training=True)
-            per_example = keras.losses.categorical_crossentropy(targets, probabilities,
-                                                                label_smoothing=label_smoothing)
+            outputs = model(inputs, training=True)
+            per_example = task.loss(targets, outputs, options, config)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
             if model.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
@@ -265,16 +267,15 @@ def _make_train_step(model, optimizer, strategy, num_classes, global_batch, labe
         gradients = tape.gradient(objective, variables)
         gradients = [g if scale == 1.0 else g * scale for g, scale in zip(gradients, scales)]
         optimizer.apply(gradients, variables)
-        hits = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probabilities, -1), tf.argmax(targets, -1)), tf.float32))
-        return loss, hits
+        return loss, task.train_score(targets, outputs)
 
     replica_step = tf.function(step, jit_compile=jit, autograph=False)
 
     @tf.function(autograph=False)
-    def distributed_step(images, labels):
-        loss, hits = strategy.run(replica_step, args=(images, labels))
+    def distributed_step(inputs, targets):
+        loss, score = strategy.run(replica_step, args=(inputs, targets))
         return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
-                strategy.reduce(tf.distribute.ReduceOp.SUM, hits, axis=None))
+                strategy.reduce(tf.distribute.ReduceOp.SUM, score, axis=None))
 
     return distributed_step
 
@@ -305,10 +306,10 @@ def _auto_shard_by_data(dataset):
     return dataset.with_options(options)
 
 
-def _callbacks(config, model, user_callbacks, epochs, steps):
+def _callbacks(config, model, user_callbacks, epochs, steps, monitor: str):
     callbacks = pruning_callbacks(config.train, steps) + list(user_callbacks)
     if config.train.early_stopping_patience:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max",
                                                        patience=config.train.early_stopping_patience))
     return keras.callbacks.CallbackList(callbacks, model=model, epochs=epochs, steps=steps, verbose=0)
 
@@ -328,20 +329,19 @@ def _read_history(work: RunDir, completed_epochs: int) -> list[dict]:
     return [{**row, "epoch": int(row["epoch"])} for row in rows if row["epoch"] <= completed_epochs]
 
 
-def _write_epoch(work: RunDir, writers: dict, history: list[dict], logs: dict) -> None:
+def _write_epoch(work: RunDir, writers: dict, history: list[dict], logs: dict, task: Task) -> None:
     table = io.StringIO()
-    writer = csv.DictWriter(table, fieldnames=HISTORY_FIELDS)
+    writer = csv.DictWriter(table, fieldnames=task.history_fields())
     writer.writeheader()
     writer.writerows(history)
     atomic_write(work.history, table.getvalue())
     step = logs["epoch"]
     with writers["train"].as_default():
-        for key in ("loss", "accuracy", "learning_rate", "images_per_second"):
+        for key in ("loss", task.train_metric, "learning_rate", "images_per_second"):
             tf.summary.scalar(key, logs[key], step=step)
-    with writers["validation"].as_default():
-        tf.summary.scalar("loss", logs["val_loss"], step=step)
-        tf.summary.scalar("accuracy", logs["val_accuracy"], step=step)
-        tf.summary.scalar("top5_accuracy", logs["val_top5_accuracy"], step=step)
+    with writers["validation"].as_default():  # the same names as the training scalars, so TensorBoard overlays them
+        for key in ("val_loss", f"val_{task.monitor}", *task.validation_extras):
+            tf.summary.scalar(key[len("val_"):], logs[key], step=step)
     for writer in writers.values():
         writer.flush()
 

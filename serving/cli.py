@@ -173,28 +173,43 @@ def _demo(args) -> int:
 
 
 def _predict_images(args) -> int:
-    """Image-to-image models (kcnn's stylizer): save each returned image as OUT_DIR/<input name>.png."""
+    """Models that answer with pictures: a segmenter's masks and overlays, a super-resolution model's upscaled
+    images (each task's ``write_predictions``), any other image-to-image model's (kcnn's stylizer) images as
+    OUT_DIR/<input name>.png."""
     import os
     import sys
 
     from kcnn.files import atomic_write
+    from pipelines.tasks import task_for_outputs
     from serving.client import Client, ServingClientError, image_outputs
 
+    for path in args.images:  # checked here, named, before anything is sent
+        if not os.path.isfile(path):
+            print(f"kcnn predict: {path}: no such file", file=sys.stderr)
+            return 1
+    answers = []
     try:
         with Client(args.server, args.model, timeout=args.timeout, for_cli=True) as client:
-            outputs = client.predict_raw(client.predict_request(args.images, version=args.version))
+            for path in args.images:  # one request each: images of several sizes never share a tensor
+                answers.append(client.predict_raw(client.predict_request([path], version=args.version)))
     except ServingClientError as error:
         print(f"kcnn predict: {error}", file=sys.stderr)
         return 1
-    images = image_outputs(outputs)
-    if not images:
-        raise ValueError(f"model {args.model!r} returns {', '.join(sorted(outputs))}, no images (outputs named "
-                         "*_bytes); leave out --out-dir to print its predictions")
-    name, encoded = sorted(images.items())[0]
-    for path, data in zip(args.images, encoded):
-        target = os.path.join(args.out_dir, os.path.splitext(os.path.basename(path))[0] + ".png")
-        atomic_write(target, data)
-        print(f"{path} -> {target} ({name})")
+    task = task_for_outputs(answers[0])  # a segmenter's masks, a super-resolution model's images: the task writes them
+    for path, outputs in zip(args.images, answers):
+        if task is not None:
+            lines = task.write_predictions(outputs, [path], args.out_dir)
+        else:
+            images = image_outputs(outputs)
+            if not images:
+                raise ValueError(f"model {args.model!r} returns {', '.join(sorted(outputs))}, no images (outputs "
+                                 "named *_bytes); leave out --out-dir to print its predictions")
+            name, encoded = sorted(images.items())[0]
+            target = os.path.join(args.out_dir, os.path.splitext(os.path.basename(path))[0] + ".png")
+            atomic_write(target, encoded[0])
+            lines = [f"{path} -> {target} ({name})"]
+        for line in lines:
+            print(line)
     return 0
 
 

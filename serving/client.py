@@ -77,8 +77,8 @@ class Prediction:
 
 def _predictions(outputs: dict) -> list[Prediction]:
     if "labels" not in outputs:
-        raise ValueError(f"the model returns {', '.join(sorted(outputs))}, not class labels: it is an image-to-image "
-                         "model; save its images with --out-dir DIR (in Python: serving.client.image_outputs)")
+        raise ValueError(f"the model returns {', '.join(sorted(outputs))}, not class labels: it answers with images "
+                         "or per-pixel masks; save them with --out-dir DIR (in Python: Client.predict_raw)")
     labels = outputs["labels"]
     return [Prediction([label.decode() if isinstance(label, bytes) else str(label) for label in labels[i]],
                        [float(s) for s in outputs["scores"][i]], [int(c) for c in outputs["classes"][i]],

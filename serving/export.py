@@ -1,16 +1,19 @@
-"""Export a Keras classifier as a SavedModel that TensorFlow Serving serves as it is.
+"""Export a Keras model as a SavedModel that TensorFlow Serving serves as it is.
 
-``export(model, base_path, class_names=..., preprocessing=...)`` writes
+``export(model, base_path, class_names=..., preprocessing=..., task=...)`` writes
 ``base_path/<version>/`` with two signatures of stable names:
 
 - ``serving_default``: input ``images``, uint8 (or float32) ``[batch, height, width, 3]`` at any size;
 - ``predict_image_bytes``: input ``image_bytes``, string ``[batch]`` of JPEG/PNG/GIF/BMP files;
 
-both returning ``probabilities`` float32 ``[batch, classes]``, ``classes`` int32
-``[batch, top_k]``, ``scores`` float32 ``[batch, top_k]`` and ``labels`` string
-``[batch, top_k]``. Preprocessing runs in the graph and is the very functions the
-evaluation pipeline calls: ``pipelines.preprocess.preprocess_images`` for decoded
-images and ``preprocess_encoded`` (``decode_image`` then ``preprocess_images``) for files.
+both returning the task's outputs (``pipelines.tasks``): for classification
+``probabilities`` float32 ``[batch, classes]``, ``classes`` int32 ``[batch, top_k]``,
+``scores`` float32 ``[batch, top_k]`` and ``labels`` string ``[batch, top_k]``; for
+segmentation per-pixel ``class_map``, ``probabilities`` and ``mask_png_bytes``; for
+super-resolution the upscaled image. Preprocessing runs in the graph and is the very
+functions the evaluation pipeline calls (for classification
+``pipelines.preprocess.preprocess_images`` for decoded images and ``preprocess_encoded``
+for files).
 
 The version is built in a sibling directory whose name is not an integer and renamed
 into place only when complete and verified, so TF Serving's file-system poller never
@@ -36,6 +39,8 @@ from kcnn.files import process_alive
 from pipelines.image_header import DEFAULT_MAX_PIXELS
 from pipelines.preprocess import Preprocessing, preprocess_encoded, preprocess_images
 from pipelines.run_dir import RunDir, atomic_write
+from pipelines.tasks import get_task
+from pipelines.tasks.base import ExportError, png as _png, sample_images  # noqa: F401 (ExportError re-exported)
 
 log = logging.getLogger(__name__)
 SIGNATURE_IMAGES = "serving_default"
@@ -45,10 +50,6 @@ INPUT_BYTES = "image_bytes"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 METADATA_FILE = os.path.join("assets.extra", "kcnn.json")
 IMAGE_DTYPES = ("uint8", "float32")
-
-
-class ExportError(RuntimeError):
-    """The exported SavedModel does not reproduce the Keras model; nothing was put in place."""
 
 
 @dataclass(frozen=True)
@@ -70,31 +71,32 @@ def versions(base_path: str) -> list[int]:
 def export(model, base_path: str, *, class_names, preprocessing: Preprocessing, version: int | None = None,
            top_k: int = 5, overwrite: bool = False, image_dtype: str = "uint8", model_name: str | None = None,
            training_config: str | None = None, warmup: bool = True, verify: bool = True,
-           max_image_pixels: int = DEFAULT_MAX_PIXELS) -> ExportResult:
+           max_image_pixels: int = DEFAULT_MAX_PIXELS, task: str = "classification") -> ExportResult:
     """Write ``base_path/<version>`` (the next integer unless ``version`` is given) and return where and what.
 
-    ``max_image_pixels``: ``predict_image_bytes`` refuses files whose header declares more pixels, with
-    INVALID_ARGUMENT, before decoding them (a 200 KB PNG can declare 8192x8192 pixels).
+    ``task`` (``pipelines.tasks``) says what the signatures return. ``max_image_pixels``:
+    ``predict_image_bytes`` refuses files whose header declares more pixels, with INVALID_ARGUMENT,
+    before decoding them (a 200 KB PNG can declare 8192x8192 pixels).
     """
     check_max_pixels(max_image_pixels)
+    task = get_task(task)
     class_names = [str(name) for name in class_names]
-    classes = int(model.output_shape[-1])
-    if len(class_names) != classes:
-        raise ValueError(f"class_names has {len(class_names)} names but the model predicts {classes} classes")
+    task.check_export(model, class_names)
     if image_dtype not in IMAGE_DTYPES:
         raise ValueError(f"image_dtype must be one of {', '.join(IMAGE_DTYPES)}, got {image_dtype!r}")
     if not isinstance(top_k, int) or not 1 <= top_k:
         raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
-    top_k = min(top_k, classes)
+    top_k = min(top_k, max(len(class_names), 1))
     model_name = model_name or os.path.basename(os.path.normpath(base_path))
+    metadata = {"model_name": model_name, "task": task.name, "class_names": class_names, "top_k": top_k,
+                "image_dtype": image_dtype, "preprocessing": json.loads(preprocessing.to_json()),
+                "max_image_pixels": max_image_pixels,
+                "signatures": {SIGNATURE_IMAGES: INPUT_IMAGES, SIGNATURE_BYTES: INPUT_BYTES},
+                **task.export_metadata(model)}
 
     def write(staging: str) -> float:
-        _write_saved_model(model, staging, class_names, preprocessing, top_k, image_dtype, max_image_pixels)
+        _write_saved_model(task.serving_endpoints(model, preprocessing, metadata, max_image_pixels), model, staging)
         os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
-        metadata = {"model_name": model_name, "class_names": class_names, "top_k": top_k,
-                    "image_dtype": image_dtype, "preprocessing": json.loads(preprocessing.to_json()),
-                    "max_image_pixels": max_image_pixels,
-                    "signatures": {SIGNATURE_IMAGES: INPUT_IMAGES, SIGNATURE_BYTES: INPUT_BYTES}}
         atomic_write(os.path.join(staging, METADATA_FILE), json.dumps(metadata, indent=2))
         atomic_write(os.path.join(staging, "assets.extra", "class_names.txt"),
                      "".join(f"{name}\n" for name in class_names))
@@ -102,7 +104,7 @@ def export(model, base_path: str, *, class_names, preprocessing: Preprocessing, 
             atomic_write(os.path.join(staging, "assets.extra", "training_config.yaml"), training_config)
         if warmup:
             write_warmup_requests(os.path.join(staging, WARMUP_FILE), model_name, preprocessing, image_dtype)
-        return _verify(model, staging, preprocessing, image_dtype) if verify else float("nan")
+        return _verify(model, staging, task, preprocessing, metadata) if verify else float("nan")
 
     return publish_version(base_path, version, overwrite, write)
 
@@ -176,11 +178,14 @@ def recover(base_path: str) -> list[str]:
 
 def export_run(run_dir: str, base_path: str, **options) -> ExportResult:
     """Export a finished ``kcnn train`` run: its model, class names, preprocessing and config travel together."""
+    from pipelines.evaluate import read_config
+
     run = RunDir(run_dir).require_finished()
     if "training_config" not in options:
         options["training_config"] = run.read_config_text()
+    task = getattr(read_config(run_dir).model, "task", "classification")
     return export(run.load_model(), base_path, class_names=run.class_names(), preprocessing=run.preprocessing(),
-                  **options)
+                  task=task, **options)
 
 
 def check_max_pixels(max_image_pixels) -> None:
@@ -189,46 +194,17 @@ def check_max_pixels(max_image_pixels) -> None:
                          f"got {max_image_pixels!r}")
 
 
-def _write_saved_model(model, path, class_names, spec: Preprocessing, top_k: int, image_dtype: str,
-                       max_pixels: int) -> None:
+def _write_saved_model(endpoints: dict, model, path: str) -> None:
+    """The task's endpoints ({input name: Endpoint}) as the two signatures of stable names."""
     from keras.export import ExportArchive
-
-    names = tf.constant(class_names)
-
-    def outputs(inputs):
-        probabilities = tf.cast(model(inputs, training=False), tf.float32)
-        top = tf.math.top_k(probabilities, k=top_k)
-        classes = tf.cast(top.indices, tf.int32)
-        return {"probabilities": probabilities, "classes": classes, "scores": top.values,
-                "labels": tf.gather(names, classes)}
-
-    def predict_images(images):
-        return outputs(preprocess_images(images, spec))
-
-    def predict_image_bytes(image_bytes):
-        size = spec.image_size
-        images = tf.map_fn(lambda encoded: preprocess_encoded(encoded, spec, max_pixels=max_pixels), image_bytes,
-                           fn_output_signature=tf.TensorSpec([size, size, spec.channels], tf.float32))
-        return outputs(images)
 
     archive = ExportArchive()
     archive.track(model)
-    archive.add_endpoint(SIGNATURE_IMAGES, predict_images,
-                         input_signature=[tf.TensorSpec([None, None, None, 3], image_dtype, name=INPUT_IMAGES)])
-    archive.add_endpoint(SIGNATURE_BYTES, predict_image_bytes,
-                         input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_BYTES)])
+    for input_name, signature in ((INPUT_IMAGES, SIGNATURE_IMAGES), (INPUT_BYTES, SIGNATURE_BYTES)):
+        endpoint = endpoints[input_name]
+        spec = tf.TensorSpec(endpoint.input_spec.shape, endpoint.input_spec.dtype, name=input_name)
+        archive.add_endpoint(signature, endpoint.function, input_signature=[spec])
     archive.write_out(path, verbose=False)
-
-
-def sample_images(spec: Preprocessing, count: int = 3, seed: int = 0) -> np.ndarray:
-    """Small RGB uint8 test images of a few sizes' worth of structure, for warm-up and verification."""
-    rng = np.random.default_rng(seed)
-    size = max(spec.image_size, 8)
-    return rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8)
-
-
-def _png(image: np.ndarray) -> bytes:
-    return tf.io.encode_png(image).numpy()
 
 
 def write_warmup_requests(path: str, model_name: str, spec: Preprocessing, image_dtype: str) -> int:
@@ -253,24 +229,9 @@ def write_warmup_requests(path: str, model_name: str, spec: Preprocessing, image
     return len(records)
 
 
-def _verify(model, path: str, spec: Preprocessing, image_dtype: str) -> float:
-    """Reload the SavedModel; both signatures must reproduce the Keras model on the same preprocessed inputs."""
-    loaded = tf.saved_model.load(path)
-    images = sample_images(spec, 3, seed=1)
-    expected = model.predict(preprocess_images(tf.constant(images), spec), verbose=0)
-    served = loaded.signatures[SIGNATURE_IMAGES](
-        **{INPUT_IMAGES: tf.constant(images if image_dtype == "uint8" else images.astype(np.float32))})
-    from_bytes = loaded.signatures[SIGNATURE_BYTES](
-        **{INPUT_BYTES: tf.constant([_png(i) for i in images])})
-    difference = 0.0
-    tolerance = 1e-4 if model.dtype_policy.compute_dtype == "float32" else 2e-2
-    for name, result in ((SIGNATURE_IMAGES, served), (SIGNATURE_BYTES, from_bytes)):
-        got = result["probabilities"].numpy()
-        difference = max(difference, float(np.max(np.abs(got - expected))))
-        if got.shape != expected.shape or not np.allclose(got, expected, atol=tolerance):
-            raise ExportError(f"signature {name} of the exported model differs from the Keras model by "
-                              f"{difference:g} (tolerance {tolerance:g}); the export was not put in place")
-    return difference
+def _verify(model, path: str, task, spec: Preprocessing, metadata: dict) -> float:
+    """Reload the SavedModel; both signatures must reproduce the Keras model (the task's check)."""
+    return task.verify_export(model, tf.saved_model.load(path), spec, metadata)
 
 
 _DTYPE_NAMES = {tf.uint8.as_datatype_enum: "DT_UINT8", tf.float32.as_datatype_enum: "DT_FLOAT",

@@ -167,8 +167,8 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
 def test_sections_that_need_a_convolution_say_so_for_a_dense_model():
     import keras
 
-    from pipelines.run_report import _filters_section, _unless_no_conv
+    from pipelines.run_report import filters_section, unless_no_conv
 
     inputs = keras.Input((4, 4, 1))
     model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs)), name="dense_only")
-    assert _unless_no_conv(_filters_section, model) == "<p>model &#x27;dense_only&#x27; has no convolution layer.</p>"
+    assert unless_no_conv(filters_section, model) == "<p>model &#x27;dense_only&#x27; has no convolution layer.</p>"
