@@ -254,3 +254,44 @@ class FractalJoin(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "columns": self.columns, "drop_rate": self.drop_rate, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="kcnn")
+class PixelShuffle(keras.layers.Layer):
+    """Periodic shuffling (ESPCN's sub-pixel layer): ``[b, h, w, c * r * r]`` -> ``[b, r * h, r * w, c]``.
+
+    Channel ``(dy * r + dx) * c + k`` of input pixel ``(y, x)`` becomes channel ``k`` of output
+    pixel ``(r * y + dy, r * x + dx)``: the order of TensorFlow's ``depth_to_space`` (PyTorch's
+    ``PixelShuffle`` orders the channels ``k * r * r + dy * r + dx``). Written with reshape and
+    transpose, so it runs on every backend and at sizes known only at run time.
+    """
+
+    def __init__(self, scale: int, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+            raise ValueError(f"PixelShuffle scale must be an integer >= 1, got {scale!r}")
+        self.scale = scale
+
+    def build(self, input_shape):
+        depth = input_shape[-1]
+        if depth is None or depth % (self.scale * self.scale):
+            raise ValueError(f"{self.name}: the channel count must be a multiple of scale**2 = "
+                             f"{self.scale * self.scale}, got {depth}")
+
+    def call(self, inputs):
+        r = self.scale
+        channels = inputs.shape[-1] // (r * r)
+        shape = ops.shape(inputs)
+        height, width = shape[1], shape[2]
+        x = ops.reshape(inputs, (-1, height, width, r, r, channels))
+        x = ops.transpose(x, (0, 1, 3, 2, 4, 5))  # [b, h, dy, w, dx, c]
+        return ops.reshape(x, (-1, height * r, width * r, channels))
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, depth = input_shape
+        r = self.scale
+        return (batch, None if height is None else height * r, None if width is None else width * r,
+                depth // (r * r))
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale}

@@ -4,8 +4,8 @@ Sections: the test figures and training curves, then the run's task's own sectio
 ``report_sections``: for classification the confusion matrix, per-class precision/recall/F1 and the
 most confidently wrong test images with Grad-CAM; for segmentation per-class IoU and overlays; for
 super-resolution the PSNR/SSIM table against bicubic and side-by-side crops), then the model's
-analysis table (kcnn.analysis) and the first layer's filters. Every picture is an inline PNG (a data: URL); the page has no
-scripts and loads nothing, so it opens offline.
+analysis table (kcnn.analysis) and the first layer's filters. Every picture is an inline PNG (a
+data: URL); the page has no scripts and loads nothing, so it opens offline.
 
 Everything read from the run directory goes through ``read_run`` (one place to adapt when the run
 directory's layout changes).
@@ -95,11 +95,13 @@ def table(header, rows) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def analysis_table(model) -> str:
+def analysis_table(model, input_shape: tuple | None = None) -> str:
+    """The analysis table; a model of any input size (fully convolutional) is analysed at ``input_shape``."""
     from kcnn.analysis import analyze
     from kcnn.analysis.format import human
 
-    report = analyze(model)
+    sizes_unknown = any(d is None for d in model.inputs[0].shape[1:])
+    report = analyze(model, input_shape=input_shape if sizes_unknown else None)
     shape = lambda s: "x".join("?" if d is None else str(d) for d in s)  # noqa: E731
     rows = [(layer.name, layer.type, shape(layer.output_shape), f"{layer.params:,}",
              human(layer.macs) if layer.macs else "-", shape(layer.receptive_field), shape(layer.jump))
@@ -178,7 +180,9 @@ def render_report(run: Run, *, keep_wrong: int = 8) -> str:
               + table(("figure", "value"), summary_rows)),
              ("curves", "Training curves", curves)]
     parts += [section for section in sections if section[0] != "summary"]
-    parts += [("analysis", "Model analysis", analysis_table(run.model)),
+    pre = _json(os.path.join(run.path, "preprocessing.json"), None)  # the size the model sees
+    size = (pre["image_size"], pre["image_size"], pre["channels"]) if pre else None
+    parts += [("analysis", "Model analysis", analysis_table(run.model, size)),
               ("filters", "First-layer filters", unless_no_conv(filters_section, run.model))]
     title = f"kcnn run report: {os.path.basename(os.path.abspath(run.path))}"
     body = "".join(f'<section id="{key}"><h2>{html.escape(heading)}</h2>{content}</section>'

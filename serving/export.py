@@ -37,7 +37,7 @@ import tensorflow as tf
 from kcnn.faults import crash_point
 from kcnn.files import process_alive
 from pipelines.image_header import DEFAULT_MAX_PIXELS
-from pipelines.preprocess import Preprocessing, preprocess_encoded, preprocess_images
+from pipelines.preprocess import Preprocessing
 from pipelines.run_dir import RunDir, atomic_write
 from pipelines.tasks import get_task
 from pipelines.tasks.base import ExportError, png as _png, sample_images  # noqa: F401 (ExportError re-exported)

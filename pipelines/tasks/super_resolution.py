@@ -39,6 +39,7 @@ class SuperResolutionSpec:
 
     base: object
     scale: int
+    patch_size: int  # the side of a high-resolution training crop (data.image_size)
 
     def __getattr__(self, name):  # batch_size, the split names, seed, preprocessing, ...
         return getattr(self.base, name)
@@ -98,8 +99,24 @@ class SuperResolution(Task):
         return builder
 
     def data_spec(self, spec, model_config):
-        """The run's DataSpec with this run's scale (what ``datasets`` takes)."""
-        return SuperResolutionSpec(spec, self.resolve_options(model_config.task_options)["scale"])
+        """The run's DataSpec with this run's scale (what ``datasets`` takes).
+
+        Its Preprocessing says what the network sees: one channel (Y / 255), not normalised, at the
+        low-resolution patch size.
+        """
+        from pipelines.config import ConfigError
+        from pipelines.preprocess import Preprocessing
+
+        scale = self.resolve_options(model_config.task_options)["scale"]
+        if spec.source != "photos":
+            raise ConfigError(f"super-resolution trains on data.source 'photos' (the photographs installed packages "
+                              f"ship, pipelines/photos.py), got {spec.source!r}")
+        size = spec.preprocessing.image_size
+        if size % scale:
+            raise ConfigError(f"data.image_size {size} (the high-resolution crop) must be a multiple of "
+                              f"model.task_options.scale {scale}")
+        network = Preprocessing(size // scale, 1, 1.0, (0.0,), (1.0,))
+        return SuperResolutionSpec(dataclasses.replace(spec, preprocessing=network), scale, size)
 
     def export_metadata(self, model):
         """The upscaling factor, measured on the model itself."""
@@ -114,9 +131,12 @@ class SuperResolution(Task):
     def datasets(self, spec, split):
         from pipelines.photos import sr_dataset
 
+        from pipelines.data import DatasetInfo
+
         training = split == spec.train_split and spec.recipe is not None
-        return sr_dataset(split, scale=spec.scale, patch_size=spec.preprocessing.image_size,
-                          batch_size=spec.batch_size if training else 1, seed=spec.seed or 0, training=training)
+        dataset, photos = sr_dataset(split, scale=spec.scale, patch_size=spec.patch_size, batch_size=spec.batch_size,
+                                     seed=spec.seed or 0, training=training)
+        return dataset, DatasetInfo("photos", split, (), photos.count, spec.preprocessing, training=training)
 
     def loss(self, targets, outputs, options, config):
         """Mean squared error per image, the papers' objective."""
@@ -136,8 +156,8 @@ class SuperResolution(Task):
                 "count": int(sums.get("count", 0))}
 
     def finish(self, run, model, history, test, train_info, spec):
-        dataset, info = self.datasets(spec.evaluation(cache=False), spec.test_split)
-        metrics = _test_figures(model, dataset, spec.scale, list(info.names))
+        dataset, _ = self.datasets(spec.evaluation(cache=False), spec.test_split)
+        metrics = _test_figures(model, dataset, spec.scale, photo_names(spec.test_split))
         metrics["val_psnr"] = max((h["val_psnr"] for h in history), default=float("nan"))
         if run is not None:
             _save_crops(model, dataset, spec.scale, run.plot("super_resolution_crops"))
@@ -157,11 +177,11 @@ class SuperResolution(Task):
                              "super-resolution run with tta='none'")
         run = RunDir(run_dir)
         config, model = read_config(run_dir), run.load_model()
-        spec = self.data_spec(DataSpec.from_config(config.data, preprocessing=run.preprocessing()), config.model)
+        spec = self.data_spec(DataSpec.from_config(config.data), config.model)  # fixed pre-processing: Y / 255
         split = split or spec.test_split
-        dataset, info = self.datasets(spec.evaluation(cache=False), split)
+        dataset, _ = self.datasets(spec.evaluation(cache=False), split)
         result = {"task": self.name, "split": split, "tta": "none",
-                  **_test_figures(model, dataset, spec.scale, list(info.names))}
+                  **_test_figures(model, dataset, spec.scale, photo_names(split))}
         atomic_write(run.evaluation("none"), json.dumps(result, indent=2))
         return result
 
@@ -258,6 +278,12 @@ def _psnr(targets, outputs):
     """PSNR in dB of each image of a batch, pixels in [0, 1] (the training and validation figure)."""
     error = tf.reduce_mean(tf.square(tf.clip_by_value(tf.cast(outputs, tf.float32), 0.0, 1.0) - targets), [1, 2, 3])
     return 10.0 * tf.math.log(1.0 / tf.maximum(error, 1e-10)) / tf.math.log(10.0)
+
+
+def photo_names(split: str) -> list:
+    from pipelines.photos import photo_names as names
+
+    return list(names(split))
 
 
 def _test_figures(model, dataset, scale: int, names: list) -> dict:
