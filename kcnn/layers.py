@@ -295,3 +295,38 @@ class PixelShuffle(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale}
+
+
+@keras.saving.register_keras_serializable(package="kcnn")
+class BicubicUpsampling(keras.layers.Layer):
+    """Bicubic upscaling by an integer ``scale`` (Keys' cubic, a = -0.5, half-pixel centres, no antialiasing).
+
+    ``keras.layers.UpSampling2D(interpolation="bicubic")`` computes the new size from the static shape,
+    so it fails where the height and width are known only when the graph runs (a ``tf.function``
+    over images of any size, as kcnn's evaluation and exported signatures are). This layer computes
+    the same values: ``keras.ops.image.resize`` when the sizes are static (always on JAX and PyTorch),
+    and TensorFlow's own resize, which takes run-time sizes, inside TensorFlow graphs.
+    """
+
+    def __init__(self, scale: int, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+            raise ValueError(f"BicubicUpsampling scale must be an integer >= 1, got {scale!r}")
+        self.scale = scale
+
+    def call(self, inputs):
+        height, width = inputs.shape[1], inputs.shape[2]
+        if height is not None and width is not None:
+            return ops.image.resize(inputs, (height * self.scale, width * self.scale), interpolation="bicubic")
+        import tensorflow as tf  # only a TensorFlow graph leaves sizes unknown: its backend is TensorFlow
+
+        size = tf.shape(inputs)[1:3] * self.scale
+        return tf.cast(tf.image.resize(inputs, size, method="bicubic"), inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        r = self.scale
+        return (batch, None if height is None else height * r, None if width is None else width * r, channels)
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale}

@@ -25,7 +25,7 @@ import keras
 from keras import layers
 
 from kcnn.blocks import conv_bn_act
-from kcnn.layers import PixelShuffle
+from kcnn.layers import BicubicUpsampling, PixelShuffle
 from kcnn.registry import Registry
 
 SUPER_RESOLUTION = Registry("super-resolution model")
@@ -112,8 +112,8 @@ def bicubic(scale: int = 3, channels: int = 1, *, name: str = "bicubic") -> kera
 
 
 def _bicubic(x, scale: int, name: str):
-    """Keras' bicubic resize (Keys' cubic, a = -0.5, half-pixel centres), kept in float32."""
-    return layers.UpSampling2D(scale, interpolation="bicubic", dtype="float32", name=name)(x)
+    """Bicubic resize (Keys' cubic, a = -0.5, half-pixel centres) at any run-time size, kept in float32."""
+    return BicubicUpsampling(scale, dtype="float32", name=name)(x)
 
 
 def _low_resolution_input(scale, channels):

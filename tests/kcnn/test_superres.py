@@ -262,3 +262,22 @@ def test_bad_quality_inputs_are_named():
         quality.psnr(np.zeros((8, 8)), np.zeros((8, 8)), border=4)
     with pytest.raises(ValueError, match="at least 11x11 pixels after cropping"):
         quality.ssim(np.zeros((16, 16)), np.zeros((16, 16)), border=3)
+
+
+def test_residual_espcn_adds_the_bicubic_image_and_no_weights():
+    """With its sub-pixel convolution zeroed, residual ESPCN returns bicubic upscaling exactly."""
+    model = espcn(3, residual=True)
+    assert model.count_params() == SUPER_RESOLUTION.entry("espcn").metadata["params"][3]
+    conv = model.get_layer("espcn_subpixel_conv")
+    conv.set_weights([np.zeros_like(w) for w in conv.get_weights()])
+    x = np.random.default_rng(0).random((2, 7, 9, 1)).astype("float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)),
+                               keras.ops.convert_to_numpy(bicubic(3)(x)), atol=1e-6)
+
+
+def test_srcnn_and_residual_espcn_run_in_a_graph_that_knows_no_image_size():
+    """kcnn's evaluation and exported signatures trace models with height and width None (UpSampling2D fails)."""
+    x = np.random.default_rng(1).random((1, 6, 8, 1)).astype("float32")
+    for model in (srcnn(3), espcn(3, residual=True), bicubic(2)):
+        graph = tf.function(lambda t, m=model: m(t), input_signature=[tf.TensorSpec([None, None, None, 1])])
+        np.testing.assert_allclose(graph(x).numpy(), keras.ops.convert_to_numpy(model(x)), atol=1e-6)
