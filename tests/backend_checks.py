@@ -155,6 +155,23 @@ def newer_blocks() -> dict:
     return outputs
 
 
+@check
+def super_resolution() -> dict:
+    """ESPCN, SRCNN and bicubic upscale x3, and PixelShuffle rearranges as depth_to_space does."""
+    import keras
+
+    from kcnn.layers import PixelShuffle
+    from kcnn.superres import SUPER_RESOLUTION
+
+    x = np.random.default_rng(0).random((1, 5, 6, 1), dtype=np.float32)
+    for name in SUPER_RESOLUTION:
+        out = keras.ops.convert_to_numpy(SUPER_RESOLUTION.get(name)(scale=3)(x))
+        assert out.shape == (1, 15, 18, 1) and np.all(np.isfinite(out)), name
+    z = np.arange(2 * 3 * 4 * 8, dtype=np.float32).reshape(2, 3, 4, 8)
+    return {"shuffled": keras.ops.convert_to_numpy(PixelShuffle(2)(z)),
+            "bicubic": keras.ops.convert_to_numpy(SUPER_RESOLUTION.get("bicubic")(scale=3)(x))}
+
+
 class _BlockTensorFlow(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name == "tensorflow" or name.startswith("tensorflow."):

@@ -80,3 +80,17 @@ def test_tensorflow_and_jax_give_the_same_gradients_and_maps(on_jax):
         assert np.abs(tf[key]).max() > 0, key
         np.testing.assert_allclose(tf[key], jax[key], atol=1e-4, err_msg=key)
     np.testing.assert_allclose(tf["activations"], jax["activations"], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.on_jax("super_resolution")
+def test_super_resolution_models_run_on_jax_with_tensorflow_blocked(on_jax):
+    import tensorflow as tf
+
+    from kcnn.superres import bicubic
+
+    result = on_jax.result("super_resolution")
+    z = np.arange(2 * 3 * 4 * 8, dtype=np.float32).reshape(2, 3, 4, 8)
+    np.testing.assert_array_equal(result["shuffled"], tf.nn.depth_to_space(z, 2).numpy())
+    x = np.random.default_rng(0).random((1, 5, 6, 1), dtype=np.float32)
+    # The same cubic on both; TensorFlow's resize_bicubic samples the kernel from a 1,024-entry table (< 1e-3).
+    np.testing.assert_allclose(result["bicubic"], bicubic(3)(x), atol=1e-3)

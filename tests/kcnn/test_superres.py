@@ -10,10 +10,6 @@ The metrics are checked against scikit-image's skimage.metrics (the reference im
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 
 import keras
 import numpy as np
@@ -152,38 +148,6 @@ def test_bad_arguments_are_named():
         PixelShuffle(0)
     with pytest.raises(ValueError, match="multiple of scale\\*\\*2 = 9, got 8"):
         PixelShuffle(3)(np.zeros((1, 2, 2, 8), np.float32))
-
-
-JAX_SCRIPT = textwrap.dedent("""
-    import sys
-    sys.modules["tensorflow"] = None  # any import of TensorFlow fails
-    import numpy as np, keras
-    from kcnn.superres import SUPER_RESOLUTION, PixelShuffle
-    assert keras.backend.backend() == "jax"
-    x = np.random.default_rng(0).random((1, 5, 6, 1), dtype=np.float32)
-    for name in SUPER_RESOLUTION:
-        out = keras.ops.convert_to_numpy(SUPER_RESOLUTION.get(name)(scale=3)(x))
-        assert out.shape == (1, 15, 18, 1) and np.all(np.isfinite(out)), name
-    z = np.arange(2 * 3 * 4 * 8, dtype=np.float32).reshape(2, 3, 4, 8)
-    np.savez(sys.argv[1], shuffled=keras.ops.convert_to_numpy(PixelShuffle(2)(z)),
-             bicubic=keras.ops.convert_to_numpy(SUPER_RESOLUTION.get("bicubic")(scale=3)(x)))
-""")
-
-
-@pytest.mark.skipif(__import__("importlib").util.find_spec("jax") is None, reason="jax is not installed")
-def test_the_models_run_on_jax_without_tensorflow(tmp_path):
-    out = str(tmp_path / "jax.npz")
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": repo, "JAX_PLATFORMS": "cpu"}
-    done = subprocess.run([sys.executable, "-c", JAX_SCRIPT, out], capture_output=True, text=True, env=env,
-                          timeout=300, cwd=repo)
-    assert done.returncode == 0, done.stderr[-3000:]
-    z = np.arange(2 * 3 * 4 * 8, dtype=np.float32).reshape(2, 3, 4, 8)
-    jax = np.load(out)
-    np.testing.assert_array_equal(jax["shuffled"], tf.nn.depth_to_space(z, 2).numpy())
-    x = np.random.default_rng(0).random((1, 5, 6, 1), dtype=np.float32)
-    # The same cubic on both; TensorFlow's resize_bicubic samples the kernel from a 1,024-entry table (< 1e-3).
-    np.testing.assert_allclose(jax["bicubic"], bicubic(3)(x), atol=1e-3)
 
 
 # --------------------------------------------------------------------------------------- quality
