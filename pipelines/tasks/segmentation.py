@@ -267,7 +267,7 @@ class Segmentation(Task):
             overlay_path = os.path.join(out_dir, f"{stem}_overlay.png")
             atomic_write(overlay_path, _png_bytes(np.round(blended).astype(np.uint8)))
             shares = np.bincount(class_map.ravel(), minlength=1) / class_map.size
-            top = ", ".join(f"class {index} {share:.0%}" for index, share in enumerate(shares) if share > 0)
+            top = ", ".join(f"class {index} {share:.1%}" for index, share in enumerate(shares) if share > 0)
             lines.append(f"{path} -> {mask_path}, {overlay_path} ({top})")
         return lines
 
