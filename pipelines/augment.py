@@ -9,6 +9,13 @@ image: ``pad_and_crop``, ``random_resized_crop``, ``resize_and_random_crop``,
 ``randaugment``. Batch ops (``[B, S, S, C]``) are vectorised over the batch with a
 separate draw per image: ``flip``, ``color_jitter``, ``pca_lighting``, ``affine``,
 ``random_erasing``; ``mixup`` and ``cutmix`` also mix the one-hot labels.
+
+Joint ops (segmentation) move an image ``[H, W, C]`` and its class-index mask ``[H, W]``
+by one random draw: ``joint_flip``, ``joint_scale_crop``, ``joint_center_crop``; the
+image is resampled bilinearly, the mask by nearest neighbour so it keeps its class
+values, and pixels from outside the image are 0 in the image and ``IGNORE`` (255) in
+the mask. ``joint_geometry`` is a recipe's geometry on the pair; the colour batch ops
+then change the image alone.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import tensorflow as tf
 
 from pipelines import choices
 from pipelines.preprocess import LUMA, Preprocessing, decode_image, resize_and_center_crop, unit_images
+from pipelines.sources import IGNORE  # masks are padded with it
 
 # ---------------------------------------------------------------------------- seeds
 
@@ -127,6 +135,58 @@ def resize_and_random_crop(image, seed, size: int, resize_to: int):
 def center_crop(image, size: int, crop_fraction: float = 1.0):
     """The evaluation geometry for one image (the shared ``resize_and_center_crop``)."""
     return resize_and_center_crop(image[tf.newaxis], size, crop_fraction)[0]
+
+
+# ------------------------------------------------------------- joint geometry (masks)
+
+def joint_flip(image, mask, seed, probability: float = 0.5):
+    """``flip_one`` for an image ``[H, W, C]`` and its mask ``[H, W]``: both mirrored left-right, or neither."""
+    return tf.cond(_uniform([], seed) < probability,
+                   lambda: (tf.reverse(image, axis=[1]), tf.reverse(mask, axis=[1])), lambda: (image, mask))
+
+
+def joint_center_crop(image, mask, size: int, crop_fraction: float = 1.0):
+    """The evaluation geometry on both (``resize_and_center_crop``): bilinear image, nearest-neighbour mask."""
+    image = resize_and_center_crop(image[tf.newaxis], size, crop_fraction)[0]
+    mask = resize_and_center_crop(mask[tf.newaxis, ..., tf.newaxis], size, crop_fraction, method="nearest")
+    return tf.clip_by_value(image, 0.0, 1.0), tf.cast(mask[0, ..., 0], tf.int32)
+
+
+def joint_scale_crop(image, mask, seed, size: int, scale=(0.75, 1.25), crop_fraction: float = 1.0):
+    """Scale jitter and a random ``size`` x ``size`` crop of an image and its mask, by one draw.
+
+    Both are resized so the shorter side is ``size / crop_fraction`` times a factor drawn from
+    ``scale`` (the evaluation geometry's resize at factor 1): the image bilinearly, the mask by
+    nearest neighbour. Then one random window of ``size`` x ``size`` is cut from both; where the
+    scaled image is smaller than the window it sits at a random place inside it, padded with 0
+    in the image and ``IGNORE`` in the mask. Returns float32 ``[size, size, C]`` and int32 ``[size, size]``.
+    """
+    s_scale, s_y, s_x = split_seed(seed, 3)
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    factor = size / crop_fraction / tf.reduce_min(shape) * _uniform([], s_scale, *scale)
+    new = tf.maximum(tf.cast(tf.round(shape * factor), tf.int32), 1)
+    image = tf.clip_by_value(tf.image.resize(image, new, antialias=True), 0.0, 1.0)
+    mask = tf.image.resize(tf.cast(mask, tf.int32)[..., tf.newaxis], new, method="nearest")[..., 0]
+    top, left = _window_start(new[0], size, s_y), _window_start(new[1], size, s_x)
+    image = _window(image, top, left, size, 0.0)
+    mask = _window(mask, top, left, size, IGNORE)
+    return tf.ensure_shape(image, [size, size, None]), tf.ensure_shape(mask, [size, size])
+
+
+def _window_start(length, size: int, seed):
+    """A random start of a ``size`` window over ``length`` pixels; negative (padding first) when it is shorter."""
+    low, high = tf.minimum(length - size, 0), tf.maximum(length - size, 0)
+    return tf.random.stateless_uniform([], seed, low, high + 1, dtype=tf.int32)
+
+
+def _window(x, top, left, size: int, fill):
+    """``x[top:top + size, left:left + size]``, with ``fill`` where the window reaches outside ``x``."""
+    shape = tf.shape(x)
+    pads = [[tf.maximum(-top, 0), tf.maximum(top + size - shape[0], 0)],
+            [tf.maximum(-left, 0), tf.maximum(left + size - shape[1], 0)]] + [[0, 0]] * (len(x.shape) - 2)
+    padded = tf.pad(x, pads, constant_values=tf.cast(fill, x.dtype))
+    top, left = tf.maximum(top, 0), tf.maximum(left, 0)
+    return padded[top:top + size, left:left + size]
 
 
 # ------------------------------------------------------------------------ batch ops
@@ -374,7 +434,9 @@ class Recipe:
     ``crop`` is ``"center"`` (no random geometry), ``"pad"`` (pad ``pad`` pixels at 32
     and random crop, scaled to the image size), ``"resize"`` (AlexNet: shorter side to
     ``size * 256 / 224``, random crop) or ``"resized_crop"`` (Inception, ``scale`` and
-    ``ratio``).
+    ``ratio``). For masks (``joint_geometry``) every random crop is ``joint_scale_crop``
+    with the scale jitter ``mask_scale``: the classification crops' area ranges are made
+    for one object per photo and would cut most of a scene away.
     """
 
     crop: str = "center"
@@ -386,6 +448,7 @@ class Recipe:
     pca_std: float = 0.0
     randaugment: tuple | None = None  # num_ops, magnitude
     erasing: float = 0.0
+    mask_scale: tuple = (0.75, 1.25)
 
     def __post_init__(self):
         if self.crop not in CROPS:
@@ -446,6 +509,33 @@ def train_geometry(image, seed, recipe: Recipe, spec: Preprocessing):
     if recipe.randaugment:
         image = randaugment(image, s_ra, *recipe.randaugment)
     return tf.ensure_shape(image, [size, size, None])
+
+
+def check_joint_recipe(recipe: Recipe) -> None:
+    """Refuse what a recipe would do to an image without doing it to its mask (RandAugment's geometry, erasing)."""
+    unsupported = [what for what, used in (("RandAugment", recipe.randaugment), ("random erasing", recipe.erasing))
+                   if used]
+    if unsupported:
+        usable = ", ".join(name for name, preset in PRESETS.items() if not (preset.randaugment or preset.erasing))
+        raise ValueError(f"segmentation (target='mask') cannot use {' or '.join(unsupported)}: the image would "
+                         f"change without its mask. Presets that work: {usable}")
+
+
+def joint_geometry(image, mask, seed, recipe: Recipe, spec: Preprocessing):
+    """``train_geometry`` for an image and its mask: float [0, 1] ``[H, W, C]`` and ``[H, W]`` -> the pair at size.
+
+    ``crop="center"`` is the evaluation geometry; every random crop is ``joint_scale_crop`` with
+    ``recipe.mask_scale``; ``recipe.flip`` flips both alike.
+    """
+    check_joint_recipe(recipe)
+    s_crop, s_flip = split_seed(seed, 2)
+    if recipe.crop == "center":
+        image, mask = joint_center_crop(image, mask, spec.image_size, spec.crop_fraction)
+    else:
+        image, mask = joint_scale_crop(image, mask, s_crop, spec.image_size, recipe.mask_scale, spec.crop_fraction)
+    if recipe.flip:
+        image, mask = joint_flip(image, mask, s_flip)
+    return image, mask
 
 
 def train_batch_geometry(images, seed, recipe: Recipe, spec: Preprocessing):

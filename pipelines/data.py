@@ -14,6 +14,12 @@ serving graph's preprocessing: batches of decoded images go through
 ``preprocess_images`` and encoded files through ``preprocess_encoded``, the very
 functions ``serving.export`` puts in the exported model.
 
+``target="mask"`` (semantic segmentation) yields int32 class-index masks ``[B, S, S]``
+beside the images (255 = ignore, kept as it is): the evaluation pipeline resizes and crops
+them as the images, by nearest neighbour; the training pipeline moves image and mask
+together (``augment.joint_geometry``: the recipe's flip and a scale jitter and random crop,
+padded with 255) and applies the recipe's colour ops to the image alone.
+
 Randomness is stateless and seeded per element and per batch from ``seed``, so the
 same seed gives the same batches on every run; ``deterministic=False`` lets the
 parallel map return elements out of order for speed.
@@ -41,12 +47,13 @@ AUTOTUNE = tf.data.AUTOTUNE
 class DataSpec:
     """What to load and how to turn it into model inputs, for every split.
 
-    ``source`` is a source spec string (``digits``, ``shapes``, ``tfds:NAME``,
+    ``source`` is a source spec string (``digits``, ``shapes``, ``scenes``, ``tfds:NAME``,
     ``folder:PATH``, ``tfrecord:GLOB``) or an ``(images, labels)`` pair of arrays.
     ``recipe`` (a :class:`pipelines.augment.Recipe`) applies to ``train_split`` only;
     ``None`` makes every split an evaluation pipeline. ``mix`` is ``"mixup"`` or
-    ``"cutmix"`` (training split, needs a recipe). ``target="mask"`` (shapes) gives
-    per-pixel labels with the evaluation geometry.
+    ``"cutmix"`` (training split, needs a recipe). ``target="mask"`` gives per-pixel
+    labels (sources with masks: scenes, shapes, a segmentation folder, TFDS data sets
+    with a ``segmentation_mask``); it takes no mix, RandAugment or erasing.
     """
 
     source: Any
@@ -81,6 +88,11 @@ class DataSpec:
                              "preset as well (augment=PRESET)")
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {self.target!r}")
+        if self.target == "mask" and self.mix:
+            raise ValueError(f"mix ({self.mix}) blends whole images and their labels; segmentation masks "
+                             "(target='mask') have no such mix here: set mix to None")
+        if self.target == "mask" and self.recipe is not None:
+            aug.check_joint_recipe(self.recipe)
         if self.bad_files not in BAD_FILE_POLICIES:
             raise ValueError(f"bad_files must be one of {', '.join(BAD_FILE_POLICIES)}, got {self.bad_files!r}")
         if self.recipe is not None and self.recipe.pca_std and self.preprocessing.channels != 3:
@@ -157,14 +169,13 @@ def make_dataset(spec: DataSpec, split: str = "train", *, repeat: bool = False, 
                         "DataSpec.create(source, image_size=..., batch_size=...) or use load_dataset(...)")
     pre = spec.preprocessing
     training = spec.recipe is not None and split == spec.train_split
-    recipe = spec.recipe if training and spec.target == "label" else None  # masks: evaluation geometry
-    if spec.target == "mask" and spec.recipe not in (None, aug.PRESETS["none"]):
-        raise ValueError("segmentation pipelines (target='mask') support augment=None or 'none' only")
+    recipe = spec.recipe if training else None
+    masks = spec.target == "mask"
     src = load_source(spec.source, split, data_dir=spec.data_dir, download=spec.download, bad_files=spec.bad_files,
                       split_fractions=spec.split_fractions, split_seed=spec.split_seed,
-                      class_names=spec.class_names)
+                      class_names=spec.class_names, masks=masks)
     seed = secrets.randbits(31) if spec.seed is None else int(spec.seed)
-    dataset = _mask_pairs(src) if spec.target == "mask" else src.dataset
+    dataset = _mask_pairs(src) if masks else src.dataset
     dataset = dataset.cache() if spec.cache else dataset
     if training if shuffle is None else shuffle:
         dataset = dataset.shuffle(min(spec.shuffle_buffer, max(src.num_examples, 1)), seed=seed,
@@ -173,14 +184,14 @@ def make_dataset(spec: DataSpec, split: str = "train", *, repeat: bool = False, 
         dataset = dataset.repeat()
     # Same-size decoded images whose geometry vectorises skip the per-image map: whole batches are cheaper.
     image_shape = src.dataset.element_spec[0].shape
-    per_batch = (spec.target == "label" and not src.encoded and image_shape.is_fully_defined()
+    per_batch = (not masks and not src.encoded and image_shape.is_fully_defined()
                  and (recipe is None or aug.batched_geometry(recipe)))
     if not per_batch:
         if recipe is None:
             element = _evaluation_element(src, pre, spec.target)
         else:
             dataset = _with_seeds(dataset, seed)
-            element = _training_element(src, pre, recipe)
+            element = _training_mask_element(src, pre, recipe) if masks else _training_element(src, pre, recipe)
         dataset = dataset.map(element, num_parallel_calls=AUTOTUNE, deterministic=spec.deterministic)
     dataset = dataset.batch(batch_size=spec.batch_size,
                             drop_remainder=training if drop_remainder is None else drop_remainder,
@@ -192,9 +203,11 @@ def make_dataset(spec: DataSpec, split: str = "train", *, repeat: bool = False, 
     else:
         pca = _pca(recipe, spec.pca, src)
         batch_map = _training_batch(pre, recipe, pca, spec.mix, spec.mix_alpha, len(src.class_names), per_batch)
+        # masks pass through the batch stage: its ops change the colour of the images alone
         dataset = _with_seeds(dataset, seed + 1).map(batch_map, num_parallel_calls=AUTOTUNE,
                                                      deterministic=spec.deterministic)
-    info = DatasetInfo(src.name, split, tuple(src.class_names), src.num_examples, pre, tuple(src.skipped), training,
+    class_names = src.mask_class_names if masks else src.class_names
+    info = DatasetInfo(src.name, split, tuple(class_names), src.num_examples, pre, tuple(src.skipped), training,
                        tuple(src.files))
     return dataset.prefetch(AUTOTUNE), info
 
@@ -215,7 +228,8 @@ def load_dataset(source, split: str = "train", *, image_size: int, batch_size: i
 def _mask_pairs(src: Source):
     """(image, mask) pairs for segmentation."""
     if src.masks is None:
-        raise ValueError(f"target='mask' needs a source with per-pixel labels (shapes); {src.name} has none")
+        raise ValueError(f"target='mask' needs a source with per-pixel labels (scenes, shapes, folder:PATH with "
+                         f"images/ and masks/, a TFDS data set with a segmentation_mask); {src.name} has none")
     return tf.data.Dataset.zip((src.dataset.map(lambda image, label: image), src.masks))
 
 
@@ -230,6 +244,8 @@ def _evaluation_element(src: Source, pre: Preprocessing, target: str):
 
     def apply(image, label):
         if target == "mask":
+            if not src.encoded:
+                image = _same_size(image, label)
             mask = resize_and_center_crop(label[tf.newaxis, ..., tf.newaxis], pre.image_size, pre.crop_fraction,
                                           method="nearest")
             label = tf.cast(mask[0, ..., 0], tf.int32)
@@ -258,6 +274,27 @@ def _training_element(src: Source, pre: Preprocessing, recipe):
         return tf.ensure_shape(image, [size, size, channels]), label
 
     return apply
+
+
+def _training_mask_element(src: Source, pre: Preprocessing, recipe):
+    """One ((image, mask), seed) -> float32 ``[size, size, C]`` in [0, 1] and int32 ``[size, size]``, moved together."""
+    size, channels = pre.image_size, pre.channels
+
+    def apply(element, seed):
+        image, mask = element
+        image = _same_size(unit_images(decode_image(image) if src.encoded else image, channels), mask)
+        image, mask = aug.joint_geometry(image, mask, tf.cast(seed, tf.int32), recipe, pre)
+        return tf.ensure_shape(image, [size, size, channels]), tf.ensure_shape(mask, [size, size])
+
+    return apply
+
+
+def _same_size(image, mask):
+    """``image``, once checked to have its mask's height and width (a clear error instead of a misaligned pair)."""
+    check = tf.debugging.assert_equal(tf.shape(image)[:2], tf.shape(mask)[:2],
+                                      message="an image and its mask differ in size")
+    with tf.control_dependencies([check]):
+        return tf.identity(image)
 
 
 def _pca(recipe, pca, src: Source):

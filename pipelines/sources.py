@@ -3,8 +3,17 @@
 ``load_source(spec, split, ...)`` returns a :class:`Source`: a ``tf.data.Dataset``
 of ``(image, label)`` elements, where an image is either a decoded uint8
 ``[H, W, C]`` tensor or the encoded bytes of a file, plus the class names and the
-number of examples. Specs: ``digits``, ``shapes``, ``tfds:NAME``, ``folder:PATH``,
-``tfrecord:GLOB``, or a ``(images, labels)`` pair of numpy arrays.
+number of examples. Specs: ``digits``, ``shapes``, ``scenes``, ``tfds:NAME``,
+``folder:PATH``, ``tfrecord:GLOB``, or a ``(images, labels)`` pair of numpy arrays.
+
+Sources with per-pixel labels (semantic segmentation) also give ``Source.masks``, a
+dataset of uint8 class-index masks ``[H, W]`` in step with ``dataset`` (255 marks pixels
+to ignore, the VOC convention), and ``Source.mask_class_names``, background first:
+``shapes`` and ``scenes`` (several shapes per image); ``folder:PATH`` laid out as
+``PATH/images/NAME.jpg`` beside ``PATH/masks/NAME.png``
+(:func:`pipelines.mask_folder.segmentation_folder`);
+``tfds:NAME`` data sets with a ``segmentation_mask`` feature, when asked with
+``masks=True``.
 """
 
 from __future__ import annotations
@@ -34,7 +43,11 @@ FEATURE_IMAGE = "image/encoded"
 FEATURE_LABEL = "image/class/label"
 FEATURE_TEXT = "image/class/text"
 CLASS_NAMES_FILE = "class_names.txt"
-SOURCE_KINDS = ("digits", "shapes", "tfds:NAME", "folder:PATH", "tfrecord:GLOB", "(images, labels) numpy arrays")
+SOURCE_KINDS = ("digits", "shapes", "scenes", "tfds:NAME", "folder:PATH", "tfrecord:GLOB",
+                "(images, labels) numpy arrays")
+IGNORE = 255  # the mask value of pixels without a class (the VOC convention)
+TFDS_MASK = "segmentation_mask"
+DECODE_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.UnknownError, tf.errors.DataLossError)
 
 
 class DatasetNotPrepared(FileNotFoundError):
@@ -51,8 +64,10 @@ class Source:
 
     ``encoded`` tells whether ``dataset`` yields encoded file bytes (decoded later,
     possibly only the crop window) or decoded uint8 images. ``masks`` is set for
-    sources with per-pixel labels (shapes). ``skipped`` lists files left out under
-    ``bad_files="skip"``; ``files`` the files of this split, for folder sources.
+    sources with per-pixel labels: uint8 ``[H, W]`` class indices (255 = ignore), one per
+    element of ``dataset`` and in the same order, named by ``mask_class_names``
+    (background first). ``skipped`` lists files left out under ``bad_files="skip"``;
+    ``files`` the files of this split, for folder sources.
     """
 
     name: str
@@ -63,12 +78,17 @@ class Source:
     masks: tf.data.Dataset | None = None
     skipped: tuple = ()
     files: tuple = ()
+    mask_class_names: tuple | None = None
 
 
 def load_source(spec, split: str = "train", *, data_dir: str | None = None, download: bool = False,
                 bad_files: str = "error", class_names=None, split_fractions=FOLDER_SPLIT_FRACTIONS,
-                split_seed: int = 0) -> Source:
-    """Resolve a source spec (see the module docstring) and one of its splits."""
+                split_seed: int = 0, masks: bool = False) -> Source:
+    """Resolve a source spec (see the module docstring) and one of its splits.
+
+    ``masks=True`` asks a TFDS data set for its segmentation masks as well (a pass over the
+    split's masks counts the classes); every other source with masks always gives them.
+    """
     if isinstance(spec, (tuple, list)) and len(spec) == 2:
         return from_arrays(*spec, class_names=class_names)
     if not isinstance(spec, str):
@@ -78,24 +98,37 @@ def load_source(spec, split: str = "train", *, data_dir: str | None = None, down
         return digits(split)
     if kind == "shapes" and not argument:
         return shapes_source(split)
+    if kind == "scenes" and not argument:
+        return scenes_source(split)
     if kind == "tfds" and argument:
-        return tfds_source(argument, split, data_dir=data_dir, download=download)
+        return tfds_source(argument, split, data_dir=data_dir, download=download, masks=masks)
     if kind == "folder" and argument:
-        if _has_split_dirs(argument):
-            return folder(os.path.join(argument, split), bad_files=bad_files)
+        from pipelines import mask_folder
+
+        split_root = os.path.join(argument, split) if has_split_dirs(argument) else None
+        if mask_folder.is_segmentation_folder(split_root or argument):
+            return mask_folder.segmentation_folder(argument, split, bad_files=bad_files, fractions=split_fractions,
+                                                   seed=split_seed)
+        if split_root:
+            return folder(split_root, bad_files=bad_files)
         return folder(argument, bad_files=bad_files, split=split, fractions=split_fractions, seed=split_seed)
     if kind == "tfrecord" and argument:
         return tfrecords(argument.replace("{split}", split), class_names=class_names)
     raise ValueError(f"unknown source {spec!r}; valid sources: {', '.join(SOURCE_KINDS)}")
 
 
-def _check_split(split: str) -> None:
+def check_split(split: str) -> None:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
 
 
-def from_arrays(images, labels, *, class_names=None, name: str = "arrays", masks=None) -> Source:
-    """In-memory uint8 images ``[N, H, W, C]`` (or ``[N, H, W]``) and integer labels ``[N]``."""
+def from_arrays(images, labels, *, class_names=None, name: str = "arrays", masks=None,
+                mask_class_names=None) -> Source:
+    """In-memory uint8 images ``[N, H, W, C]`` (or ``[N, H, W]``) and integer labels ``[N]``.
+
+    ``masks``, uint8 ``[N, H, W]`` class indices (255 = ignore), are named by ``mask_class_names``,
+    else ``"0"`` to ``"K-1"`` up to the largest value below 255.
+    """
     images = np.asarray(images)
     labels = np.asarray(labels)
     if images.ndim == 3:
@@ -113,14 +146,29 @@ def from_arrays(images, labels, *, class_names=None, name: str = "arrays", masks
     if count > len(class_names):
         raise ValueError(f"labels go up to {count - 1} but only {len(class_names)} class names were given")
     dataset = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
-    mask_ds = tf.data.Dataset.from_tensor_slices(masks) if masks is not None else None
-    return Source(name, dataset, class_names, len(images), encoded=False, masks=mask_ds)
+    mask_ds = None
+    if masks is not None:
+        masks = np.asarray(masks)
+        if masks.shape != images.shape[:3] or masks.dtype != np.uint8:
+            raise ValueError(f"masks must be uint8 [N, height, width] = {images.shape[:3]} like the images, got "
+                             f"{masks.shape} {masks.dtype}")
+        mask_ds = tf.data.Dataset.from_tensor_slices(masks)
+        if mask_class_names is None:
+            mask_class_names = numbered(int(masks[masks != IGNORE].max(initial=0)))
+        mask_class_names = tuple(mask_class_names)
+    return Source(name, dataset, class_names, len(images), encoded=False, masks=mask_ds,
+                  mask_class_names=mask_class_names)
+
+
+def numbered(top: int) -> tuple:
+    """Class names "0" .. str(top)."""
+    return tuple(str(i) for i in range(top + 1))
 
 
 def digits_indices(split: str) -> np.ndarray:
     """Indices into scikit-learn's 1,797 digits of one split: 70% train, 10% validation, 20% test,
     stratified by class with a fixed seed, so every run and every machine sees the same split."""
-    _check_split(split)
+    check_split(split)
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -148,11 +196,24 @@ def digits(split: str) -> Source:
 
 def shapes_source(split: str) -> Source:
     images, labels, masks = shapes.load_split(split)
-    return from_arrays(images, labels, class_names=list(shapes.CLASS_NAMES), name="shapes", masks=masks)
+    return from_arrays(images, labels, class_names=list(shapes.CLASS_NAMES), name="shapes", masks=masks,
+                       mask_class_names=shapes.MASK_CLASS_NAMES)
 
 
-def tfds_source(name: str, split: str, *, data_dir: str | None, download: bool) -> Source:
-    """A TensorFlow Datasets data set, read as (image, label) pairs; nothing is downloaded unless asked."""
+def scenes_source(split: str) -> Source:
+    """Several shapes per image (``shapes.load_scenes``); the label is the class covering the most pixels."""
+    images, masks, _ = shapes.load_scenes(split)
+    return from_arrays(images, shapes.scene_labels(masks), class_names=list(shapes.CLASS_NAMES), name="scenes",
+                       masks=masks, mask_class_names=shapes.MASK_CLASS_NAMES)
+
+
+def tfds_source(name: str, split: str, *, data_dir: str | None, download: bool, masks: bool = False) -> Source:
+    """A TensorFlow Datasets data set, read as (image, label) pairs; nothing is downloaded unless asked.
+
+    With ``masks`` and a ``segmentation_mask`` feature (oxford_iiit_pet), ``Source.masks`` holds it with
+    the channel squeezed and its values as stored (the pets' trimaps: 1 pet, 2 background, 3 border),
+    named by the feature's class names if it has them, else "0" up to the largest value in the split.
+    """
     import tensorflow_datasets as tfds
 
     directory = os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets"))
@@ -179,7 +240,27 @@ def tfds_source(name: str, split: str, *, data_dir: str | None, download: bool) 
         count = int(info.splits[split].num_examples)
     except KeyError:  # split metadata missing (TFDS mock data): count the examples
         count = int(dataset.reduce(0, lambda n, _: n + 1))
-    return Source(f"tfds:{name}", dataset, list(label.names), count, encoded=False)
+    mask_ds, mask_names = _tfds_masks(name, split, directory, info) if masks else (None, None)
+    return Source(f"tfds:{name}", dataset, list(label.names), count, encoded=False, masks=mask_ds,
+                  mask_class_names=mask_names)
+
+
+def _tfds_masks(name: str, split: str, directory: str, info):
+    """The split's segmentation masks ``[H, W]`` in the data set's order (only that feature decoded), and names."""
+    import tensorflow_datasets as tfds
+
+    if TFDS_MASK not in info.features:
+        return None, None
+    dataset = tfds.load(name, split=split, data_dir=directory, download=False, shuffle_files=False,
+                        decoders=tfds.decode.PartialDecoding({TFDS_MASK: True}))
+    feature = info.features[TFDS_MASK]
+    channel = len(feature.shape) == 3  # an Image feature [H, W, 1]; a plain tensor may be [H, W]
+    masks = dataset.map(lambda example: example[TFDS_MASK][..., 0] if channel else example[TFDS_MASK])
+    names = getattr(feature, "names", None)
+    if not names:
+        top = masks.map(lambda mask: tf.reduce_max(tf.where(mask == IGNORE, 0, tf.cast(mask, tf.int32))))
+        names = numbered(int(top.reduce(tf.constant(0), tf.maximum)))
+    return masks, tuple(names)
 
 
 def info_splits(name: str, data_dir: str) -> list:
@@ -188,7 +269,7 @@ def info_splits(name: str, data_dir: str) -> list:
     return sorted(tfds.builder(name, data_dir=data_dir).info.splits)
 
 
-def _has_split_dirs(root: str) -> bool:
+def has_split_dirs(root: str) -> bool:
     return all(os.path.isdir(os.path.join(root, s)) for s in ("train", "test"))
 
 
@@ -206,7 +287,7 @@ def folder(root: str, *, bad_files: str = "error", workers: int = 8, split: str 
     if bad_files not in BAD_FILE_POLICIES:
         raise ValueError(f"bad_files must be one of {', '.join(BAD_FILE_POLICIES)}, got {bad_files!r}")
     if split is not None:
-        _check_split(split)
+        check_split(split)
     if not os.path.isdir(root):
         raise FileNotFoundError(f"folder source {root!r} does not exist or is not a directory")
     class_names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
@@ -279,7 +360,7 @@ def _decode_problem(path: str) -> str | None:
     try:
         decode_image(tf.io.read_file(path))
         return None
-    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError, tf.errors.DataLossError) as error:
+    except DECODE_ERRORS as error:
         return error.message.splitlines()[0][:200]
 
 

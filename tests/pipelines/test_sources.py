@@ -156,7 +156,7 @@ def test_missing_tfds_data_names_the_directory_and_the_command(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"source": "imagenet"}, "unknown source 'imagenet'; valid sources: digits, shapes, tfds:NAME"),
+    ({"source": "imagenet"}, "unknown source 'imagenet'; valid sources: digits, shapes, scenes, tfds:NAME"),
     ({"image_size": 0}, "image_size must be a positive integer number of pixels, got 0"),
     ({"batch_size": -1}, "batch_size must be a positive integer, got -1"),
     ({"augment": "autoaugment"}, "augment must be a preset name (none, cifar, alexnet, inception, strong)"),
