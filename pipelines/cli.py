@@ -56,8 +56,9 @@ def register(sub) -> None:
 
     preview = sub.add_parser(
         "augment-preview", help="draw a grid of images beside their augmented versions",
-        description="Write a PNG grid: each row an image from SOURCE (digits, shapes, tfds:NAME, folder:PATH, "
-                    "tfrecord:GLOB), first as the evaluation pipeline sees it, then augmented by the preset.")
+        description="Write a PNG grid: each row an image from SOURCE (digits, shapes, scenes, tfds:NAME, "
+                    "folder:PATH, tfrecord:GLOB), first as the evaluation pipeline sees it, then augmented by the "
+                    "preset.")
     preview.add_argument("source", help="data source, e.g. digits or folder:path/to/images")
     preview.add_argument("--preset", default="inception", choices=AUGMENT_PRESETS,
                          help="augmentation preset to draw (default inception)")
