@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -297,15 +298,48 @@ class PixelShuffle(keras.layers.Layer):
         return {**super().get_config(), "scale": self.scale}
 
 
+def _keys_cubic(x: float, a: float = -0.5) -> float:
+    """Keys' (1981) cubic convolution kernel at distance ``x``."""
+    x = abs(x)
+    if x <= 1.0:
+        return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+    if x < 2.0:
+        return ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a
+    return 0.0
+
+
+def bicubic_phase_taps(scale: int, table_size: int = 1024) -> list[list[tuple[int, float]]]:
+    """For each of the ``scale`` output phases, its four (input offset, weight) pairs.
+
+    Output pixel ``i * scale + k`` sits, with half-pixel centres, at input coordinate
+    ``i + (k + 0.5) / scale - 0.5``; its taps are the four input pixels around that point.
+    The fraction is rounded to ``1 / table_size`` as TensorFlow's ResizeBicubic kernel does
+    (it reads the weights from a 1024-entry table), so the layer matches ``tf.image.resize``
+    to float rounding; ``table_size=None`` gives the exact weights.
+    """
+    phases = []
+    for k in range(scale):
+        position = (k + 0.5) / scale - 0.5
+        base = int(np.floor(position))
+        fraction = position - base
+        if table_size:
+            fraction = round(fraction * table_size) / table_size
+        phases.append([(base + j, float(np.float32(_keys_cubic(fraction - j)))) for j in (-1, 0, 1, 2)])
+    return phases
+
+
 @keras.saving.register_keras_serializable(package="kcnn")
 class BicubicUpsampling(keras.layers.Layer):
-    """Bicubic upscaling by an integer ``scale`` (Keys' cubic, a = -0.5, half-pixel centres, no antialiasing).
+    """Bicubic upscaling by an integer ``scale``: what ``tf.image.resize(method="bicubic")`` computes.
 
-    ``keras.layers.UpSampling2D(interpolation="bicubic")`` computes the new size from the static shape,
-    so it fails where the height and width are known only when the graph runs (a ``tf.function``
-    over images of any size, as kcnn's evaluation and exported signatures are). This layer computes
-    the same values: ``keras.ops.image.resize`` when the sizes are static (always on JAX and PyTorch),
-    and TensorFlow's own resize, which takes run-time sizes, inside TensorFlow graphs.
+    Keys' cubic (a = -0.5), half-pixel centres, no antialiasing, and TensorFlow's borders:
+    a tap that falls outside the image gets weight 0 and the rest are renormalised to sum to 1
+    (JAX's ``scale_and_translate`` treats borders the same way). ``keras.layers.UpSampling2D``
+    computes the new size from the static shape, so it fails where height and width are known
+    only when the graph runs (a ``tf.function`` over images of any size, as kcnn's evaluation and
+    exported signatures are). Upscaling by an integer factor is a fixed separable filter: each
+    output phase is a weighted sum of four shifted copies of the input, so this layer needs only
+    ``keras.ops`` and works on every backend and at any run-time size.
     """
 
     def __init__(self, scale: int, **kwargs):
@@ -313,15 +347,37 @@ class BicubicUpsampling(keras.layers.Layer):
         if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
             raise ValueError(f"BicubicUpsampling scale must be an integer >= 1, got {scale!r}")
         self.scale = scale
+        self._taps = bicubic_phase_taps(scale)
+
+    def _upsample_axis(self, x, axis: int):
+        """Upscale ``x`` along ``axis`` (1: height, 2: width): zero-padded taps, phases interleaved."""
+        reach = 2  # offsets run from -2 to 2 for every integer scale
+        padding = [(0, 0)] * 4
+        padding[axis] = (reach, reach)
+        padded = ops.pad(x, padding)
+
+        def shifted(offset):
+            start, stop = offset + reach, offset - reach
+            index = [slice(None)] * 4
+            index[axis] = slice(start, stop if stop else None)
+            return padded[tuple(index)]
+
+        copies = {offset: shifted(offset) for offset in range(-reach, reach + 1)}
+        phases = [sum(weight * copies[offset] for offset, weight in taps if weight != 0.0) for taps in self._taps]
+        stacked = ops.stack(phases, axis=axis + 1)  # [..., n, scale, ...]
+        shape = ops.shape(x)
+        new_shape = [shape[0], shape[1], shape[2], shape[3]]
+        new_shape[axis] = shape[axis] * self.scale
+        return ops.reshape(stacked, new_shape)
 
     def call(self, inputs):
-        height, width = inputs.shape[1], inputs.shape[2]
-        if height is not None and width is not None:
-            return ops.image.resize(inputs, (height * self.scale, width * self.scale), interpolation="bicubic")
-        import tensorflow as tf  # only a TensorFlow graph leaves sizes unknown: its backend is TensorFlow
-
-        size = tf.shape(inputs)[1:3] * self.scale
-        return tf.cast(tf.image.resize(inputs, size, method="bicubic"), inputs.dtype)
+        if self.scale == 1:
+            return inputs
+        # A channel of ones goes through the same filter: its result is each output's sum of
+        # in-image weights, which renormalises the border pixels as TensorFlow's kernel does.
+        x = ops.concatenate([inputs, ops.ones_like(inputs[..., :1])], axis=-1)
+        x = self._upsample_axis(self._upsample_axis(x, 1), 2)
+        return x[..., :-1] / x[..., -1:]
 
     def compute_output_shape(self, input_shape):
         batch, height, width, channels = input_shape

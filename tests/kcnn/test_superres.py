@@ -20,6 +20,7 @@ from skimage.color import rgb2ycbcr
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from kcnn import quality
+from kcnn.layers import BicubicUpsampling, bicubic_phase_taps
 from kcnn.superres import SUPER_RESOLUTION, PixelShuffle, bicubic, espcn, srcnn
 
 SCALES = (2, 3, 4)
@@ -120,6 +121,28 @@ def test_bicubic_is_tensorflows_bicubic_resize_and_srcnn_starts_from_it():
     reconstruction = model.get_layer("srcnn_reconstruction")
     reconstruction.set_weights([np.zeros_like(w) for w in reconstruction.get_weights()])
     np.testing.assert_allclose(keras.ops.convert_to_numpy(model(low)), expected, atol=1e-6)
+
+
+def test_bicubic_taps_are_keys_cubic_at_the_half_pixel_phases():
+    # x2, half-pixel centres: output 2i sits at input i - 0.25, so its taps are i-2..i+1 at distances
+    # 1.75, 0.75, 0.25, 1.25: Keys (1981) a = -0.5 gives the classic 2x weights below (sum 1).
+    (first, second) = bicubic_phase_taps(2)
+    assert first == [(-2, -0.0234375), (-1, 0.2265625), (0, 0.8671875), (1, -0.0703125)]
+    assert second == [(-offset, weight) for offset, weight in reversed(first)]  # its mirror image about 0
+    for scale in (2, 3, 4, 5):
+        assert all(sum(w for _, w in taps) == pytest.approx(1.0, abs=1e-6) for taps in bicubic_phase_taps(scale))
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize("size", [(1, 1), (2, 5), (7, 9)])
+def test_bicubic_layer_equals_tensorflows_resize_at_run_time_sizes(scale, size):
+    """Borders included (a one-pixel image is all border), in a graph that knows no sizes until it runs."""
+    x = np.random.default_rng(scale).random((2, *size, 3), dtype=np.float32)
+    layer = BicubicUpsampling(scale)
+    graph = tf.function(layer, input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32)])
+    expected = tf.image.resize(x, (size[0] * scale, size[1] * scale), method="bicubic").numpy()
+    np.testing.assert_allclose(graph(x).numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x)), expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", MODELS)

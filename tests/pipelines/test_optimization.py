@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from pipelines import config as C
 from pipelines.optim import make_optimizer
+from pipelines.tasks import get_task
 from pipelines.train import _make_train_step
 
 
@@ -63,7 +64,8 @@ def test_label_smoothing_changes_the_training_loss_by_the_formulas_amount():
 
     def loss(smoothing):
         optimizer = keras.optimizers.SGD(learning_rate=0.0)  # the weights stay: only the loss is compared
-        step = _make_train_step(model, optimizer, strategy, 4, 8, smoothing, jit=False)
+        config = C.from_dict({"optimizer": {"label_smoothing": smoothing}})
+        step = _make_train_step(get_task("classification"), model, optimizer, strategy, 8, False, config)
         return float(step(tf.constant(images), labels)[0])
 
     log_p = np.log(np.exp(logits) / np.exp(logits).sum())

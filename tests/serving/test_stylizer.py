@@ -99,7 +99,7 @@ def _predict_saves_the_images(port, inputs, directory, capsys):
     assert "stylized_png_bytes" in capsys.readouterr().out
     # Without --out-dir the command says what to do instead of failing on missing labels.
     assert main(["predict", "--server", f"localhost:{port}", "--model", "style", paths[0]]) == 2
-    assert "save its images with --out-dir DIR" in capsys.readouterr().err
+    assert "save them with --out-dir DIR" in capsys.readouterr().err
 
 
 def test_a_classifier_is_refused(tmp_path):
