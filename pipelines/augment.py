@@ -189,6 +189,78 @@ def _window(x, top, left, size: int, fill):
     return padded[top:top + size, left:left + size]
 
 
+# ------------------------------------------------------------- joint geometry (boxes)
+# Boxes are float32 [M, 4] (ymin, xmin, ymax, xmax) in pixels with class int32 [M]; class -1 pads.
+
+MIN_BOX_SIDE = 2.0  # pixels: a box cut thinner than this by a crop is dropped
+MIN_BOX_VISIBLE = 0.3  # a box keeps at least this share of its area inside a crop, or is dropped
+
+
+def stretch_with_boxes(image, boxes, size: int):
+    """The whole image resized to ``size`` x ``size`` (the detection evaluation and serving geometry) and its boxes."""
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    image = tf.clip_by_value(tf.image.resize(image, [size, size], antialias=True), 0.0, 1.0)
+    factor = tf.cast(size, tf.float32) / shape
+    return image, boxes * tf.concat([factor, factor], 0)
+
+
+def flip_with_boxes(image, boxes, seed, probability: float = 0.5):
+    """Mirror an image ``[H, W, C]`` and its boxes left-right together, or neither."""
+    width = tf.cast(tf.shape(image)[1], tf.float32)
+    mirrored = tf.stack([boxes[:, 0], width - boxes[:, 3], boxes[:, 2], width - boxes[:, 1]], axis=1)
+    return tf.cond(_uniform([], seed) < probability, lambda: (tf.reverse(image, axis=[1]), mirrored),
+                   lambda: (image, boxes))
+
+
+def scale_crop_with_boxes(image, boxes, classes, seed, size: int, scale=(0.75, 1.25)):
+    """Scale jitter and a random ``size`` x ``size`` window of a ``size`` x ``size`` image and its boxes.
+
+    The image is resized by a factor drawn from ``scale`` and cut (or, when smaller, padded with 0)
+    to the window, as ``joint_scale_crop`` does for masks. Boxes move with it and are clipped to the
+    window; a box left thinner than ``MIN_BOX_SIDE`` pixels or with less than ``MIN_BOX_VISIBLE`` of
+    its area inside is dropped (its class becomes -1).
+    """
+    s_scale, s_y, s_x = split_seed(seed, 3)
+    before = tf.cast(tf.shape(image)[:2], tf.float32)
+    new = tf.maximum(tf.cast(tf.round(before * _uniform([], s_scale, *scale)), tf.int32), 1)
+    image = tf.clip_by_value(tf.image.resize(image, new, antialias=True), 0.0, 1.0)
+    top, left = _window_start(new[0], size, s_y), _window_start(new[1], size, s_x)
+    image = _window(image, top, left, size, 0.0)
+    ratio = tf.cast(new, tf.float32) / before
+    offset = tf.cast(tf.stack([top, left, top, left]), tf.float32)
+    moved = boxes * tf.concat([ratio, ratio], 0) - offset
+    boxes, classes = clip_boxes(moved, classes, size)
+    return tf.ensure_shape(image, [size, size, None]), boxes, classes
+
+
+def clip_boxes(boxes, classes, size: int):
+    """Boxes clipped to a ``size`` x ``size`` image; those mostly or thinly left are dropped (class -1, box 0)."""
+    clipped = tf.clip_by_value(boxes, 0.0, float(size))
+    height, width = clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1]
+    area = tf.maximum(boxes[:, 2] - boxes[:, 0], 0.0) * tf.maximum(boxes[:, 3] - boxes[:, 1], 0.0)
+    keep = ((classes >= 0) & (height >= MIN_BOX_SIDE) & (width >= MIN_BOX_SIDE)
+            & (height * width >= MIN_BOX_VISIBLE * area))
+    return tf.where(keep[:, None], clipped, 0.0), tf.where(keep, classes, -1)
+
+
+def geometry_with_boxes(image, boxes, classes, seed, recipe: Recipe, spec: Preprocessing):
+    """``joint_geometry`` for detection: float [0, 1] ``[H, W, C]`` and its boxes -> ``size`` x ``size``, boxes moved.
+
+    The image is first stretched to the model's size (the evaluation geometry); then, unless
+    ``recipe.crop`` is ``"center"``, scale jitter ``recipe.mask_scale`` and a random window; then the flip.
+    """
+    check_joint_recipe(recipe)
+    s_crop, s_flip = split_seed(seed, 2)
+    image, boxes = stretch_with_boxes(image, boxes, spec.image_size)
+    if recipe.crop != "center":
+        image, boxes, classes = scale_crop_with_boxes(image, boxes, classes, s_crop, spec.image_size,
+                                                      recipe.mask_scale)
+    if recipe.flip:
+        image, boxes = flip_with_boxes(image, boxes, s_flip)
+        boxes = tf.where(classes[:, None] >= 0, boxes, 0.0)
+    return image, boxes, classes
+
+
 # ------------------------------------------------------------------------ batch ops
 
 

@@ -9,7 +9,7 @@ SPLITS = ("train", "validation", "test")
 AUGMENT_PRESETS = ("none", "cifar", "alexnet", "inception", "strong")
 MIXES = ("mixup", "cutmix")
 BAD_FILE_POLICIES = ("error", "skip")
-TARGETS = ("label", "mask")
+TARGETS = ("label", "mask", "boxes")
 TTA_MODES = ("none", "ten_crop")
 CHANNELS = (1, 3)
 

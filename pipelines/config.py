@@ -72,11 +72,12 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    task: str = key("classification", "what the model learns: classification, segmentation or super_resolution "
-                                      "(pipelines/tasks)")
+    task: str = key("classification", "what the model learns: classification, segmentation, super_resolution or "
+                                      "detection (pipelines/tasks)")
     name: str = key("squeezenet1_1", "registered backbone (`kcnn models` lists them); super_resolution: espcn, "
                                      "srcnn")
-    head: Optional[str] = key(None, "head name (fully_conv, gap_linear, dense, segmentation); null: the paper's head")
+    head: Optional[str] = key(None, "head name (fully_conv, gap_linear, dense, segmentation, fcos); null: the "
+                                    "paper's head (the task's for segmentation and detection)")
     backbone_kwargs: dict = key(factory=dict, help="keyword arguments of the backbone builder, e.g. {width: 0.5}")
     head_kwargs: dict = key(factory=dict, help="keyword arguments of the head builder, e.g. {dropout: 0.2}")
     weights: Optional[str] = key(None, "fine-tuning: start from imagenet, a checkpoint file or a previous run "
@@ -86,7 +87,8 @@ class ModelConfig:
                                              "the old average); null: the backbone's paper value")
     bn_epsilon: Optional[float] = key(None, "batch-norm epsilon of every BN layer; null: the backbone's paper value")
     task_options: dict = key(factory=dict, help="the task's own options: segmentation {dice_weight: 0.5}; "
-                                                "super_resolution {scale: 3}")
+                                                "super_resolution {scale: 3}; detection {score_threshold, "
+                                                "iou_threshold, max_detections, center_radius, size_boundaries}")
 
     def check(self):
         from kcnn.blocks.normalization import batch_norm_defaults

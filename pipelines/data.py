@@ -14,6 +14,12 @@ serving graph's preprocessing: batches of decoded images go through
 ``preprocess_images`` and encoded files through ``preprocess_encoded``, the very
 functions ``serving.export`` puts in the exported model.
 
+``target="boxes"`` (detection) yields ``{"boxes": float32 [B, max_boxes, 4], "classes": int32
+[B, max_boxes]}``: each image's boxes ``(ymin, xmin, ymax, xmax)`` in the model input's pixels,
+padded with class -1. Every split stretches the whole image to ``S`` x ``S`` (what the exported
+detector does, so no object is cropped away); training adds the recipe's flip and a scale jitter
+and random window that move, clip and drop the boxes with the image (``augment.geometry_with_boxes``).
+
 ``target="mask"`` (semantic segmentation) yields int32 class-index masks ``[B, S, S]``
 beside the images (255 = ignore, kept as it is): the evaluation pipeline resizes and crops
 them as the images, by nearest neighbour; the training pipeline moves image and mask
@@ -77,6 +83,7 @@ class DataSpec:
     class_names: tuple | None = None
     target: str = "label"
     pca: tuple | None = None
+    max_boxes: int = 100
 
     def __post_init__(self):
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -93,6 +100,14 @@ class DataSpec:
                              "(target='mask') have no such mix here: set mix to None")
         if self.target == "mask" and self.recipe is not None:
             aug.check_joint_recipe(self.recipe)
+        if self.target == "boxes":
+            if self.mix:
+                raise ValueError(f"mix ({self.mix}) blends whole images; detection boxes (target='boxes') have no "
+                                 "such mix here: set mix to None")
+            if self.recipe is not None:
+                aug.check_joint_recipe(self.recipe)
+            if isinstance(self.max_boxes, bool) or not isinstance(self.max_boxes, int) or self.max_boxes < 1:
+                raise ValueError(f"max_boxes must be a positive integer, got {self.max_boxes!r}")
         if self.bad_files not in BAD_FILE_POLICIES:
             raise ValueError(f"bad_files must be one of {', '.join(BAD_FILE_POLICIES)}, got {self.bad_files!r}")
         if self.recipe is not None and self.recipe.pca_std and self.preprocessing.channels != 3:
@@ -171,11 +186,12 @@ def make_dataset(spec: DataSpec, split: str = "train", *, repeat: bool = False, 
     training = spec.recipe is not None and split == spec.train_split
     recipe = spec.recipe if training else None
     masks = spec.target == "mask"
+    boxes = spec.target == "boxes"
     src = load_source(spec.source, split, data_dir=spec.data_dir, download=spec.download, bad_files=spec.bad_files,
                       split_fractions=spec.split_fractions, split_seed=spec.split_seed,
                       class_names=spec.class_names, masks=masks)
     seed = secrets.randbits(31) if spec.seed is None else int(spec.seed)
-    dataset = _mask_pairs(src) if masks else src.dataset
+    dataset = _mask_pairs(src) if masks else _box_pairs(src) if boxes else src.dataset
     dataset = dataset.cache() if spec.cache else dataset
     if training if shuffle is None else shuffle:
         dataset = dataset.shuffle(min(spec.shuffle_buffer, max(src.num_examples, 1)), seed=seed,
@@ -184,10 +200,13 @@ def make_dataset(spec: DataSpec, split: str = "train", *, repeat: bool = False, 
         dataset = dataset.repeat()
     # Same-size decoded images whose geometry vectorises skip the per-image map: whole batches are cheaper.
     image_shape = src.dataset.element_spec[0].shape
-    per_batch = (not masks and not src.encoded and image_shape.is_fully_defined()
+    per_batch = (not masks and not boxes and not src.encoded and image_shape.is_fully_defined()
                  and (recipe is None or aug.batched_geometry(recipe)))
     if not per_batch:
-        if recipe is None:
+        if boxes:
+            element = _box_element(src, pre, recipe, spec.max_boxes)
+            dataset = _with_seeds(dataset, seed) if recipe is not None else dataset
+        elif recipe is None:
             element = _evaluation_element(src, pre, spec.target)
         else:
             dataset = _with_seeds(dataset, seed)
@@ -231,6 +250,48 @@ def _mask_pairs(src: Source):
         raise ValueError(f"target='mask' needs a source with per-pixel labels (scenes, shapes, folder:PATH with "
                          f"images/ and masks/, a TFDS data set with a segmentation_mask); {src.name} has none")
     return tf.data.Dataset.zip((src.dataset.map(lambda image, label: image), src.masks))
+
+
+def _box_pairs(src: Source):
+    """(image, (boxes, classes)) pairs for detection."""
+    if src.boxes is None:
+        raise ValueError(f"target='boxes' needs a source with object boxes (scenes, coco:IMAGES_DIR:INSTANCES_JSON, a "
+                         f"TFDS detection data set such as voc); {src.name} has none")
+    return tf.data.Dataset.zip((src.dataset.map(lambda image, label: image), src.boxes))
+
+
+def _box_element(src: Source, pre: Preprocessing, recipe, max_boxes: int):
+    """One (image, (boxes, classes)), with its seed when training -> ``[S, S, C]`` and ``{"boxes", "classes"}``.
+
+    Without a recipe (evaluation) the image is only stretched to the model's size, its boxes with it.
+    Boxes beyond ``max_boxes`` are dropped (in the source's order).
+    """
+    size, channels = pre.image_size, pre.channels
+
+    def apply(*element):
+        (image, (boxes, classes)), seed = element if recipe is not None else (element, None)
+        image = unit_images(decode_image(image) if src.encoded else image, channels)
+        boxes, classes = tf.cast(boxes, tf.float32), tf.cast(classes, tf.int32)
+        if recipe is None:
+            image, boxes = aug.stretch_with_boxes(image, boxes, size)
+        else:
+            image, boxes, classes = aug.geometry_with_boxes(image, boxes, classes, tf.cast(seed, tf.int32), recipe,
+                                                            pre)
+        image = tf.ensure_shape(image, [size, size, channels])
+        if recipe is None:  # the training batch stage normalises after its colour ops
+            image = normalize(image, pre)
+        return image, pad_boxes(boxes, classes, max_boxes)
+
+    return apply
+
+
+def pad_boxes(boxes, classes, max_boxes: int) -> dict:
+    """Boxes ``[M, 4]`` and classes ``[M]`` -> exactly ``max_boxes`` of each, valid ones first, padding class -1."""
+    order = tf.argsort(tf.cast(classes < 0, tf.int32), stable=True)  # valid boxes first, in their order
+    boxes, classes = tf.gather(boxes, order)[:max_boxes], tf.gather(classes, order)[:max_boxes]
+    extra = max_boxes - tf.shape(classes)[0]
+    return {"boxes": tf.ensure_shape(tf.pad(boxes, [[0, extra], [0, 0]]), [max_boxes, 4]),
+            "classes": tf.ensure_shape(tf.pad(classes, [[0, extra]], constant_values=-1), [max_boxes])}
 
 
 def _with_seeds(dataset, seed: int):

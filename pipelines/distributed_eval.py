@@ -19,13 +19,14 @@ class DistributedEvaluator:
     (``evaluation_sums``) and what the figures are (``evaluation_result``).
     """
 
-    def __init__(self, model, strategy, task=None, num_classes: int | None = None):
+    def __init__(self, model, strategy, task=None, num_classes: int | None = None, options: dict | None = None):
         from pipelines.tasks import get_task
 
         self.model = model
         self.strategy = strategy
         self.task = task or get_task("classification")
         self.num_classes = num_classes or int(model.output_shape[-1])
+        self.options = self.task.bind(model, self.task.resolve_options(options or {}))
         self._distributed = {}
         self._step = None
 
@@ -42,23 +43,29 @@ class DistributedEvaluator:
             self._distributed[id(dataset)] = (dataset, distributed)  # keep the dataset alive: ids stay unique
         else:
             distributed = distributed[1]
-        sums = {}
+        sums, gathered = {}, {}
         for inputs, targets in distributed:
             for key, value in self._step(inputs, targets).items():
+                if key in self.task.gathered:
+                    gathered.setdefault(key, []).append(np.asarray(value))
+                    continue
                 value = np.asarray(value, np.float64)
                 sums[key] = value if key not in sums else sums[key] + value
+        sums.update({key: np.concatenate(parts) for key, parts in gathered.items()})
         return self.task.evaluation_result(sums, keep_predictions)
 
     def _make_step(self):
-        model, strategy, task, num_classes = self.model, self.strategy, self.task, self.num_classes
+        model, strategy, task, num_classes, options = (self.model, self.strategy, self.task, self.num_classes,
+                                                       self.options)
 
         def replica_step(inputs, targets):
-            return task.evaluation_sums(targets, model(inputs, training=False), num_classes)
+            return task.evaluation_sums(targets, model(inputs, training=False), num_classes, options)
 
         @tf.function(reduce_retracing=True, autograph=False)  # the last batch is smaller
         def step(inputs, targets):
             per_replica = strategy.run(replica_step, args=(inputs, targets))
-            return {key: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+            return {key: strategy.gather(value, axis=0) if key in task.gathered
+                    else strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
                     for key, value in per_replica.items()}
 
         return step

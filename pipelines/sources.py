@@ -66,7 +66,9 @@ class Source:
     possibly only the crop window) or decoded uint8 images. ``masks`` is set for
     sources with per-pixel labels: uint8 ``[H, W]`` class indices (255 = ignore), one per
     element of ``dataset`` and in the same order, named by ``mask_class_names``
-    (background first). ``skipped`` lists files left out under ``bad_files="skip"``;
+    (background first). ``boxes`` is set for sources with object boxes (detection): per
+    element, float32 ``[M, 4]`` boxes ``(ymin, xmin, ymax, xmax)`` in pixels and int32 ``[M]``
+    class indices into ``class_names``, padded with class -1 to the source's largest count. ``skipped`` lists files left out under ``bad_files="skip"``;
     ``files`` the files of this split, for folder sources.
     """
 
@@ -79,6 +81,7 @@ class Source:
     skipped: tuple = ()
     files: tuple = ()
     mask_class_names: tuple | None = None
+    boxes: tf.data.Dataset | None = None
 
 
 def load_source(spec, split: str = "train", *, data_dir: str | None = None, download: bool = False,
@@ -123,11 +126,12 @@ def check_split(split: str) -> None:
 
 
 def from_arrays(images, labels, *, class_names=None, name: str = "arrays", masks=None,
-                mask_class_names=None) -> Source:
+                mask_class_names=None, instances=None) -> Source:
     """In-memory uint8 images ``[N, H, W, C]`` (or ``[N, H, W]``) and integer labels ``[N]``.
 
     ``masks``, uint8 ``[N, H, W]`` class indices (255 = ignore), are named by ``mask_class_names``,
-    else ``"0"`` to ``"K-1"`` up to the largest value below 255.
+    else ``"0"`` to ``"K-1"`` up to the largest value below 255. ``instances[i]`` lists image ``i``'s
+    objects as ``(class, (ymin, xmin, ymax, xmax))`` in pixels (``shapes.make_scenes``' form).
     """
     images = np.asarray(images)
     labels = np.asarray(labels)
@@ -156,8 +160,38 @@ def from_arrays(images, labels, *, class_names=None, name: str = "arrays", masks
         if mask_class_names is None:
             mask_class_names = numbered(int(masks[masks != IGNORE].max(initial=0)))
         mask_class_names = tuple(mask_class_names)
+    box_ds = None
+    if instances is not None:
+        if len(instances) != len(images):
+            raise ValueError(f"instances must list the objects of each of the {len(images)} images, got "
+                             f"{len(instances)} lists")
+        boxes, box_classes = pad_instances(instances, len(class_names), images.shape[1:3])
+        box_ds = tf.data.Dataset.from_tensor_slices((boxes, box_classes))
     return Source(name, dataset, class_names, len(images), encoded=False, masks=mask_ds,
-                  mask_class_names=mask_class_names)
+                  mask_class_names=mask_class_names, boxes=box_ds)
+
+
+def pad_instances(instances, num_classes: int, image_shape=None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image object lists -> boxes float32 ``[N, M, 4]`` and classes int32 ``[N, M]`` (padding: class -1).
+
+    Refuses boxes that are empty, inverted or outside the image, and classes outside
+    ``[0, num_classes)``, naming the image and the object.
+    """
+    most = max((len(objects) for objects in instances), default=0)
+    boxes = np.zeros((len(instances), max(most, 1), 4), np.float32)
+    classes = np.full((len(instances), max(most, 1)), -1, np.int32)
+    for i, objects in enumerate(instances):
+        for j, (label, box) in enumerate(objects):
+            ymin, xmin, ymax, xmax = (float(v) for v in box)
+            inside = image_shape is None or (ymin >= 0 and xmin >= 0 and ymax <= image_shape[0]
+                                             and xmax <= image_shape[1])
+            if not (ymax > ymin and xmax > xmin and inside):
+                raise ValueError(f"image {i}, object {j}: box {tuple(box)} must be (ymin, xmin, ymax, xmax) pixels "
+                                 f"with ymin < ymax and xmin < xmax inside the image {tuple(image_shape or ())}")
+            if not 0 <= int(label) < num_classes:
+                raise ValueError(f"image {i}, object {j}: class {label} is not in [0, {num_classes})")
+            boxes[i, j], classes[i, j] = (ymin, xmin, ymax, xmax), int(label)
+    return boxes, classes
 
 
 def numbered(top: int) -> tuple:
@@ -202,9 +236,9 @@ def shapes_source(split: str) -> Source:
 
 def scenes_source(split: str) -> Source:
     """Several shapes per image (``shapes.load_scenes``); the label is the class covering the most pixels."""
-    images, masks, _ = shapes.load_scenes(split)
+    images, masks, instances = shapes.load_scenes(split)
     return from_arrays(images, shapes.scene_labels(masks), class_names=list(shapes.CLASS_NAMES), name="scenes",
-                       masks=masks, mask_class_names=shapes.MASK_CLASS_NAMES)
+                       masks=masks, mask_class_names=shapes.MASK_CLASS_NAMES, instances=instances)
 
 
 def tfds_source(name: str, split: str, *, data_dir: str | None, download: bool, masks: bool = False) -> Source:

@@ -155,7 +155,7 @@ def _run(session: Session, callbacks) -> dict:
     # Batch norm (pipelines/batchnorm.py): precise statistics, identical on every replica, before each evaluation.
     bn_statistics = BatchNormStatistics(model, session.strategy, dist_train, sync=config.train.sync_bn,
                                         batches=min(config.train.precise_bn_batches, steps))
-    evaluate_replicas = DistributedEvaluator(model, session.strategy, task, num_classes)
+    evaluate_replicas = DistributedEvaluator(model, session.strategy, task, num_classes, config.model.task_options)
     callback_list = _callbacks(config, model, callbacks, epochs, steps, monitor)
     writers = {name: tf.summary.create_file_writer(work.logs(name)) for name in ("train", "validation")}
     model.stop_training = False  # EarlyStopping and user callbacks set it, as under fit
@@ -254,7 +254,7 @@ def _make_train_step(task: Task, model, optimizer, strategy, global_batch, jit, 
     scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     variables = model.trainable_variables
     scales = finetune.gradient_scales(model, config, variables)
-    options = task.resolve_options(config.model.task_options)
+    options = task.bind(model, task.resolve_options(config.model.task_options))
 
     def step(inputs, targets):
         with tf.GradientTape() as tape:
@@ -267,7 +267,7 @@ def _make_train_step(task: Task, model, optimizer, strategy, global_batch, jit, 
         gradients = tape.gradient(objective, variables)
         gradients = [g if scale == 1.0 else g * scale for g, scale in zip(gradients, scales)]
         optimizer.apply(gradients, variables)
-        return loss, task.train_score(targets, outputs)
+        return loss, task.train_score(targets, outputs, options)
 
     replica_step = tf.function(step, jit_compile=jit, autograph=False)
 

@@ -24,7 +24,9 @@ def _export(args) -> int:
 
         result = export_run(args.run_dir, args.base_path, version=args.version, top_k=args.top_k,
                             overwrite=args.overwrite, image_dtype=args.image_dtype,
-                            max_image_pixels=args.max_image_pixels)
+                            max_image_pixels=args.max_image_pixels,
+                            task_options={"score_threshold": args.score_threshold,
+                                          "max_detections": args.max_detections})
     print(f"exported version {result.version} to {result.path} "
           f"(SavedModel matches the Keras model to {result.max_abs_difference:.2g})")
     print(result.signatures)
@@ -229,6 +231,12 @@ def register(sub) -> None:
     export.add_argument("--max-image-pixels", type=int, default=4096 * 4096,
                         help="largest image (height x width) predict_image_bytes decodes; larger files are refused "
                              "with INVALID_ARGUMENT before decoding (default 16777216, 4096x4096)")
+    export.add_argument("--score-threshold", type=float,
+                        help="detection runs: the lowest score a served detection has (default: the run's "
+                             "model.task_options.score_threshold, 0.05)")
+    export.add_argument("--max-detections", type=int,
+                        help="detection runs: detections per image, the second dimension of detection_boxes "
+                             "(default: the run's model.task_options.max_detections, 100)")
     export.add_argument("--format", choices=["tf_saved_model", "litert"], default="tf_saved_model",
                         help="tf_saved_model (default) or litert: int8 BASE_PATH/model.tflite with float fallback")
     export.set_defaults(func=_export)

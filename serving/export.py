@@ -71,12 +71,14 @@ def versions(base_path: str) -> list[int]:
 def export(model, base_path: str, *, class_names, preprocessing: Preprocessing, version: int | None = None,
            top_k: int = 5, overwrite: bool = False, image_dtype: str = "uint8", model_name: str | None = None,
            training_config: str | None = None, warmup: bool = True, verify: bool = True,
-           max_image_pixels: int = DEFAULT_MAX_PIXELS, task: str = "classification") -> ExportResult:
+           max_image_pixels: int = DEFAULT_MAX_PIXELS, task: str = "classification",
+           task_options: dict | None = None) -> ExportResult:
     """Write ``base_path/<version>`` (the next integer unless ``version`` is given) and return where and what.
 
     ``task`` (``pipelines.tasks``) says what the signatures return. ``max_image_pixels``:
     ``predict_image_bytes`` refuses files whose header declares more pixels, with INVALID_ARGUMENT,
-    before decoding them (a 200 KB PNG can declare 8192x8192 pixels).
+    before decoding them (a 200 KB PNG can declare 8192x8192 pixels). ``task_options``: the
+    task's export settings (a detector's ``score_threshold``, ``iou_threshold``, ``max_detections``).
     """
     check_max_pixels(max_image_pixels)
     task = get_task(task)
@@ -92,7 +94,7 @@ def export(model, base_path: str, *, class_names, preprocessing: Preprocessing, 
                 "image_dtype": image_dtype, "preprocessing": json.loads(preprocessing.to_json()),
                 "max_image_pixels": max_image_pixels,
                 "signatures": {SIGNATURE_IMAGES: INPUT_IMAGES, SIGNATURE_BYTES: INPUT_BYTES},
-                **task.export_metadata(model)}
+                **task.export_metadata(model, task.resolve_options(task_options or {}))}
 
     def write(staging: str) -> float:
         _write_saved_model(task.serving_endpoints(model, preprocessing, metadata, max_image_pixels), model, staging)
@@ -177,15 +179,19 @@ def recover(base_path: str) -> list[str]:
 
 
 def export_run(run_dir: str, base_path: str, **options) -> ExportResult:
-    """Export a finished ``kcnn train`` run: its model, class names, preprocessing and config travel together."""
+    """Export a finished ``kcnn train`` run: its model, class names, preprocessing and config travel together.
+
+    ``task_options`` (a dict) overrides the run's ``model.task_options`` for the export; None values are ignored.
+    """
     from pipelines.evaluate import read_config
 
     run = RunDir(run_dir).require_finished()
     if "training_config" not in options:
         options["training_config"] = run.read_config_text()
-    task = getattr(read_config(run_dir).model, "task", "classification")
+    model_config = read_config(run_dir).model
+    overrides = {key: value for key, value in (options.pop("task_options", None) or {}).items() if value is not None}
     return export(run.load_model(), base_path, class_names=run.class_names(), preprocessing=run.preprocessing(),
-                  task=task, **options)
+                  task=model_config.task, task_options={**model_config.task_options, **overrides}, **options)
 
 
 def check_max_pixels(max_image_pixels) -> None:

@@ -10,8 +10,11 @@ declares, in one place, everything that differs between tasks:
   and the model the run trains;
 - ``loss`` (per example, averaged over the global batch by the training step) and
   ``train_score`` (a per-example figure summed over the batch: the training metric);
-- ``evaluation_sums`` (tensors summed over batches and replicas) and
-  ``evaluation_result`` (the figures made from those sums): validation and test;
+- ``bind``: the options made the model's (what the loss and evaluation need from the model
+  itself, such as a detector's locations);
+- ``evaluation_sums`` (tensors summed over batches and replicas, or, for the keys in
+  ``gathered``, concatenated) and ``evaluation_result`` (the figures made from them):
+  validation and test;
 - ``monitor``: the validation figure (higher is better) that picks ``best.keras``
   and drives early stopping; ``history_fields``: the columns of ``history.csv``;
 - ``finish``: the test figures of ``metrics.json`` and the plots of a finished run;
@@ -53,6 +56,7 @@ class Task:
     monitor = "accuracy"
     validation_extras: tuple = ()
     served_outputs: tuple = ()
+    gathered: tuple = ()  # evaluation_sums keys concatenated over batches and replicas instead of summed
 
     # --------------------------------------------------------------- configuration
     def resolve_options(self, given: dict) -> dict:
@@ -74,6 +78,10 @@ class Task:
         """The builder function the model section names; raises for a model this task cannot build."""
         raise NotImplementedError
 
+    def bind(self, model, options: dict) -> dict:
+        """``options`` with what the loss and the evaluation need from ``model`` (nothing, unless a task says)."""
+        return options
+
     def history_fields(self) -> tuple:
         return ("epoch", "loss", self.train_metric, "val_loss", f"val_{self.monitor}", *self.validation_extras,
                 "learning_rate", "images_per_second", "seconds")
@@ -88,8 +96,9 @@ class Task:
 
         return dataclasses.replace(spec, target=self.target)
 
-    def export_metadata(self, model) -> dict:
-        """What the exported graph needs beyond the class names and the preprocessing (kcnn.json)."""
+    def export_metadata(self, model, options: dict | None = None) -> dict:
+        """What the exported graph needs beyond the class names and the preprocessing (kcnn.json);
+        ``options``: the run's ``model.task_options`` with the export's overrides."""
         return {}
 
     def datasets(self, spec, split: str):
@@ -101,10 +110,10 @@ class Task:
     def loss(self, targets, outputs, options: dict, config):
         raise NotImplementedError
 
-    def train_score(self, targets, outputs):
+    def train_score(self, targets, outputs, options: dict | None = None):
         raise NotImplementedError
 
-    def evaluation_sums(self, targets, outputs, num_classes: int) -> dict:
+    def evaluation_sums(self, targets, outputs, num_classes: int, options: dict | None = None) -> dict:
         raise NotImplementedError
 
     def evaluation_result(self, sums: dict, keep_predictions: bool) -> dict:

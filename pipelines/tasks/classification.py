@@ -34,11 +34,11 @@ class Classification(Task):
         smoothing = config.optimizer.label_smoothing if config is not None else 0.0
         return keras.losses.categorical_crossentropy(_one_hot(targets, outputs), outputs, label_smoothing=smoothing)
 
-    def train_score(self, targets, outputs):
+    def train_score(self, targets, outputs, options=None):
         truth = tf.argmax(_one_hot(targets, outputs), -1)
         return tf.reduce_sum(tf.cast(tf.equal(tf.argmax(outputs, -1), truth), tf.float32))
 
-    def evaluation_sums(self, targets, outputs, num_classes):
+    def evaluation_sums(self, targets, outputs, num_classes, options=None):
         one_hot = _one_hot(targets, outputs)
         truth = tf.argmax(one_hot, -1, output_type=tf.int32)
         predicted = tf.argmax(outputs, -1, output_type=tf.int32)

@@ -135,13 +135,13 @@ class Segmentation(Task):
             loss += weight * soft_dice_loss(labels, outputs, valid)
         return loss
 
-    def train_score(self, targets, outputs):
+    def train_score(self, targets, outputs, options=None):
         """Pixel accuracy of each image (over its valid pixels), summed over the batch."""
         valid = tf.cast(tf.not_equal(targets, IGNORE), tf.float32)
         hits = tf.cast(tf.equal(tf.argmax(outputs, -1, output_type=tf.int32), targets), tf.float32) * valid
         return tf.reduce_sum(tf.reduce_sum(hits, [1, 2]) / tf.maximum(tf.reduce_sum(valid, [1, 2]), 1.0))
 
-    def evaluation_sums(self, targets, outputs, num_classes):
+    def evaluation_sums(self, targets, outputs, num_classes, options=None):
         valid = tf.not_equal(targets, IGNORE)
         truth = tf.boolean_mask(targets, valid)
         predicted = tf.boolean_mask(tf.argmax(outputs, -1, output_type=tf.int32), valid)

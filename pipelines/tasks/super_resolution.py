@@ -118,7 +118,7 @@ class SuperResolution(Task):
         network = Preprocessing(size // scale, 1, 1.0, (0.0,), (1.0,))
         return SuperResolutionSpec(dataclasses.replace(spec, preprocessing=network), scale, size)
 
-    def export_metadata(self, model):
+    def export_metadata(self, model, options=None):
         """The upscaling factor, measured on the model itself."""
         return {"scale": int(model(np.zeros((1, 8, 8, 1), np.float32)).shape[1]) // 8}
 
@@ -142,10 +142,10 @@ class SuperResolution(Task):
         """Mean squared error per image, the papers' objective."""
         return tf.reduce_mean(tf.square(tf.cast(outputs, tf.float32) - targets), [1, 2, 3])
 
-    def train_score(self, targets, outputs):
+    def train_score(self, targets, outputs, options=None):
         return tf.reduce_sum(_psnr(targets, outputs))
 
-    def evaluation_sums(self, targets, outputs, num_classes):
+    def evaluation_sums(self, targets, outputs, num_classes, options=None):
         return {"loss": tf.reduce_sum(self.loss(targets, outputs, {}, None)),
                 "psnr": tf.reduce_sum(_psnr(targets, outputs)),
                 "count": tf.cast(tf.shape(outputs)[0], tf.float32)}

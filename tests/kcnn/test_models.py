@@ -29,7 +29,7 @@ def test_registry_lists_every_public_builder():
     public = {name for name in kcnn.backbones.__all__ if name not in ("BACKBONES", "register")}
     assert public == set(ALL)
     assert ISSUE_NAMES <= set(ALL)
-    assert set(kcnn.list_heads()) == {"dense", "gap_linear", "fully_conv", "segmentation"}
+    assert set(kcnn.list_heads()) == {"dense", "fcos", "gap_linear", "fully_conv", "segmentation"}
     assert kcnn.list_backbones("resnet*") == ["resnet18", "resnet34", "resnet50"]
     assert kcnn.list_heads("*conv*") == ["fully_conv"]
 

@@ -13,10 +13,10 @@ from pipelines.tasks.segmentation import IGNORE, palette, scores_from_confusion,
 
 
 def test_the_registry_holds_every_task_and_names_the_closest_on_a_miss():
-    assert TASKS.list() == ["classification", "segmentation", "super_resolution"]
+    assert TASKS.list() == ["classification", "detection", "segmentation", "super_resolution"]
     assert get_task(None) is get_task("classification")
     with pytest.raises(C.ConfigError, match=r"^model.task: unknown task 'segmentaton'. Did you mean 'segmentation'\? "
-                                            r"Available: classification, segmentation, super_resolution.$"):
+                                            r"Available: classification, detection, segmentation, super_resolution.$"):
         C.from_dict({"model": {"task": "segmentaton", "name": "lenet5"}})
 
 
