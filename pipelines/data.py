@@ -255,8 +255,8 @@ def _mask_pairs(src: Source):
 def _box_pairs(src: Source):
     """(image, (boxes, classes)) pairs for detection."""
     if src.boxes is None:
-        raise ValueError(f"target='boxes' needs a source with object boxes (scenes, coco:IMAGES_DIR:INSTANCES_JSON, a "
-                         f"TFDS detection data set such as voc); {src.name} has none")
+        raise ValueError(f"target='boxes' needs a source with object boxes (scenes, or arrays with instances: "
+                         f"pipelines.sources.from_arrays); {src.name} has none")
     return tf.data.Dataset.zip((src.dataset.map(lambda image, label: image), src.boxes))
 
 
