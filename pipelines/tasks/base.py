@@ -145,6 +145,34 @@ class Task:
         """``kcnn evaluate``: the figures of a finished run on ``split``, written to evaluation.json."""
         raise NotImplementedError
 
+    def evaluate_split(self, run_dir: str, tta: str, split: str | None):
+        """The shared part of ``evaluate_run`` for tasks scored by the distributed evaluator.
+
+        Refuses test-time augmentation, loads the run and runs ``DistributedEvaluator`` with
+        ``keep_predictions`` over ``split`` (the test split by default). Returns ``(run, class names,
+        split, result)``.
+        """
+        import tensorflow as tf
+
+        from pipelines.data import DataSpec
+        from pipelines.distributed_eval import DistributedEvaluator
+        from pipelines.evaluate import read_config
+        from pipelines.run_dir import RunDir
+
+        if tta != "none":
+            raise ValueError(f"test-time augmentation ({tta!r}) is for classification runs; evaluate a {self.name} "
+                             "run with tta='none' (--tta none)")
+        run = RunDir(run_dir)
+        config, model = read_config(run_dir), run.load_model()
+        spec = self.data_spec(DataSpec.from_config(config.data, preprocessing=run.preprocessing()), config.model)
+        split = split or spec.test_split
+        dataset, info = self.datasets(spec.evaluation(cache=False), split)
+        run.record_files(info)
+        names = run.class_names()
+        result = DistributedEvaluator(model, tf.distribute.get_strategy(), self, len(names),
+                                      config.model.task_options)(dataset, keep_predictions=True)
+        return run, names, split, result
+
     def format_evaluation(self, result: dict) -> str:
         raise NotImplementedError
 

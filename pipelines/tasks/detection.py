@@ -184,23 +184,9 @@ class Detection(Task):
         import json
 
         from pipelines import coco
-        from pipelines.data import DataSpec
-        from pipelines.distributed_eval import DistributedEvaluator
-        from pipelines.evaluate import read_config
-        from pipelines.run_dir import RunDir, atomic_write
+        from pipelines.run_dir import atomic_write
 
-        if tta != "none":
-            raise ValueError(f"test-time augmentation ({tta!r}) is for classification runs; evaluate a detection run "
-                             "with tta='none' (--tta none)")
-        run = RunDir(run_dir)
-        config, model = read_config(run_dir), run.load_model()
-        spec = self.data_spec(DataSpec.from_config(config.data, preprocessing=run.preprocessing()), config.model)
-        split = split or spec.test_split
-        dataset, info = self.datasets(spec.evaluation(cache=False), split)
-        run.record_files(info)
-        names = run.class_names()
-        result = DistributedEvaluator(model, tf.distribute.get_strategy(), self, len(names),
-                                      config.model.task_options)(dataset, keep_predictions=True)
+        run, names, split, result = self.evaluate_split(run_dir, tta, split)
         found = result["detections"]
         scores = coco.evaluate(coco.ground_truth(found["true_boxes"], found["true_classes"], names),
                                coco.results(found["boxes"], found["scores"], found["classes"], found["counts"]))

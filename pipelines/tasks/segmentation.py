@@ -182,24 +182,10 @@ class Segmentation(Task):
         """Pixel accuracy, per-class IoU and mean IoU of a finished run on ``split`` (the test split)."""
         import json
 
-        from pipelines.evaluate import read_config
-        from pipelines.run_dir import RunDir, atomic_write
-        from pipelines.data import DataSpec
-        from pipelines.distributed_eval import DistributedEvaluator
         from pipelines import report
+        from pipelines.run_dir import atomic_write
 
-        if tta != "none":
-            raise ValueError(f"test-time augmentation ({tta!r}) is for classification runs; evaluate a segmentation "
-                             "run with tta='none' (--tta none)")
-        run = RunDir(run_dir)
-        config, model = read_config(run_dir), run.load_model()
-        spec = self.data_spec(DataSpec.from_config(config.data, preprocessing=run.preprocessing()), config.model)
-        split = split or spec.test_split
-        dataset, info = self.datasets(spec.evaluation(cache=False), split)
-        run.record_files(info)
-        names = run.class_names()
-        result = DistributedEvaluator(model, tf.distribute.get_strategy(), self, len(names))(
-            dataset, keep_predictions=True)
+        run, names, split, result = self.evaluate_split(run_dir, tta, split)
         scores = scores_from_confusion(result["confusion_matrix"], names)
         out = {"task": self.name, "split": split, "tta": "none", "examples": result["count"],
                "pixel_accuracy": scores["pixel_accuracy"], "mean_iou": scores["mean_iou"], "iou": scores["iou"],
