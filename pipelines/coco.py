@@ -5,7 +5,8 @@
 in pixels, ``category_id`` = class + 1, ``area`` = the box's area, which sets the
 small / medium / large split at 32² and 96² pixels) and runs ``COCOeval(..., "bbox")``:
 AP averaged over IoU 0.50:0.05:0.95 (COCO's mAP), AP50, AP75, AP for small, medium and
-large objects, AR@100, and the AP of each class. Boxes are ``(ymin, xmin, ymax, xmax)``.
+large objects, AR@100, the AP of each class and each class's precision-recall curves at IoU 0.5
+and 0.75 (COCOeval's interpolated precision at 101 recall points). Boxes are ``(ymin, xmin, ymax, xmax)``.
 """
 
 from __future__ import annotations
@@ -51,10 +52,12 @@ def results(boxes, scores, classes, counts) -> list:
 
 
 def evaluate(truth: dict, detections: list) -> dict:
-    """pycocotools' box evaluation: ``{"map", "ap50", ..., "ar100", ..., "per_class": {name: AP}}``.
+    """pycocotools' box evaluation: ``{"map", "ap50", ..., "ar100", ..., "per_class": {name: AP}, "curves": ...}``.
 
-    With no detections at all every figure is 0 (pycocotools cannot load an empty result list); a
-    class with no ground truth has no AP (None) and stays out of the mean, as in COCOeval.
+    ``curves[name]`` = ``{"0.5": precision at recall 0, 0.01 .. 1, "0.75": ...}`` (area all, 100
+    detections; 0 where the recall is never reached). With no detections at all every figure is 0
+    (pycocotools cannot load an empty result list); a class with no ground truth has no AP (None) and
+    stays out of the mean, as in COCOeval.
     """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -63,7 +66,8 @@ def evaluate(truth: dict, detections: list) -> dict:
     if not detections:
         present = {a["category_id"] for a in truth["annotations"]}
         return {**{key: 0.0 for key in STAT_NAMES},
-                "per_class": {name: (0.0 if i + 1 in present else None) for i, name in enumerate(names)}}
+                "per_class": {name: (0.0 if i + 1 in present else None) for i, name in enumerate(names)},
+                "curves": {}}
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress and table
         gt = COCO()
         gt.dataset = {**truth, "info": {}, "licenses": []}
@@ -75,14 +79,16 @@ def evaluate(truth: dict, detections: list) -> dict:
         evaluator.summarize()
     stats = {key: max(float(value), 0.0) if value >= 0 else None
              for key, value in zip(STAT_NAMES, evaluator.stats)}
-    # precision [iou thresholds, recall points, classes, area ranges, max detections]: area "all", 100 detections
+    # precision [10 IoU thresholds, 101 recall points, classes, 4 area ranges, 3 max detections]: all, 100
     precision = evaluator.eval["precision"][:, :, :, 0, -1]
-    per_class = {}
+    per_class, curves = {}, {}
     for k, name in enumerate(names):
         values = precision[:, :, k]
         values = values[values > -1]
         per_class[name] = float(values.mean()) if values.size else None
-    return {**stats, "per_class": per_class}
+        curves[name] = {iou: np.maximum(precision[t, :, k], 0.0).round(4).tolist()
+                        for t, iou in ((0, "0.5"), (5, "0.75"))}
+    return {**stats, "per_class": per_class, "curves": curves}
 
 
 def coco_map(boxes_true, classes_true, class_names, boxes, scores, classes, counts) -> dict:

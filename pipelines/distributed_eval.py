@@ -52,7 +52,7 @@ class DistributedEvaluator:
                 value = np.asarray(value, np.float64)
                 sums[key] = value if key not in sums else sums[key] + value
         sums.update({key: np.concatenate(parts) for key, parts in gathered.items()})
-        return self.task.evaluation_result(sums, keep_predictions)
+        return self.task.evaluation_result(sums, keep_predictions, self.num_classes)
 
     def _make_step(self):
         model, strategy, task, num_classes, options = (self.model, self.strategy, self.task, self.num_classes,

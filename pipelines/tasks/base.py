@@ -116,7 +116,7 @@ class Task:
     def evaluation_sums(self, targets, outputs, num_classes: int, options: dict | None = None) -> dict:
         raise NotImplementedError
 
-    def evaluation_result(self, sums: dict, keep_predictions: bool) -> dict:
+    def evaluation_result(self, sums: dict, keep_predictions: bool, num_classes: int | None = None) -> dict:
         raise NotImplementedError
 
     def finish(self, run, model, history: list, test: dict, train_info, spec) -> dict:

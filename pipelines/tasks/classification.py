@@ -53,7 +53,7 @@ class Classification(Task):
             "confusion": tf.math.confusion_matrix(truth, predicted, num_classes, dtype=tf.float32),
         }
 
-    def evaluation_result(self, sums, keep_predictions):
+    def evaluation_result(self, sums, keep_predictions, num_classes=None):
         count = max(float(sums.get("count", 0.0)), 1.0)
         result = {"loss": float(sums.get("loss", 0.0)) / count, "accuracy": float(sums.get("correct", 0.0)) / count,
                   "top5_accuracy": float(sums.get("top5", 0.0)) / count, "count": int(sums.get("count", 0))}

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from kcnn import detection as fcos
+from pipelines import coco
 from pipelines.tasks.base import TASKS, Endpoint, ExportError, Task, call_signatures, sample_images
 from pipelines.tasks.classification import check_backbone_model
 
@@ -141,36 +142,32 @@ class Detection(Task):
                 "counts": found["counts"], "true_boxes": tf.cast(targets["boxes"], tf.float32),
                 "true_classes": targets["classes"]}
 
-    def evaluation_result(self, sums, keep_predictions):
-        from pipelines import coco
-
+    def evaluation_result(self, sums, keep_predictions, num_classes=None):
+        """COCO AP of the gathered detections (pycocotools); ``keep_predictions`` keeps them, the per-class
+        AP and the precision-recall curves, by class index (``finish`` and ``evaluate_run`` name them)."""
         count = max(float(sums.get("count", 0.0)), 1.0)
         result = {"loss": float(sums.get("loss", 0.0)) / count, "box_iou": float(sums.get("box_iou", 0.0)) / count,
                   "count": int(sums.get("count", 0))}
         if "true_classes" not in sums:
             return {**result, "map": 0.0, "ap50": 0.0}
-        names = [str(i) for i in range(_class_count(sums))]  # the per-class figures by index: finish names them
-        scores = coco.coco_map(sums["true_boxes"], sums["true_classes"], names, sums["boxes"], sums["scores"],
-                               sums["classes"], sums["counts"])
+        if num_classes is None:
+            raise ValueError("detection's evaluation_result needs num_classes (the detector's class count)")
+        scores = score_detections(sums, [str(k) for k in range(num_classes)])
         result.update({key: (value if value is not None else float("nan")) for key, value in scores.items()
-                       if key != "per_class"})
+                       if key not in ("per_class", "curves")})
         if keep_predictions:
-            result["per_class"] = scores["per_class"]
-            result["detections"] = {key: sums[key] for key in GATHERED}
+            result.update({"per_class": list(scores["per_class"].values()),
+                           "curves": list(scores["curves"].values()) if scores["curves"] else [],
+                           "detections": {key: sums[key] for key in GATHERED}})
         return result
 
     def finish(self, run, model, history, test, train_info, spec):
-        from pipelines import coco
-
         names = list(train_info.class_names)
-        found = test["detections"]
-        truth = coco.ground_truth(found["true_boxes"], found["true_classes"], names)
-        scores = coco.evaluate(truth, coco.results(found["boxes"], found["scores"], found["classes"],
-                                                   found["counts"]))
-        metrics = {f"test_{key}": value for key, value in scores.items() if key != "per_class"}
-        metrics.update({"test_per_class_ap": scores["per_class"], "test_loss": test["loss"],
+        metrics = {f"test_{key}": test[key] for key in coco.STAT_NAMES}
+        metrics.update({"test_per_class_ap": dict(zip(names, test["per_class"])), "test_loss": test["loss"],
                         "val_map": max((h["val_map"] for h in history), default=float("nan")),
-                        "test_pr": precision_recall(truth, found, names)})
+                        "test_pr": dict(zip(names, test["curves"]))})
+        metrics.update({key: None for key, value in metrics.items() if isinstance(value, float) and value != value})
         if run is not None:
             plot_precision_recall(metrics["test_pr"], run.plot("precision_recall"))
         return metrics
@@ -183,16 +180,14 @@ class Detection(Task):
         """COCO box AP of a finished run on ``split`` (the test split), written to evaluation.json."""
         import json
 
-        from pipelines import coco
         from pipelines.run_dir import atomic_write
 
         run, names, split, result = self.evaluate_split(run_dir, tta, split)
         found = result["detections"]
-        scores = coco.evaluate(coco.ground_truth(found["true_boxes"], found["true_classes"], names),
-                               coco.results(found["boxes"], found["scores"], found["classes"], found["counts"]))
         out = {"task": self.name, "split": split, "tta": "none", "examples": result["count"],
-               "objects": coco.count_objects(found["true_classes"]),
-               "detections": int(np.sum(found["counts"])), **scores}
+               "objects": coco.count_objects(found["true_classes"]), "detections": int(np.sum(found["counts"])),
+               **{key: result[key] for key in coco.STAT_NAMES}, "per_class": dict(zip(names, result["per_class"]))}
+        out.update({key: None for key, value in out.items() if isinstance(value, float) and value != value})
         atomic_write(run.evaluation("none"), json.dumps(out, indent=2))
         return out
 
@@ -309,11 +304,6 @@ class Detection(Task):
         ]
 
 
-def _class_count(sums) -> int:
-    largest = max(int(np.max(sums["true_classes"], initial=-1)), int(np.max(sums["classes"], initial=-1)))
-    return largest + 1
-
-
 def _model_image(image, preprocessing):
     """One image ``[H, W, C]`` (uint8 or float) -> the normalised ``[S, S, C]`` model input (stretched)."""
     from pipelines.preprocess import normalize, unit_images
@@ -379,32 +369,10 @@ def _png(image: np.ndarray) -> bytes:
     return tf.io.encode_png(image).numpy()
 
 
-def precision_recall(truth: dict, found: dict, names: list) -> dict:
-    """Per class, COCOeval's interpolated precision at 101 recall points, at IoU 0.5 and 0.75 (area all, 100)."""
-    import contextlib
-    import io
-
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    from pipelines import coco
-
-    detections = coco.results(found["boxes"], found["scores"], found["classes"], found["counts"])
-    if not detections:
-        return {}
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO()
-        gt.dataset = {**truth, "info": {}, "licenses": []}
-        gt.createIndex()
-        evaluator = COCOeval(gt, gt.loadRes(detections), "bbox")
-        evaluator.evaluate()
-        evaluator.accumulate()
-    precision = evaluator.eval["precision"]  # [10 IoUs, 101 recalls, classes, 4 areas, 3 max dets]
-    curves = {}
-    for k, name in enumerate(names):
-        curves[name] = {iou: np.maximum(precision[t, :, k, 0, -1], 0.0).round(4).tolist()
-                        for t, iou in ((0, "0.5"), (5, "0.75"))}
-    return curves
+def score_detections(found: dict, names: list) -> dict:
+    """pycocotools' figures (``pipelines.coco.evaluate``) of gathered detections and their ground truth."""
+    truth = coco.ground_truth(found["true_boxes"], found["true_classes"], names)
+    return coco.evaluate(truth, coco.results(found["boxes"], found["scores"], found["classes"], found["counts"]))
 
 
 def plot_precision_recall(curves: dict, path: str) -> str:

@@ -150,7 +150,7 @@ class Segmentation(Task):
                 "count": tf.cast(tf.shape(outputs)[0], tf.float32),
                 "confusion": tf.math.confusion_matrix(truth, predicted, num_classes, dtype=tf.float32)}
 
-    def evaluation_result(self, sums, keep_predictions):
+    def evaluation_result(self, sums, keep_predictions, num_classes=None):
         count = max(float(sums.get("count", 0.0)), 1.0)
         matrix = np.asarray(sums.get("confusion", np.zeros((1, 1))), np.int64)
         scores = scores_from_confusion(matrix)

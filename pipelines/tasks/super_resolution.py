@@ -150,7 +150,7 @@ class SuperResolution(Task):
                 "psnr": tf.reduce_sum(_psnr(targets, outputs)),
                 "count": tf.cast(tf.shape(outputs)[0], tf.float32)}
 
-    def evaluation_result(self, sums, keep_predictions):
+    def evaluation_result(self, sums, keep_predictions, num_classes=None):
         count = max(float(sums.get("count", 0.0)), 1.0)
         return {"loss": float(sums.get("loss", 0.0)) / count, "psnr": float(sums.get("psnr", 0.0)) / count,
                 "count": int(sums.get("count", 0))}

@@ -1,4 +1,4 @@
-"""Segmentation and super-resolution end to end: train, evaluate, report, export, serve over gRPC and REST, predict.
+"""Segmentation, super-resolution and detection end to end: train, evaluate, report, export, serve over gRPC and REST, predict.
 
 One tiny run of each task is trained once for the module (a few steps: the figures are not the point here,
 the shipped recipes' figures are measured in the closing notes); its export is served by kcnn's local server
@@ -36,13 +36,20 @@ SUPER_RESOLUTION = {"data": {"source": "photos", "image_size": 24, "batch_size":
                     "model": {"task": "super_resolution", "name": "espcn", "task_options": {"scale": 3}},
                     "optimizer": {"name": "adamw", "learning_rate": 0.001},
                     "train": {"epochs": 1, "steps_per_epoch": 3, "precise_bn_batches": 0}}
+DETECTION = {"data": {"source": "scenes", "image_size": 32, "channels": 3, "batch_size": 8, "augment": "cifar"},
+             "model": {"task": "detection", "name": "resnet18",
+                       "head_kwargs": {"levels": [2, 3], "extra_levels": 0, "channels": 16, "convs": 1},
+                       "task_options": {"size_boundaries": [8], "max_detections": 20}},
+             "optimizer": {"name": "adamw", "learning_rate": 0.001},
+             "train": {"epochs": 1, "steps_per_epoch": 2, "precise_bn_batches": 0}}
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("task-runs")
     out = {}
-    for name, raw in (("segmentation", SEGMENTATION), ("super_resolution", SUPER_RESOLUTION)):
+    for name, raw in (("segmentation", SEGMENTATION), ("super_resolution", SUPER_RESOLUTION),
+                      ("detection", DETECTION)):
         run_dir = str(root / "runs" / name)
         metrics = train(C.from_dict(json.loads(json.dumps(raw))), run_dir, verbose=False)
         export = export_run(run_dir, str(root / "models" / name))
@@ -176,3 +183,85 @@ def test_served_upscaled_images_equal_in_process_ones_and_kcnn_predict_writes_th
     written = tf.io.decode_png((tmp_path / "out" / "small_upscaled.png").read_bytes()).numpy()
     assert np.abs(written.astype(int) - expected[0].astype(int)).max() <= 1
     assert capsys.readouterr().out.strip().endswith("(51x39)")
+
+
+def test_a_detection_run_scores_coco_ap_and_reports_per_class_ap_and_curves(runs):
+    outcomes, _ = runs
+    run_dir, metrics, _ = outcomes["detection"]
+    assert metrics["task"] == "detection"
+    names = json.load(open(os.path.join(run_dir, "class_names.json")))
+    assert names == ["circle", "square", "triangle"]
+    assert sorted(metrics["test_per_class_ap"]) == sorted(names) and sorted(metrics["test_pr"]) == sorted(names)
+    assert all(len(curve["0.5"]) == 101 for curve in metrics["test_pr"].values())  # COCOeval's recall points
+    with open(os.path.join(run_dir, "history.csv")) as handle:
+        assert handle.readline().strip() == ("epoch,loss,box_iou,val_loss,val_map,val_ap50,"
+                                             "learning_rate,images_per_second,seconds")
+    result = evaluate(run_dir)  # the same detections scored again by pycocotools
+    for key in ("map", "ap50", "ap75"):
+        assert result[key] == pytest.approx(metrics[f"test_{key}"], abs=1e-9)
+    assert result["per_class"] == pytest.approx(metrics["test_per_class_ap"], abs=1e-9)
+    assert format_evaluation(result).splitlines()[0].startswith(
+        f"test split, 120 images, {result['objects']} objects, {result['detections']} detections: mAP@[.5:.95]")
+    page = open(os.path.join(run_dir, "report.html"), encoding="utf-8").read()
+    for heading in ("COCO box AP (pycocotools)", "Per-class AP@[.5:.95]", "Precision-recall at IoU 0.5 and 0.75",
+                    "Test images: truth (left), detections (right)"):
+        assert f"<h2>{heading}</h2>" in page
+
+
+def test_served_detections_equal_in_process_ones_over_grpc_for_arrays_and_bytes(runs):
+    from pipelines.run_dir import RunDir
+    from pipelines.tasks.detection import _model_image, served
+
+    outcomes, server = runs
+    run_dir, _, export = outcomes["detection"]
+    run = RunDir(run_dir)
+    model, spec = run.load_model(), run.preprocessing()
+    meta = json.load(open(os.path.join(export.path, "assets.extra", "kcnn.json")))
+    images = _scene_images(size=45)  # another size than the model's: boxes come back normalised to the image
+    inputs = tf.stack([_model_image(tf.constant(image), spec) for image in images])
+    expected = {k: v.numpy() for k, v in served(model, inputs, spec, meta["detection"],
+                                                tf.constant(meta["class_names"])).items()}
+    got = _grpc_predict(server, "detection", "serving_default", "images", images)
+    assert got["detection_boxes"].shape == (3, 20, 4) and got["detection_boxes"].dtype == np.float32
+    assert got["num_detections"].dtype == np.float32 and got["detection_classes"].dtype == np.float32
+    np.testing.assert_array_equal(got["num_detections"], expected["num_detections"])
+    np.testing.assert_array_equal(got["detection_classes"], expected["detection_classes"])
+    np.testing.assert_allclose(got["detection_boxes"], expected["detection_boxes"], atol=1e-5)
+    np.testing.assert_allclose(got["detection_scores"], expected["detection_scores"], atol=1e-5)
+    assert set(np.unique(got["detection_classes"][got["detection_scores"] > 0])) <= {1.0, 2.0, 3.0}  # 1-based
+    from_bytes = _grpc_predict(server, "detection", "predict_image_bytes", "image_bytes",
+                               np.array([png(image) for image in images], dtype=object))
+    np.testing.assert_array_equal(from_bytes["num_detections"], expected["num_detections"])
+    np.testing.assert_allclose(from_bytes["detection_boxes"], expected["detection_boxes"], atol=1e-5)
+    count = int(expected["num_detections"][0])
+    assert [n.decode() for n in from_bytes["detection_class_names"][0][:count]] == [
+        meta["class_names"][int(c) - 1] for c in expected["detection_classes"][0][:count]]
+    assert set(from_bytes["detection_class_names"][0][count:].tolist()) <= {b""}
+    signatures = describe_signatures(export.path)
+    assert "outputs['detection_boxes'] tensor_info:\n        dtype: DT_FLOAT\n        shape: (-1, 20, 4)" in signatures
+
+
+def test_rest_returns_detections_per_instance_and_kcnn_predict_draws_them(runs, tmp_path, capsys):
+    import http.client
+
+    from kcnn.cli import main
+
+    outcomes, server = runs
+    image = _scene_images(1, size=48)[0]
+    body = json.dumps({"signature_name": "predict_image_bytes",
+                       "instances": [{"image_bytes": {"b64": base64.b64encode(png(image)).decode()}}]})
+    connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=30)
+    connection.request("POST", "/v1/models/detection:predict", body)
+    prediction = json.loads(connection.getresponse().read())["predictions"][0]
+    assert np.asarray(prediction["detection_boxes"]).shape == (20, 4)
+    assert isinstance(prediction["num_detections"], float)
+    path = tmp_path / "scene.png"
+    path.write_bytes(png(image))
+    assert main(["predict", str(path), "--server", f"127.0.0.1:{server.port}", "--model", "detection",
+                 "--out-dir", str(tmp_path / "out")]) == 0
+    assert os.listdir(tmp_path / "out") == ["scene_boxes.png"]
+    drawn = tf.io.decode_png((tmp_path / "out" / "scene_boxes.png").read_bytes()).numpy()
+    assert drawn.shape == (240, 240, 3)  # magnified x5 so labels stay readable
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"{path} -> {tmp_path / 'out' / 'scene_boxes.png'} (")
+    assert f"({int(prediction['num_detections'])} detections: " in line
