@@ -1,5 +1,16 @@
-"""COCO box evaluation by pycocotools, the reference implementation, from arrays of boxes.
+"""COCO: box evaluation by pycocotools (the reference implementation), and the ``coco:ROOT`` source.
 
+**Source.** ``coco:ROOT`` reads data laid out as COCO ships it: ``ROOT/annotations/instances_<S>.json``
+(the ``instances`` format: ``images`` with ``id``/``file_name``/``height``/``width``, ``annotations``
+with ``image_id``/``category_id``/``bbox`` = ``[x, y, width, height]`` pixels/``iscrowd``,
+``categories`` with ``id``/``name``) beside the image folder ``ROOT/<S>/`` (COCO 2017:
+``instances_val2017.json`` and ``val2017/``; a folder ``ROOT/images/`` serves every split). ``S``
+starts with the split's name (``validation`` also takes ``val``). Categories become classes 0..K-1 in
+the order of their ids, named by their names; crowd annotations (``iscrowd: 1``) are left out of the
+targets, boxes are clipped to the image and those left empty dropped; images without annotations stay
+(negatives).
+
+**Evaluation.**
 ``evaluate(truth, detections)`` builds the ground truth and the results as COCO's
 ``instances`` JSON and result list would hold them (``bbox`` = ``[x, y, width, height]``
 in pixels, ``category_id`` = class + 1, ``area`` = the box's area, which sets the
@@ -12,9 +23,16 @@ and 0.75 (COCOeval's interpolated precision at 101 recall points). Boxes are ``(
 from __future__ import annotations
 
 import contextlib
+import glob
 import io
+import json
+import logging
+import os
 
 import numpy as np
+
+log = logging.getLogger(__name__)
+SPLIT_PREFIXES = {"train": ("train",), "validation": ("validation", "val"), "test": ("test",)}
 
 STAT_NAMES = ("map", "ap50", "ap75", "ap_small", "ap_medium", "ap_large", "ar1", "ar10", "ar100", "ar_small",
               "ar_medium", "ar_large")
@@ -98,3 +116,83 @@ def coco_map(boxes_true, classes_true, class_names, boxes, scores, classes, coun
 
 def count_objects(classes) -> int:
     return int(np.sum(np.asarray(classes) >= 0))
+
+
+# --------------------------------------------------------------------------------------- the source
+
+
+def instances_file(root: str, split: str) -> tuple[str, str]:
+    """``(annotations JSON, image folder)`` of ``split`` under ``root`` (see the module docstring)."""
+    found = []
+    for prefix in SPLIT_PREFIXES.get(split, (split,)):
+        found += sorted(glob.glob(os.path.join(root, "annotations", f"instances_{glob.escape(prefix)}*.json")))
+    if not found:
+        present = sorted(os.path.basename(p) for p in glob.glob(os.path.join(root, "annotations", "*.json")))
+        raise FileNotFoundError(
+            f"coco:{root} has no annotations/instances_{SPLIT_PREFIXES.get(split, (split,))[0]}*.json for the "
+            f"{split} split (found: {', '.join(present) or 'none'}); add one, or name another split with "
+            f"data.{'test' if split == 'test' else split}_split (COCO 2017 has train and val only)")
+    path = found[0]
+    stem = os.path.basename(path)[len("instances_"):-len(".json")]
+    for images in (os.path.join(root, stem), os.path.join(root, "images")):
+        if os.path.isdir(images):
+            return path, images
+    raise FileNotFoundError(f"coco:{root}: no image folder for {os.path.basename(path)}; put the images in "
+                            f"{os.path.join(root, stem)} (or {os.path.join(root, 'images')})")
+
+
+def read_instances(path: str) -> dict:
+    """The parts of an ``instances`` JSON kcnn uses, checked: a clear error naming the file and the field."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} is not a readable COCO instances JSON ({error})") from None
+    for field in ("images", "annotations", "categories"):
+        if not isinstance(data, dict) or not isinstance(data.get(field), list):
+            raise ValueError(f"{path} is not a COCO instances JSON: it has no {field!r} list")
+    return data
+
+
+def instances_arrays(data: dict, path: str = "annotations") -> dict:
+    """Files, padded boxes ``[N, M, 4]`` (ymin, xmin, ymax, xmax pixels) and classes ``[N, M]`` (-1 pads)."""
+    categories = sorted(data["categories"], key=lambda c: c["id"])
+    index_of = {c["id"]: k for k, c in enumerate(categories)}
+    by_image = {image["id"]: [] for image in data["images"]}
+    crowd = empty = 0
+    for number, note in enumerate(data["annotations"]):
+        try:
+            image_id, category, (x, y, w, h) = note["image_id"], note["category_id"], note["bbox"]
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{path}: annotation {number} needs image_id, category_id and bbox [x, y, width, "
+                             f"height], got {json.dumps(note)[:200]}") from None
+        if image_id not in by_image or category not in index_of:
+            what = "image_id" if image_id not in by_image else "category_id"
+            raise ValueError(f"{path}: annotation {number} has {what} {note[what]} that no entry of "
+                             f"{'images' if what == 'image_id' else 'categories'} has")
+        if note.get("iscrowd", 0):
+            crowd += 1
+            continue
+        by_image[image_id].append((index_of[category], (float(y), float(x), float(y) + h, float(x) + w)))
+    files, boxes, classes = [], [], []
+    for image in data["images"]:
+        height, width = float(image.get("height", 0) or np.inf), float(image.get("width", 0) or np.inf)
+        kept = []
+        for label, (ymin, xmin, ymax, xmax) in by_image[image["id"]]:
+            ymin, xmin, ymax, xmax = max(ymin, 0.0), max(xmin, 0.0), min(ymax, height), min(xmax, width)
+            if ymax > ymin and xmax > xmin:
+                kept.append((label, (ymin, xmin, ymax, xmax)))
+            else:
+                empty += 1
+        files.append(image["file_name"])
+        boxes.append([b for _, b in kept])
+        classes.append([c for c, _ in kept])
+    if crowd or empty:
+        log.info("%s: left out %d crowd annotations and %d boxes empty inside their image", path, crowd, empty)
+    most = max([len(c) for c in classes] + [1])
+    padded = np.zeros((len(files), most, 4), np.float32)
+    labels = np.full((len(files), most), -1, np.int32)
+    for i, (image_boxes, image_classes) in enumerate(zip(boxes, classes)):
+        padded[i, :len(image_boxes)] = np.reshape(image_boxes, (-1, 4))
+        labels[i, :len(image_classes)] = image_classes
+    return {"files": files, "boxes": padded, "classes": labels, "class_names": [str(c["name"]) for c in categories]}

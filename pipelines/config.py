@@ -30,7 +30,9 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class DataConfig:
     source: str = key("digits", "where images come from: digits, shapes, scenes, tfds:NAME, folder:PATH, "
-                                "tfrecord:GLOB ({split} in the glob becomes the split name); super_resolution: photos")
+                                "tfrecord:GLOB ({split} in the glob becomes the split name); detection: also "
+                                "coco:ROOT (annotations/instances_<split>.json beside the image folder); "
+                                "super_resolution: photos")
     image_size: int = key(32, "side of the square model input, in pixels")
     channels: int = key(3, "1 (grey) or 3 (RGB); files are decoded to RGB and converted by luminance")
     batch_size: int = key(64, "global batch size (divided over the replicas)")

@@ -189,7 +189,7 @@ def make_dataset(spec: DataSpec, split: str = "train", *, repeat: bool = False, 
     boxes = spec.target == "boxes"
     src = load_source(spec.source, split, data_dir=spec.data_dir, download=spec.download, bad_files=spec.bad_files,
                       split_fractions=spec.split_fractions, split_seed=spec.split_seed,
-                      class_names=spec.class_names, masks=masks)
+                      class_names=spec.class_names, masks=masks, boxes=boxes)
     seed = secrets.randbits(31) if spec.seed is None else int(spec.seed)
     dataset = _mask_pairs(src) if masks else _box_pairs(src) if boxes else src.dataset
     dataset = dataset.cache() if spec.cache else dataset
@@ -255,8 +255,9 @@ def _mask_pairs(src: Source):
 def _box_pairs(src: Source):
     """(image, (boxes, classes)) pairs for detection."""
     if src.boxes is None:
-        raise ValueError(f"target='boxes' needs a source with object boxes (scenes, or arrays with instances: "
-                         f"pipelines.sources.from_arrays); {src.name} has none")
+        raise ValueError(f"target='boxes' needs a source with object boxes (scenes, coco:ROOT, a TFDS data set "
+                         f"with objects such as tfds:voc, or arrays with instances: pipelines.sources.from_arrays); "
+                         f"{src.name} has none")
     return tf.data.Dataset.zip((src.dataset.map(lambda image, label: image), src.boxes))
 
 

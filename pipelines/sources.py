@@ -14,6 +14,11 @@ to ignore, the VOC convention), and ``Source.mask_class_names``, background firs
 (:func:`pipelines.mask_folder.segmentation_folder`);
 ``tfds:NAME`` data sets with a ``segmentation_mask`` feature, when asked with
 ``masks=True``.
+
+Sources with object boxes (detection) also give ``Source.boxes``: ``scenes``, ``coco:ROOT``
+(COCO's layout: ``ROOT/annotations/instances_<split>.json`` and the image folder, see
+``pipelines.coco``), and ``tfds:NAME`` data sets with an ``objects`` feature holding ``bbox`` and
+``label`` (``voc``, ``coco``) when asked with ``boxes=True``.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ FEATURE_IMAGE = "image/encoded"
 FEATURE_LABEL = "image/class/label"
 FEATURE_TEXT = "image/class/text"
 CLASS_NAMES_FILE = "class_names.txt"
-SOURCE_KINDS = ("digits", "shapes", "scenes", "tfds:NAME", "folder:PATH", "tfrecord:GLOB",
+SOURCE_KINDS = ("digits", "shapes", "scenes", "tfds:NAME", "folder:PATH", "coco:ROOT", "tfrecord:GLOB",
                 "(images, labels) numpy arrays")
 IGNORE = 255  # the mask value of pixels without a class (the VOC convention)
 TFDS_MASK = "segmentation_mask"
@@ -68,7 +73,8 @@ class Source:
     element of ``dataset`` and in the same order, named by ``mask_class_names``
     (background first). ``boxes`` is set for sources with object boxes (detection): per
     element, float32 ``[M, 4]`` boxes ``(ymin, xmin, ymax, xmax)`` in pixels and int32 ``[M]``
-    class indices into ``class_names``, padded with class -1 to the source's largest count. ``skipped`` lists files left out under ``bad_files="skip"``;
+    class indices into ``class_names``, padded with class -1 (to the source's largest count, or per
+    element for TFDS). ``skipped`` lists files left out under ``bad_files="skip"``;
     ``files`` the files of this split, for folder sources.
     """
 
@@ -86,11 +92,12 @@ class Source:
 
 def load_source(spec, split: str = "train", *, data_dir: str | None = None, download: bool = False,
                 bad_files: str = "error", class_names=None, split_fractions=FOLDER_SPLIT_FRACTIONS,
-                split_seed: int = 0, masks: bool = False) -> Source:
+                split_seed: int = 0, masks: bool = False, boxes: bool = False) -> Source:
     """Resolve a source spec (see the module docstring) and one of its splits.
 
     ``masks=True`` asks a TFDS data set for its segmentation masks as well (a pass over the
     split's masks counts the classes); every other source with masks always gives them.
+    ``boxes=True`` asks a TFDS data set for its objects' boxes, which then name the classes.
     """
     if isinstance(spec, (tuple, list)) and len(spec) == 2:
         return from_arrays(*spec, class_names=class_names)
@@ -104,7 +111,12 @@ def load_source(spec, split: str = "train", *, data_dir: str | None = None, down
     if kind == "scenes" and not argument:
         return scenes_source(split)
     if kind == "tfds" and argument:
+        if boxes:
+            return tfds_objects_source(argument, split, data_dir=data_dir, download=download)
         return tfds_source(argument, split, data_dir=data_dir, download=download, masks=masks)
+    if kind == "coco" and argument:
+        check_split(split)
+        return coco_source(argument, split)
     if kind == "folder" and argument:
         from pipelines import mask_folder
 
@@ -241,6 +253,10 @@ def scenes_source(split: str) -> Source:
                        masks=masks, mask_class_names=shapes.MASK_CLASS_NAMES, instances=instances)
 
 
+def tfds_directory(data_dir: str | None) -> str:
+    return os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets"))
+
+
 def tfds_source(name: str, split: str, *, data_dir: str | None, download: bool, masks: bool = False) -> Source:
     """A TensorFlow Datasets data set, read as (image, label) pairs; nothing is downloaded unless asked.
 
@@ -248,12 +264,73 @@ def tfds_source(name: str, split: str, *, data_dir: str | None, download: bool, 
     the channel squeezed and its values as stored (the pets' trimaps: 1 pet, 2 background, 3 border),
     named by the feature's class names if it has them, else "0" up to the largest value in the split.
     """
+    directory = tfds_directory(data_dir)
+    dataset, info = _tfds_load(name, split, directory, download, as_supervised=True, with_info=True)
+    label = info.features["label"]
+    dataset = dataset.map(lambda image, y: (image, tf.cast(y, tf.int32)))
+    count = _split_count(info, split, dataset)
+    mask_ds, mask_names = _tfds_masks(name, split, directory, info) if masks else (None, None)
+    return Source(f"tfds:{name}", dataset, list(label.names), count, encoded=False, masks=mask_ds,
+                  mask_class_names=mask_names)
+
+
+def tfds_objects_source(name: str, split: str, *, data_dir: str | None, download: bool) -> Source:
+    """A TFDS detection data set (``voc``, ``coco``): images and ``objects`` boxes, named by ``objects/label``.
+
+    Boxes come in TFDS' ``BBoxFeature`` form (``ymin, xmin, ymax, xmax`` in [0, 1]) and are scaled to
+    the image's pixels; objects marked ``is_crowd`` (COCO) or ``is_difficult`` (VOC) are left out of the
+    targets, as detectors' training recipes do. Each image's label is its first object's class. The
+    boxes' pass reads the images' sizes from their headers without decoding them.
+    """
     import tensorflow_datasets as tfds
 
-    directory = os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets"))
+    from pipelines.image_header import image_dimensions
+
+    directory = tfds_directory(data_dir)
+    info = _tfds_builder(name, directory).info
+    features = info.features
+    objects = features["objects"] if "objects" in features.keys() else None
+    if objects is None or not {"bbox", "label"} <= set(getattr(objects, "keys", lambda: ())()):
+        raise ValueError(f"tfds:{name} has no object boxes (an 'objects' feature with 'bbox' and 'label'); "
+                         "detection takes voc, coco or another data set that has them")
+    dataset = _tfds_load(name, split, directory, download)
+    undecoded = _tfds_load(name, split, directory, download, decoders={"image": tfds.decode.SkipDecoding()})
+    names = list(objects["label"].names)
+
+    def targets(example):
+        found, image = example["objects"], example["image"]
+        keep = tf.ones_like(found["label"], tf.bool)
+        for flag in ("is_crowd", "is_difficult"):
+            if flag in found:
+                keep &= ~tf.cast(found[flag], tf.bool)
+        size = image_dimensions(image) if image.dtype == tf.string else tf.shape(image)[:2]
+        shape = tf.cast(size, tf.float32)
+        boxes = tf.boolean_mask(tf.cast(found["bbox"], tf.float32), keep) * tf.tile(shape, [2])
+        return boxes, tf.cast(tf.boolean_mask(found["label"], keep), tf.int32)
+
+    def pair(example):
+        labels = tf.cast(example["objects"]["label"], tf.int32)
+        return example["image"], tf.cond(tf.size(labels) > 0, lambda: labels[0], lambda: tf.constant(-1))
+
+    count = _split_count(info, split, dataset)
+    return Source(f"tfds:{name}", dataset.map(pair), names, count, encoded=False, boxes=undecoded.map(targets))
+
+
+def _tfds_builder(name: str, directory: str):
+    import tensorflow_datasets as tfds
+
     try:
-        dataset, info = tfds.load(name, split=split, data_dir=directory, download=download, as_supervised=True,
-                                  with_info=True, shuffle_files=False)
+        return tfds.builder(name, data_dir=directory)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise ValueError(f"TFDS has no data set named {name!r}; see `tfds.list_builders()` for the names") from None
+
+
+def _tfds_load(name: str, split: str, directory: str, download: bool, **options):
+    """``tfds.load`` in the files' order, with clear errors: no such data set, not prepared, no such split."""
+    import tensorflow_datasets as tfds
+
+    try:
+        return tfds.load(name, split=split, data_dir=directory, download=download, shuffle_files=False, **options)
     except tfds.core.registered.DatasetNotFoundError:
         raise ValueError(f"TFDS has no data set named {name!r}; see `tfds.list_builders()` for the names") from None
     except AssertionError as error:
@@ -261,22 +338,38 @@ def tfds_source(name: str, split: str, *, data_dir: str | None, download: bool, 
             raise
         raise DatasetNotPrepared(
             f"TFDS data set {name!r} is not prepared in {directory}. Prepare it once with "
-            f"`tfds build {name} --data_dir {directory}` (or pass download=True), then run again"
-        ) from None
+            f"`tfds build {name} --data_dir {directory}` (or pass download=True), then run again") from None
     except ValueError as error:
         if "split" not in str(error).lower():
             raise
         raise ValueError(f"{name} has no split {split!r}; its splits: {', '.join(info_splits(name, directory))}") \
             from None
-    label = info.features["label"]
-    dataset = dataset.map(lambda image, y: (image, tf.cast(y, tf.int32)))
+
+
+def _split_count(info, split: str, dataset) -> int:
     try:
-        count = int(info.splits[split].num_examples)
+        return int(info.splits[split].num_examples)
     except KeyError:  # split metadata missing (TFDS mock data): count the examples
-        count = int(dataset.reduce(0, lambda n, _: n + 1))
-    mask_ds, mask_names = _tfds_masks(name, split, directory, info) if masks else (None, None)
-    return Source(f"tfds:{name}", dataset, list(label.names), count, encoded=False, masks=mask_ds,
-                  mask_class_names=mask_names)
+        return int(dataset.reduce(0, lambda n, _: n + 1))
+
+
+def coco_source(root: str, split: str) -> Source:
+    """``coco:ROOT``: images of COCO's layout as encoded files, with their boxes (``pipelines.coco``)."""
+    from pipelines import coco
+
+    path, image_dir = coco.instances_file(root, split)
+    arrays = coco.instances_arrays(coco.read_instances(path), path)
+    files = [os.path.join(image_dir, name) for name in arrays["files"]]
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing:
+        raise FileNotFoundError(f"{path} lists {len(missing)} images that are not in {image_dir}, for example "
+                                f"{missing[0]}; copy them there or remove them from the JSON")
+    first = np.where(arrays["classes"][:, :1] >= 0, arrays["classes"][:, :1], -1)[:, 0]
+    dataset = tf.data.Dataset.from_tensor_slices((files, first)).map(
+        lambda file, label: (tf.io.read_file(file), label))
+    boxes = tf.data.Dataset.from_tensor_slices((arrays["boxes"], arrays["classes"]))
+    return Source(f"coco:{root}", dataset, arrays["class_names"], len(files), encoded=True, boxes=boxes,
+                  files=tuple(files))
 
 
 def _tfds_masks(name: str, split: str, directory: str, info):

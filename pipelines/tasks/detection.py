@@ -412,7 +412,7 @@ def _overlay_section(run, count: int) -> str:
     task = TASKS.get("detection")
     spec = task.data_spec(DataSpec.from_config(run.config.data, preprocessing=RunDir(run.path).preprocessing()),
                           run.config.model)
-    source = load_source(spec.source, spec.test_split, data_dir=spec.data_dir)
+    source = load_source(spec.source, spec.test_split, data_dir=spec.data_dir, boxes=True)
     names = list(run.class_names)
     options = task.bind(run.model, task.resolve_options(run.config.model.task_options))
     pictures, figures = [], []

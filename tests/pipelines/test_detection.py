@@ -67,3 +67,115 @@ def test_fcos_head_lays_out_one_row_per_location():
                        head_kwargs={"levels": (2, 3, 4), "extra_levels": 0, "channels": 64, "convs": 2})
     assert model.output_shape == (None, 16 * 16 + 8 * 8 + 4 * 4, 3 + 5)
     assert fcos.decoder_of(model).strides == [4, 8, 16]
+
+
+# ------------------------------------------------------------------------------- COCO and TFDS sources
+
+
+def _coco_folder(root, count=4):
+    """Scenes written in COCO's layout: val2017/*.png and annotations/instances_val2017.json.
+
+    Category ids 3, 7, 11 (COCO's ids have gaps), one crowd annotation, one box reaching past its image
+    (COCO's boxes do) and one image without objects.
+    """
+    from pipelines.shapes import make_scenes
+
+    images, _, instances = make_scenes(count, size=40, seed=5)
+    (root / "val2017").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    ids = (3, 7, 11)
+    data = {"images": [], "annotations": [], "categories": [{"id": i, "name": n}
+                                                             for i, n in zip(ids, ("circle", "square", "triangle"))]}
+    for index, image in enumerate(images):
+        (root / "val2017" / f"{index:012d}.png").write_bytes(tf.io.encode_png(image).numpy())
+        data["images"].append({"id": 100 + index, "file_name": f"{index:012d}.png", "height": 40, "width": 40})
+        for label, (ymin, xmin, ymax, xmax) in (instances[index] if index < count - 1 else []):
+            data["annotations"].append({"id": len(data["annotations"]) + 1, "image_id": 100 + index,
+                                        "category_id": ids[label], "bbox": [xmin, ymin, xmax - xmin, ymax - ymin],
+                                        "area": (xmax - xmin) * (ymax - ymin), "iscrowd": 0})
+    data["annotations"][0]["bbox"][2] += 50  # past the right edge: clipped to the image
+    data["annotations"].append({"id": 999, "image_id": 100, "category_id": 3, "bbox": [0, 0, 40, 40], "area": 1600,
+                                "iscrowd": 1})
+    path = root / "annotations" / "instances_val2017.json"
+    path.write_text(__import__("json").dumps(data))
+    return path, images, instances
+
+
+def test_a_coco_folder_gives_the_boxes_pycocotools_reads_from_its_json(tmp_path):
+    from pycocotools.coco import COCO
+
+    from pipelines.data import load_dataset
+    from pipelines.sources import load_source
+
+    path, _, instances = _coco_folder(tmp_path)
+    source = load_source(f"coco:{tmp_path}", "validation")
+    assert source.class_names == ["circle", "square", "triangle"] and source.num_examples == 4 and source.encoded
+    reference = COCO(str(path))  # the reference reader of the format
+    category_index = {c: k for k, c in enumerate(sorted(reference.getCatIds()))}
+    for image_id, (boxes, classes) in zip(sorted(reference.getImgIds()), source.boxes):
+        notes = reference.loadAnns(reference.getAnnIds(imgIds=[image_id], iscrowd=False))
+        expected = [(y, x, min(y + h, 40.0), min(x + w, 40.0)) for x, y, w, h in (n["bbox"] for n in notes)]
+        kept = classes.numpy() >= 0
+        assert classes.numpy()[kept].tolist() == [category_index[n["category_id"]] for n in notes]
+        np.testing.assert_allclose(boxes.numpy()[kept], np.reshape(expected, (-1, 4)))  # the wide box ends at 40
+    dataset, info = load_dataset(f"coco:{tmp_path}", "validation", image_size=20, batch_size=4, target="boxes")
+    _, targets = next(iter(dataset))
+    first = [box for label, box in instances[0]]
+    np.testing.assert_allclose(targets["boxes"][0, 1:len(first)].numpy(), np.array(first[1:]) / 2.0)  # 40 -> 20
+    assert targets["classes"][3].numpy().max() == -1  # the image without objects stays, as a negative
+    with pytest.raises(FileNotFoundError, match=r"has no annotations/instances_test\*\.json for the test split "
+                                                r"\(found: instances_val2017\.json\).*data\.test_split"):
+        load_source(f"coco:{tmp_path}", "test")
+
+
+def test_coco_json_errors_name_the_file_and_the_annotation(tmp_path):
+    from pipelines.sources import load_source
+
+    path, _, _ = _coco_folder(tmp_path, count=2)
+    data = __import__("json").loads(path.read_text())
+    data["annotations"][1]["category_id"] = 42
+    path.write_text(__import__("json").dumps(data))
+    with pytest.raises(ValueError, match=rf"{path}: annotation 1 has category_id 42 that no entry of categories has"):
+        load_source(f"coco:{tmp_path}", "validation")
+    (tmp_path / "val2017" / "000000000001.png").unlink()
+    data["annotations"][1]["category_id"] = 3
+    path.write_text(__import__("json").dumps(data))
+    with pytest.raises(FileNotFoundError, match=r"lists 1 images that are not in .*val2017, for example"):
+        load_source(f"coco:{tmp_path}", "validation")
+
+
+def mock_voc(self, split, decoders=None, read_config=None, shuffle_files=False):
+    """voc-like examples: normalised boxes, labels and the is_difficult flag, consistent per object."""
+
+    def examples():
+        for index in range(3):
+            height, width = 20 + 4 * index, 40
+            yield {"image": np.full((height, width, 3), 50 * index, np.uint8), "objects": {
+                "bbox": np.array([[0.1, 0.2, 0.5, 0.6], [0.5, 0.0, 1.0, 0.25]], np.float32),
+                "label": np.array([index, 19], np.int64), "is_difficult": np.array([False, index == 1])}}
+
+    return tf.data.Dataset.from_generator(examples, output_signature={
+        "image": tf.TensorSpec([None, None, 3], tf.uint8),
+        "objects": {"bbox": tf.TensorSpec([None, 4], tf.float32), "label": tf.TensorSpec([None], tf.int64),
+                    "is_difficult": tf.TensorSpec([None], tf.bool)}})
+
+
+def test_tfds_voc_objects_become_pixel_boxes_without_the_difficult_ones(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    from pipelines.data import load_dataset
+    from pipelines.sources import load_source
+
+    with tfds.testing.mock_data(as_dataset_fn=mock_voc):
+        source = load_source("tfds:voc/2007", "train", data_dir=str(tmp_path), boxes=True)
+        assert len(source.class_names) == 20 and source.class_names[19] == "tvmonitor"  # VOC's label names
+        found = [(b.numpy(), c.numpy()) for b, c in source.boxes]
+        np.testing.assert_allclose(found[0][0], [[2, 8, 10, 24], [10, 0, 20, 10]], atol=1e-5)  # 20 x 40 pixels
+        assert [c.tolist() for _, c in found] == [[0, 19], [1], [2, 19]]  # image 1's difficult object left out
+        np.testing.assert_allclose(found[2][0][1], [14, 0, 28, 10], atol=1e-5)  # 28 x 40
+        dataset, info = load_dataset("tfds:voc/2007", "train", image_size=16, batch_size=3, target="boxes",
+                                     data_dir=str(tmp_path))
+        images, targets = next(iter(dataset))
+        assert images.shape == (3, 16, 16, 3) and targets["boxes"].shape == (3, 100, 4)
+        np.testing.assert_allclose(targets["boxes"][0, 0].numpy(), [1.6, 3.2, 8.0, 9.6], atol=1e-4)
+    with pytest.raises(ValueError, match="tfds:mnist has no object boxes"):
+        load_source("tfds:mnist", "train", data_dir=str(tmp_path), boxes=True)
