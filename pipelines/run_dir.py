@@ -177,7 +177,7 @@ class RunDir:
     def load_model(self):
         import keras
 
-        import kcnn  # noqa: F401  (registers kcnn's custom layers before loading)
+        import kcnn.layers  # noqa: F401  (registers kcnn's custom layers before loading)
 
         return keras.saving.load_model(self.model, safe_mode=True)
 

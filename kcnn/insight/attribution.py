@@ -111,9 +111,14 @@ def grad_cam(model, images, class_index=None, *, layer=None) -> np.ndarray:
     """
     batch = as_batch(images)
     activations, grad, _ = activation_gradients(model, layer, batch, class_index)
+    return cam_of(activations, grad, batch.shape[1:3])
+
+
+def cam_of(activations: np.ndarray, grad: np.ndarray, size: tuple) -> np.ndarray:
+    """Grad-CAM's map from activations and their gradients ``[N, h, w, k]``, at ``size``, scaled to [0, 1]."""
     weights = grad.mean(axis=(1, 2), keepdims=True)
     cam = np.maximum((weights * activations).sum(-1), 0.0)
-    return _normalise(_resize(cam, batch.shape[1:3]))
+    return _normalise(_resize(cam, size))
 
 
 def grad_cam_plus_plus(model, images, class_index=None, *, layer=None) -> np.ndarray:

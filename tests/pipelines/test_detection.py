@@ -179,3 +179,44 @@ def test_tfds_voc_objects_become_pixel_boxes_without_the_difficult_ones(tmp_path
         np.testing.assert_allclose(targets["boxes"][0, 0].numpy(), [1.6, 3.2, 8.0, 9.6], atol=1e-4)
     with pytest.raises(ValueError, match="tfds:mnist has no object boxes"):
         load_source("tfds:mnist", "train", data_dir=str(tmp_path), boxes=True)
+
+
+# ------------------------------------------------------------------------------ Grad-CAM of a detection
+
+
+def test_grad_cam_of_a_detection_explains_the_box_nms_keeps_first_with_the_gradients_tf_gives():
+    from kcnn.insight import detection_grad_cam
+    from pipelines.tasks.detection import detect
+
+    model = kcnn.build("resnet18", num_classes=3, head="fcos", input_shape=(32, 32, 3),
+                       head_kwargs={"levels": (2, 3), "extra_levels": 0, "channels": 16, "convs": 1})
+    image = np.random.default_rng(3).normal(size=(32, 32, 3)).astype(np.float32)
+    explained = detection_grad_cam(model, image)
+    outputs = model(image[None], training=False)
+    first = detect(outputs, 3, 32, {"max_detections": 5, "iou_threshold": 0.6, "score_threshold": 0.0})
+    assert explained.class_index == int(first["classes"][0, 0])
+    assert explained.score == pytest.approx(float(first["scores"][0, 0]), abs=1e-6)
+    np.testing.assert_allclose(np.array(explained.box) / 32, np.clip(first["boxes"][0, 0].numpy(), 0, 1), atol=1e-5)
+    assert explained.layer == f"fcos_p{explained.level}" and explained.heatmap.shape == (32, 32)
+    # HiResCAM by TensorFlow's own tape on a model split at the layer: relu(sum_k A * dlogit/dA), bilinear, [0, 1]
+    import keras
+
+    from kcnn.insight.graph import run_graph
+
+    layer = model.get_layer(explained.layer)
+    activations = tf.constant(keras.Model(model.inputs, layer.output)(image[None]))
+    with tf.GradientTape() as tape:
+        tape.watch(activations)
+        out = run_graph(model, image[None], wanted=model.outputs[0], replace={layer.output: activations})
+        logit = out[0, explained.location, explained.class_index]
+    grad = tape.gradient(logit, activations)
+    cam = tf.nn.relu(tf.reduce_sum(activations * grad, -1))[..., None]
+    cam = tf.image.resize(cam, (32, 32), method="bilinear")[..., 0].numpy()[0]
+    cam = (cam - cam.min()) / (cam.max() - cam.min())
+    np.testing.assert_allclose(explained.heatmap, cam, atol=1e-5)
+    other = detection_grad_cam(model, image, location=0, class_index=2, method="grad_cam")
+    assert (other.location, other.class_index, other.level) == (0, 2, 2)
+    with pytest.raises(ValueError, match="method must be one of hires_cam, grad_cam, got 'cam'"):
+        detection_grad_cam(model, image, method="cam")
+    with pytest.raises(ValueError, match=r"location must be in \[0, 80\) and class_index in \[0, 3\), got 80 and 0"):
+        detection_grad_cam(model, image, location=80, class_index=0)
