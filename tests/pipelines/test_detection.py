@@ -220,3 +220,19 @@ def test_grad_cam_of_a_detection_explains_the_box_nms_keeps_first_with_the_gradi
         detection_grad_cam(model, image, method="cam")
     with pytest.raises(ValueError, match=r"location must be in \[0, 80\) and class_index in \[0, 3\), got 80 and 0"):
         detection_grad_cam(model, image, location=80, class_index=0)
+
+
+def test_the_papers_detector_on_resnet50_has_torchvisions_fcos_parameter_count():
+    # torchvision.models.detection.FCOS_ResNet50_FPN_Weights.COCO_V1.meta["num_params"] == 32_269_600: ResNet-50
+    # with FrozenBatchNorm2d (statistics and affine as buffers, not parameters), FPN P3-P5 plus P6/P7 from P5,
+    # 4 conv-GroupNorm-ReLU layers of 256 channels per tower, 91 COCO classes. kcnn's head also learns one box
+    # scale per level (the paper's exp(s_i x)), which torchvision's head does not: 5 more.
+    import keras
+
+    model = kcnn.build("resnet50", num_classes=91, head="fcos", input_shape=(256, 256, 3))
+    total = sum(int(np.prod(v.shape)) for v in model.weights)
+    batch_norm = sum(int(np.prod(v.shape)) for layer in model.layers
+                     if isinstance(layer, keras.layers.BatchNormalization) for v in layer.weights)
+    scales = [layer for layer in model.layers if isinstance(layer, fcos.LevelScale)]
+    assert len(scales) == 5 and fcos.decoder_of(model).strides == [8, 16, 32, 64, 128]
+    assert total - batch_norm - len(scales) == 32_269_600
