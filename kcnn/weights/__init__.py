@@ -20,7 +20,7 @@ from kcnn.weights.preprocessing import Preprocessing
 from kcnn.weights.sources import CheckpointError, normalise_torch_names, read_checkpoint
 
 __all__ = ["CHECKPOINTS", "CheckpointError", "CheckpointSpec", "Preprocessing", "builder_hint", "checkpoint_for",
-           "checkpoint_spec", "fetch", "load_weights", "preprocessing"]
+           "checkpoint_spec", "fetch", "load_backbone_weights", "load_weights", "preprocessing"]
 
 
 def load_weights(model: keras.Model, source, *, skip_head: bool = False, architecture: str | None = None) -> CheckpointSpec:
@@ -52,6 +52,17 @@ def load_weights(model: keras.Model, source, *, skip_head: bool = False, archite
                           bn_epsilon=spec.bn_epsilon, builder_hint=builder_hint(spec))
     _assign.assign(writes)
     return spec
+
+
+def load_backbone_weights(backbone: keras.Model, name: str, weights, source: str | None = None) -> CheckpointSpec:
+    """Load ``weights`` (``"imagenet"``, fetched into the Keras cache, or a checkpoint file) into a backbone
+    built alone, without a head (``kcnn.backbones.vgg19(...)``: style transfer's feature extractor).
+
+    ``name`` is the catalog's architecture (``"vgg19"``); a checkpoint with a classifier (a
+    keras.applications file with its top, a torchvision state dict) gives its backbone tensors only.
+    """
+    _, path = checkpoint_for(name, weights, source)
+    return load_weights(backbone, path, skip_head=True, architecture=name)
 
 
 def checkpoint_spec(name: str, weights: str, source: str | None = None) -> CheckpointSpec:

@@ -156,3 +156,24 @@ def test_perceptual_loss_trains_the_stylizer_with_fit():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert np.isfinite(float(sum(parts.values())))
+
+
+def test_vgg19_features_load_a_keras_applications_checkpoint(tmp_path):
+    # The documented path for real stylisation (weights= a file, or "imagenet" fetched to the same loader)
+    # crashed with AttributeError: kcnn.weights had no load_backbone_weights. keras.applications' VGG-19 with
+    # random weights, saved in its published files' legacy .h5 layout, is the other side's definition.
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    reference = keras.applications.VGG19(include_top=False, weights=None, input_shape=(32, 32, 3))
+    path = str(tmp_path / "vgg19_notop.h5")
+    with h5py.File(path, "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, reference)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no random-weights warning once weights are given
+        extractor = style.vgg19_features(("block3_conv4_act",), weights=path)
+    images = RNG.uniform(-50, 50, (2, 32, 32, 3)).astype("float32")
+    expected = keras.Model(reference.inputs, reference.get_layer("block3_conv4").output)(images)
+    got = extractor.model(images)
+    got = got[0] if isinstance(got, (list, tuple)) else got
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-4, atol=1e-3)

@@ -72,6 +72,17 @@ def _grpc_predict(server, model: str, signature: str, name: str, tensor):
     return {key: tf.make_ndarray(value) for key, value in response.outputs.items()}
 
 
+def _rest_predict_bytes(server, model: str, encoded: bytes) -> dict:
+    """One image's prediction over REST (api_rest.md: binary inputs as {"b64": ...}, row format)."""
+    import http.client
+
+    body = json.dumps({"signature_name": "predict_image_bytes",
+                       "instances": [{"image_bytes": {"b64": base64.b64encode(encoded).decode()}}]})
+    connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=30)
+    connection.request("POST", f"/v1/models/{model}:predict", body)
+    return json.loads(connection.getresponse().read())["predictions"][0]
+
+
 def _scene_images(count=3, size=40):
     from pipelines.shapes import make_scenes
 
@@ -124,18 +135,11 @@ def test_served_class_maps_equal_in_process_predictions_pixel_for_pixel(runs):
 
 
 def test_rest_returns_the_mask_png_as_b64_and_kcnn_predict_writes_overlays(runs, tmp_path, capsys):
-    import http.client
-
     from kcnn.cli import main
 
     outcomes, server = runs
     image = _scene_images(1, size=48)[0]
-    body = json.dumps({"signature_name": "predict_image_bytes",
-                       "instances": [{"image_bytes": {"b64": base64.b64encode(png(image)).decode()}}]})
-    connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=30)
-    connection.request("POST", "/v1/models/segmentation:predict", body)
-    answer = json.loads(connection.getresponse().read())
-    prediction = answer["predictions"][0]
+    prediction = _rest_predict_bytes(server, "segmentation", png(image))
     assert np.asarray(prediction["class_map"]).shape == (48, 48)
     mask = tf.io.decode_png(base64.b64decode(prediction["mask_png_bytes"]["b64"])).numpy()
     assert mask.shape == (48, 48, 3)
@@ -242,17 +246,11 @@ def test_served_detections_equal_in_process_ones_over_grpc_for_arrays_and_bytes(
 
 
 def test_rest_returns_detections_per_instance_and_kcnn_predict_draws_them(runs, tmp_path, capsys):
-    import http.client
-
     from kcnn.cli import main
 
     outcomes, server = runs
     image = _scene_images(1, size=48)[0]
-    body = json.dumps({"signature_name": "predict_image_bytes",
-                       "instances": [{"image_bytes": {"b64": base64.b64encode(png(image)).decode()}}]})
-    connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=30)
-    connection.request("POST", "/v1/models/detection:predict", body)
-    prediction = json.loads(connection.getresponse().read())["predictions"][0]
+    prediction = _rest_predict_bytes(server, "detection", png(image))
     assert np.asarray(prediction["detection_boxes"]).shape == (20, 4)
     assert isinstance(prediction["num_detections"], float)
     path = tmp_path / "scene.png"
