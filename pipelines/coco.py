@@ -130,8 +130,8 @@ def instances_file(root: str, split: str) -> tuple[str, str]:
         present = sorted(os.path.basename(p) for p in glob.glob(os.path.join(root, "annotations", "*.json")))
         raise FileNotFoundError(
             f"coco:{root} has no annotations/instances_{SPLIT_PREFIXES.get(split, (split,))[0]}*.json for the "
-            f"{split} split (found: {', '.join(present) or 'none'}); add one, or name another split with "
-            f"data.{'test' if split == 'test' else split}_split (COCO 2017 has train and val only)")
+            f"{split} split (found: {', '.join(present) or 'none'}); add one, or point data.train_split, "
+            f"data.validation_split or data.test_split at a split that has one (COCO 2017 has train and val only)")
     path = found[0]
     stem = os.path.basename(path)[len("instances_"):-len(".json")]
     for images in (os.path.join(root, stem), os.path.join(root, "images")):
