@@ -364,7 +364,7 @@ def coco_source(root: str, split: str) -> Source:
     if missing:
         raise FileNotFoundError(f"{path} lists {len(missing)} images that are not in {image_dir}, for example "
                                 f"{missing[0]}; copy them there or remove them from the JSON")
-    first = np.where(arrays["classes"][:, :1] >= 0, arrays["classes"][:, :1], -1)[:, 0]
+    first = arrays["classes"][:, 0]  # each image's label: its first object's class (-1 for none)
     dataset = tf.data.Dataset.from_tensor_slices((files, first)).map(
         lambda file, label: (tf.io.read_file(file), label))
     boxes = tf.data.Dataset.from_tensor_slices((arrays["boxes"], arrays["classes"]))
