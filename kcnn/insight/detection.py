@@ -62,17 +62,19 @@ def detection_grad_cam(model, image, *, location: int | None = None, class_index
     outputs = np.asarray(keras.ops.convert_to_numpy(model(batch, training=False)))
     num_classes = outputs.shape[-1] - 5
     scores = np.asarray(keras.ops.convert_to_numpy(fcos.scores(outputs, num_classes)))[0]
+    locations = scores.shape[0]
+    if (location is not None and not 0 <= int(location) < locations) or (
+            class_index is not None and not 0 <= int(class_index) < num_classes):
+        raise ValueError(f"location must be in [0, {locations}) and class_index in [0, {num_classes}), got "
+                         f"{location} and {class_index}")
     if location is None:
-        best = np.unravel_index(np.argmax(scores if class_index is None else scores[:, class_index]),
-                                scores.shape if class_index is None else scores.shape[:1])
+        ranked = scores if class_index is None else scores[:, int(class_index)]
+        best = np.unravel_index(np.argmax(ranked), ranked.shape)
         location = int(best[0])
         class_index = int(best[1]) if class_index is None else int(class_index)
     elif class_index is None:
         class_index = int(np.argmax(scores[int(location)]))
     location, class_index = int(location), int(class_index)
-    if not 0 <= location < scores.shape[0] or not 0 <= class_index < num_classes:
-        raise ValueError(f"location must be in [0, {scores.shape[0]}) and class_index in [0, {num_classes}), got "
-                         f"{location} and {class_index}")
     level = int(round(np.log2(decoder.points()[1][location])))
     if layer is None:
         layer = f"{decoder.name[:-len('_outputs')] if decoder.name.endswith('_outputs') else 'fcos'}_p{level}"

@@ -188,6 +188,9 @@ def test_grad_cam_of_a_detection_explains_the_box_nms_keeps_first_with_the_gradi
     from kcnn.insight import detection_grad_cam
     from pipelines.tasks.detection import detect
 
+    import keras
+
+    keras.utils.set_random_seed(0)
     model = kcnn.build("resnet18", num_classes=3, head="fcos", input_shape=(32, 32, 3),
                        head_kwargs={"levels": (2, 3), "extra_levels": 0, "channels": 16, "convs": 1})
     image = np.random.default_rng(3).normal(size=(32, 32, 3)).astype(np.float32)
@@ -196,11 +199,10 @@ def test_grad_cam_of_a_detection_explains_the_box_nms_keeps_first_with_the_gradi
     first = detect(outputs, 3, 32, {"max_detections": 5, "iou_threshold": 0.6, "score_threshold": 0.0})
     assert explained.class_index == int(first["classes"][0, 0])
     assert explained.score == pytest.approx(float(first["scores"][0, 0]), abs=1e-6)
-    np.testing.assert_allclose(np.array(explained.box) / 32, np.clip(first["boxes"][0, 0].numpy(), 0, 1), atol=1e-5)
+    # the served box is the raw one clipped to the image
+    np.testing.assert_allclose(np.clip(np.array(explained.box) / 32, 0, 1), first["boxes"][0, 0].numpy(), atol=1e-5)
     assert explained.layer == f"fcos_p{explained.level}" and explained.heatmap.shape == (32, 32)
     # HiResCAM by TensorFlow's own tape on a model split at the layer: relu(sum_k A * dlogit/dA), bilinear, [0, 1]
-    import keras
-
     from kcnn.insight.graph import run_graph
 
     layer = model.get_layer(explained.layer)
@@ -220,6 +222,8 @@ def test_grad_cam_of_a_detection_explains_the_box_nms_keeps_first_with_the_gradi
         detection_grad_cam(model, image, method="cam")
     with pytest.raises(ValueError, match=r"location must be in \[0, 80\) and class_index in \[0, 3\), got 80 and 0"):
         detection_grad_cam(model, image, location=80, class_index=0)
+    with pytest.raises(ValueError, match=r"location must be in \[0, 80\) and class_index in \[0, 3\), got None and 3"):
+        detection_grad_cam(model, image, class_index=3)
 
 
 def test_the_papers_detector_on_resnet50_has_torchvisions_fcos_parameter_count():
