@@ -87,22 +87,29 @@ def _jpeg(encoded):
     return shape[0], shape[1]
 
 
+# Each format's magic bytes as (offset, bytes) pairs that must all match; the first format matched wins.
+MAGIC = (("png", ((0, b"\x89PNG\r\n\x1a\n"),)), ("jpeg", ((0, b"\xff\xd8\xff"),)), ("gif", ((0, b"GIF87a"),)),
+         ("gif", ((0, b"GIF89a"),)), ("bmp", ((0, b"BM"),)), ("webp", ((0, b"RIFF"), (8, b"WEBP"))))
+FORMAT_NAMES = "JPEG, PNG, GIF, BMP or WebP"
+
+
 def image_format(encoded: tf.Tensor) -> tf.Tensor:
     """``"png"``, ``"jpeg"``, ``"gif"``, ``"bmp"``, ``"webp"`` or ``""`` from a file's magic bytes."""
     encoded = _header(encoded)
-    head = tf.strings.substr(encoded, 0, 4)
-    checks = [
-        ("png", tf.equal(tf.strings.substr(encoded, 0, 8), b"\x89PNG\r\n\x1a\n")),
-        ("jpeg", tf.equal(tf.strings.substr(encoded, 0, 3), b"\xff\xd8\xff")),
-        ("gif", tf.logical_or(tf.equal(tf.strings.substr(encoded, 0, 6), b"GIF87a"),
-                              tf.equal(tf.strings.substr(encoded, 0, 6), b"GIF89a"))),
-        ("bmp", tf.equal(tf.strings.substr(encoded, 0, 2), b"BM")),
-        ("webp", tf.logical_and(tf.equal(head, b"RIFF"), tf.equal(tf.strings.substr(encoded, 8, 4), b"WEBP"))),
-    ]
     result = tf.constant("")
-    for name, matched in reversed(checks):
+    for name, parts in reversed(MAGIC):
+        matched = tf.reduce_all([tf.equal(tf.strings.substr(encoded, offset, len(magic)), magic)
+                                 for offset, magic in parts])
         result = tf.where(matched, tf.constant(name), result)
     return result
+
+
+def file_format(data: bytes) -> str:
+    """``image_format`` in plain Python, for checking a file before it is sent anywhere."""
+    for name, parts in MAGIC:
+        if all(data[offset:offset + len(magic)] == magic for offset, magic in parts):
+            return name
+    return ""
 
 
 def image_dimensions(encoded: tf.Tensor) -> tf.Tensor:

@@ -51,6 +51,9 @@ class Preprocessing:
             raise ValueError(f"crop_fraction must be in (0, 1], got {self.crop_fraction!r}")
         for key in ("mean", "std"):
             values = tuple(float(v) for v in getattr(self, key))
+            if len(values) == 3 and self.channels == 1:
+                raise ValueError(f"{key} {values} has one value per RGB channel but the images are grey "
+                                 "(channels 1); set data.channels=3 (pretrained weights expect RGB) or give one value")
             if len(values) not in (1, self.channels):
                 raise ValueError(f"{key} needs 1 or {self.channels} values (one per channel), got {values}")
             object.__setattr__(self, key, values)

@@ -125,16 +125,21 @@ def _predict(args) -> int:
 
     if args.out_dir:
         return _predict_images(args)
-    results = {}
+    results = {path: ValueError(problem) for path, problem in _unreadable(args.images).items()}
+    sendable = [path for path in args.images if path not in results]
+    if not sendable:
+        for path, problem in results.items():
+            print(f"kcnn predict: {path}: {problem}", file=sys.stderr)
+        return 1
     try:
         with Client(args.server, args.model, timeout=args.timeout, for_cli=True) as client:
             try:
-                for image, prediction in zip(args.images, client.predict(args.images, version=args.version)):
+                for image, prediction in zip(sendable, client.predict(sendable, version=args.version)):
                     results[image] = prediction
             except ServingClientError as error:
-                if error.code != grpc.StatusCode.INVALID_ARGUMENT or len(args.images) == 1:
+                if error.code != grpc.StatusCode.INVALID_ARGUMENT or len(sendable) == 1:
                     raise
-                for image in args.images:  # one bad file among several: find it, answer the others
+                for image in sendable:  # one bad file among several: find it, answer the others
                     try:
                         results[image] = client.predict([image], version=args.version)[0]
                     except ServingClientError as one:
@@ -151,6 +156,7 @@ def _predict(args) -> int:
               f"kcnn export --top-k {args.top_k}", file=sys.stderr)
         return 2
     failed = 0
+    results = {image: results[image] for image in args.images if image in results}  # the order given
     for image, prediction in results.items():
         if isinstance(prediction, Exception):
             failed += 1
@@ -174,6 +180,24 @@ def _demo(args) -> int:
     return 0 if result["served_accuracy"] >= 0.9 else 1
 
 
+def _unreadable(paths) -> dict:
+    """``{path: problem}`` for the files whose first bytes are no format the exported graphs decode (missing
+    files are left to the client, which names them)."""
+    import os
+
+    from pipelines.image_header import FORMAT_NAMES, file_format
+
+    problems = {}
+    for path in paths:
+        if not os.path.isfile(path):
+            continue
+        with open(path, "rb") as handle:
+            if not file_format(handle.read(16)):
+                problems[path] = (f"not a {FORMAT_NAMES} image (the formats the exported graph decodes); "
+                                  "convert it or leave it out")
+    return problems
+
+
 def _predict_images(args) -> int:
     """Models that answer with pictures: a segmenter's masks and overlays, a super-resolution model's upscaled
     images (each task's ``write_predictions``), any other image-to-image model's (kcnn's stylizer) images as
@@ -189,6 +213,9 @@ def _predict_images(args) -> int:
         if not os.path.isfile(path):
             print(f"kcnn predict: {path}: no such file", file=sys.stderr)
             return 1
+    for path, problem in _unreadable(args.images).items():
+        print(f"kcnn predict: {path}: {problem}", file=sys.stderr)
+        return 1
     answers = []
     try:
         with Client(args.server, args.model, timeout=args.timeout, for_cli=True) as client:

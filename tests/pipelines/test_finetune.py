@@ -152,3 +152,7 @@ def test_null_normalisation_follows_the_pretrained_weights(tmp_path):
     assert (chosen.mean, chosen.std, chosen.crop_fraction) == ((0.1, 0.2, 0.3), (0.229, 0.224, 0.225), 1.0)
     with pytest.raises(finetune.FineTuneError, match="has no preprocessing.json; point it at a finished run"):
         spec(model={"weights": str(tmp_path)})
+    # A grey recipe with RGB weights: the fix is named (it said "mean needs 1 or 1 values (one per channel)").
+    with pytest.raises(ValueError, match=r"^mean \(0\.485, 0\.456, 0\.406\) has one value per RGB channel but the "
+                                         r"images are grey \(channels 1\); set data\.channels=3"):
+        spec(data={"channels": 1}, model={"name": "resnet18", "weights": str(checkpoint)})

@@ -238,7 +238,15 @@ def test_predict_names_the_bad_file_and_still_answers_the_others(tmp_path, capsy
         assert cli.main(["predict", "--server", target, "--model", "shapes", str(good), str(bad), "--top-k", "1"]) == 1
         out, err = capsys.readouterr()
         assert out.startswith(f"{good}: ") and str(bad) not in out
-        assert f"kcnn predict: {bad}: INVALID_ARGUMENT: " in err
+        # checked before sending: the file is named and nothing reaches the server for it
+        assert f"kcnn predict: {bad}: not a JPEG, PNG, GIF, BMP or WebP image" in err
+        truncated = tmp_path / "truncated.png"
+        truncated.write_bytes(png(images(1)[0])[:40])  # a PNG's header, then nothing: the server's decode says so
+        assert cli.main(["predict", "--server", target, "--model", "shapes", str(good), str(truncated)]) == 1
+        assert f"kcnn predict: {truncated}: INVALID_ARGUMENT: " in capsys.readouterr().err
+        assert cli.main(["predict", "--server", target, "--model", "shapes", str(bad)]) == 1  # alone, too
+        assert capsys.readouterr().err == (f"kcnn predict: {bad}: not a JPEG, PNG, GIF, BMP or WebP image (the "
+                                           "formats the exported graph decodes); convert it or leave it out\n")
         assert cli.main(["predict", "--server", target, "--model", "nope", str(good)]) == 1
         assert "Check --model and --version" in capsys.readouterr().err  # CLI words, not Python methods
     import keras
