@@ -14,7 +14,8 @@ def _visualize(args) -> int:
     from kcnn.insight import render
 
     written = render.visualize(args.target, args.method, args.out, layer=args.layer, images=args.images or [],
-                               units=args.units, steps=args.steps, mean=args.mean, std=args.std)
+                               units=args.units, steps=args.steps, mean=args.mean, std=args.std,
+                               log=lambda line: print(line, flush=True))
     for path in written:
         print(f"wrote {path}")
     return 0
@@ -34,13 +35,16 @@ def register(sub) -> None:
                              "saliency, smoothgrad, gradcam, gradcam++, occlusion: heatmaps of the predicted class")
     parser.add_argument("--layer", help="layer name (default: first convolution for filters, last convolution "
                                         "for gradcam, deconvnet and activations, the class scores for maximize)")
-    parser.add_argument("--images", nargs="+", metavar="FILE", help="image files (PNG, JPEG, ...) to explain")
+    parser.add_argument("--images", nargs="+", metavar="FILE", help="image files (PNG, JPEG, ...) to explain, or "
+                                                                   "directories of them; deconvnet and guided "
+                                                                   "take each unit's top 9 over all of them")
     parser.add_argument("--units", type=int, nargs="+", metavar="N",
-                        help="units (channels or classes) for maximize (default: the first 8)")
+                        help="units (channels or classes) for maximize (default: the first 8) and deconvnet/guided "
+                             "(default: the 4 most active over the images)")
     parser.add_argument("--steps", type=int, default=150, help="gradient-ascent steps for maximize (default 150)")
-    parser.add_argument("--mean", type=float, nargs="+", default=[0.0],
-                        help="per-channel mean for a bare MODEL.keras, on pixels in [0, 1] (a run directory "
-                             "uses its preprocessing.json)")
-    parser.add_argument("--std", type=float, nargs="+", default=[1.0], help="per-channel std, as --mean")
+    parser.add_argument("--mean", type=float, nargs="+",
+                        help="per-channel mean on pixels in [0, 1] (default: preprocessing.json in the run "
+                             "directory or beside MODEL.keras, else 0)")
+    parser.add_argument("--std", type=float, nargs="+", help="per-channel std, as --mean (else 1)")
     parser.add_argument("--out", required=True, metavar="DIR", help="directory for the PNG files")
     parser.set_defaults(func=_visualize)

@@ -29,7 +29,7 @@ CLASSIC = {
     "lenet5", "alexnet", "vgg11", "vgg13", "vgg16", "vgg19", "squeezenet1_0", "squeezenet1_1",
     "mobilenet_v1", "mobilenet_v2", "resnet18", "resnet34", "resnet50", "densenet121", "googlenet",
 }
-FAST_NEWER = {"efficientnet_b0", "mobilenet_v3_small", "regnetx_002"}
+FAST_NEWER = {"convnet", "efficientnet_b0", "mobilenet_v3_small", "regnetx_002"}
 
 
 # One more member of each newer family for the slow runs. The other variants of a family (EfficientNet B1-B7,

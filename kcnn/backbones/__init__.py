@@ -6,6 +6,7 @@ Each family lives in its own module; importing this package registers them all.
 
 from kcnn.backbones.alexnet import alexnet
 from kcnn.backbones.base import BACKBONES, register
+from kcnn.backbones.convnet import convnet
 from kcnn.backbones.densenet import densenet121
 from kcnn.backbones.efficientnet import (
     efficientnet_b0, efficientnet_b1, efficientnet_b2, efficientnet_b3, efficientnet_b4, efficientnet_b5,
@@ -30,7 +31,7 @@ from kcnn.backbones.squeezenet import squeezenet1_0, squeezenet1_1
 from kcnn.backbones.vgg import vgg11, vgg13, vgg16, vgg19
 
 __all__ = [
-    "BACKBONES", "register", "alexnet", "densenet121", "googlenet", "lenet5", "mobilenet_v1", "mobilenet_v2",
+    "BACKBONES", "register", "alexnet", "convnet", "densenet121", "googlenet", "lenet5", "mobilenet_v1", "mobilenet_v2",
     "resnet18", "resnet34", "resnet50", "squeezenet1_0", "squeezenet1_1", "vgg11", "vgg13", "vgg16", "vgg19",
     "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "efficientnet_b4",
     "efficientnet_b5", "efficientnet_b6", "efficientnet_b7",

@@ -107,3 +107,60 @@ def deconvnet(model, layer, unit: int, image, *, position=None):
 def guided_backprop(model, layer, unit: int, image, *, position=None):
     """Guided backpropagation of one unit (Springenberg et al. 2015)."""
     return project(model, layer, unit, image, rule="guided", position=position)
+
+
+def top_projections(model, layer, unit: int, images, *, k: int = 9, rule: str = "deconvnet"):
+    """Zeiler and Fergus' figure 2 for one unit: its ``k`` strongest activations over ``images`` (at most one
+    per image, as they take them over the validation set), each projected back to pixels.
+
+    Returns a list of dicts, strongest first: ``index`` (the image), ``position`` (row, column in the
+    feature map), ``activation``, ``projection`` and ``patch`` (the projection and the image cropped to the
+    unit's receptive field around that position, ``[r, r, C]``; edges outside the image are zero).
+    """
+    from kcnn.analysis import analyze
+
+    layer = get_layer(model, layer)
+    batch = as_batch(images)
+    tensor = layer.output
+    if len(tensor.shape) != 4:
+        raise ValueError(f"layer {layer.name!r} has output shape {tuple(tensor.shape)}; top_projections needs "
+                         "a 4-D feature map")
+    if not 0 <= unit < tensor.shape[-1]:
+        raise ValueError(f"unit must be in [0, {tensor.shape[-1]}) for layer {layer.name!r}, got {unit}")
+    maps = np.asarray(keras.ops.convert_to_numpy(run_graph(model, batch, wanted=tensor)))[..., unit]
+    strongest = maps.reshape(len(maps), -1).max(axis=1)
+    row = next(r for r in analyze(model, input_shape=tuple(batch.shape[1:])).layers if r.name == layer.name)
+    field, jump = row.receptive_field[:2], row.jump[:2]
+    results = []
+    for index in np.argsort(-strongest, kind="stable")[:k]:
+        position = tuple(int(i) for i in np.unravel_index(np.argmax(maps[index]), maps.shape[1:3]))
+        projection, _ = project(model, layer, unit, batch[index], rule=rule, position=position)
+        projection = np.asarray(projection)
+        support = np.nonzero(np.abs(projection).sum(axis=-1))
+        window = [_window(axis_support, p, f, j, size) for axis_support, p, f, j, size
+                  in zip(support, position, field, jump, batch.shape[1:3])]
+        results.append({"index": int(index), "position": position, "activation": float(strongest[index]),
+                        "projection": _crop(projection, window),
+                        "patch": _crop(np.asarray(batch[index]), window)})
+    return results
+
+
+def _window(support, position: int, field: int, jump: float, size: int) -> tuple:
+    """The receptive field of feature-map cell ``position`` along one axis: (first pixel, length).
+
+    The projection is zero outside the field, so the window is centred on the projection's extent
+    (``support``: the pixel indices where it is non-zero) and kept inside the image; its length is the
+    field's, from the analysis. An all-zero projection falls back on a "same"-padded cell's centre.
+    """
+    length = min(int(field), size)
+    centre = (int(support.min()) + int(support.max())) / 2 if len(support) else (position + 0.5) * jump - 0.5
+    return int(np.clip(round(centre - (length - 1) / 2), 0, size - length)), length
+
+
+def _crop(image: np.ndarray, window) -> np.ndarray:
+    (top, height), (left, width) = window
+    out = np.zeros((height, width, image.shape[-1]), image.dtype)
+    rows = slice(max(top, 0), min(top + height, image.shape[0]))
+    cols = slice(max(left, 0), min(left + width, image.shape[1]))
+    out[rows.start - top:rows.stop - top, cols.start - left:cols.stop - left] = image[rows, cols]
+    return out

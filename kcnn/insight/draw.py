@@ -74,19 +74,29 @@ def figure_png(figure, dpi: int = 100) -> bytes:
 
 
 def panels_png(panels, titles=(), *, columns: int | None = None, size: float = 2.2, suptitle: str | None = None,
-               dpi: int = 100) -> bytes:
-    """Images (``[H, W]`` grey or ``[H, W, 3]`` in [0, 1]) side by side with titles, as PNG bytes."""
+               heatmaps=None, dpi: int = 100) -> bytes:
+    """Images (``[H, W]`` grey or ``[H, W, 3]`` in [0, 1]) side by side with titles, as PNG bytes.
+
+    ``heatmaps`` maps panel indices to a colour-bar label: those ``[H, W]`` panels are drawn through
+    the jet colour map (the one :func:`overlay` blends) with a colour bar beside them.
+    """
     plt = _pyplot()
     panels = list(panels)
+    heatmaps = dict(heatmaps or {})
     columns = columns or len(panels)
     rows = -(-len(panels) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(size * columns, size * rows + (0.4 if suptitle else 0)),
-                                squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(size * columns + 0.5 * bool(heatmaps),
+                                                        size * rows + (0.4 if suptitle else 0)), squeeze=False)
     for i, axis in enumerate(axes.ravel()):
         axis.axis("off")
         if i < len(panels):
             panel = np.asarray(panels[i])
-            axis.imshow(panel, cmap="gray" if panel.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+            cmap = "jet" if i in heatmaps else ("gray" if panel.ndim == 2 else None)
+            shown = axis.imshow(panel, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+            if i in heatmaps:
+                bar = figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.04)
+                bar.set_label(heatmaps[i], fontsize=8)
+                bar.ax.tick_params(labelsize=7)
             if i < len(titles):
                 axis.set_title(titles[i], fontsize=9)
     if suptitle:
@@ -99,15 +109,35 @@ def save_panels(path: str, panels, titles=(), **kwargs) -> str:
     return atomic_write(path, panels_png(panels, titles, **kwargs))
 
 
-def grid_png(grid, *, title: str | None = None, scale: int = 8, dpi: int = 100) -> bytes:
-    """A :class:`kcnn.insight.features.Grid` as PNG bytes, tiles magnified without smoothing."""
+def grid_png(grid, *, title: str | None = None, scale: int = 8, dpi: int = 100, max_labels: int = 64,
+             colorbar: str | None = "each tile scaled to its own min (0) and max (1)") -> bytes:
+    """A :class:`kcnn.insight.features.Grid` as PNG bytes, tiles magnified without smoothing.
+
+    Up to ``max_labels`` tiles are labelled with ``grid.labels`` (channel numbers); grey tiles get a
+    colour bar saying what their shades mean (``colorbar`` is its label; None leaves it out).
+    """
     plt = _pyplot()
     canvas = tile_image(grid.tiles, grid.columns)
     height, width = canvas.shape[:2]
-    inches = max(2.5, min(12.0, width * scale / dpi))
-    figure, axis = plt.subplots(figsize=(inches, inches * height / width + (0.4 if title else 0)))
-    axis.imshow(canvas, interpolation="nearest")
+    tile_h, tile_w = grid.tiles.shape[1:3]
+    labelled = bool(grid.labels) and len(grid) <= max_labels
+    grey = grid.tiles.shape[-1] == 1
+    inches = max(2.5, min(12.0, max(width * scale / dpi, 0.6 * grid.columns if labelled else 0)))
+    figure, axis = plt.subplots(figsize=(inches + (0.8 if grey and colorbar else 0),
+                                         inches * height / width + (0.4 if title else 0)))
+    shown = axis.imshow(canvas[..., 0] if grey else canvas, cmap="gray" if grey else None, vmin=0, vmax=1,
+                        interpolation="nearest")
     axis.axis("off")
+    if labelled:
+        for i, label in enumerate(grid.labels[:len(grid)]):
+            r, c = divmod(i, grid.columns)
+            short = str(label).rsplit(":", 1)[-1]  # "conv1:5" -> "5": the layer is in the title
+            axis.text(c * (tile_w + 1) - 0.4, r * (tile_h + 1) - 0.4, short, color="yellow", fontsize=7,
+                      va="top", ha="left", bbox={"facecolor": "black", "alpha": 0.55, "pad": 0.5, "linewidth": 0})
+    if grey and colorbar:
+        bar = figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.04)
+        bar.set_label(colorbar, fontsize=8)
+        bar.ax.tick_params(labelsize=7)
     if title:
         axis.set_title(title, fontsize=10)
     return figure_png(figure, dpi)

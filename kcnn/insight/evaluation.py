@@ -12,11 +12,15 @@ import numpy as np
 from kcnn.insight.graph import as_batch, predict
 
 
-def pointing_hit(heatmap, mask) -> bool:
-    """True when the heatmap's maximum falls on a pixel where ``mask`` is non-zero."""
-    heatmap = np.asarray(heatmap)
+def pointing_hit(heatmap, mask, tolerance: float = 0.0) -> bool:
+    """True when the heatmap's maximum falls on a pixel where ``mask`` is non-zero, or within ``tolerance``
+    pixels of one (Zhang et al. count a hit within 15 pixels of the object on 224-pixel and larger images)."""
+    heatmap, mask = np.asarray(heatmap), np.asarray(mask)
     row, column = np.unravel_index(np.argmax(heatmap), heatmap.shape)
-    return bool(np.asarray(mask)[row, column])
+    if mask[row, column] or tolerance <= 0:
+        return bool(mask[row, column])
+    rows, columns = np.nonzero(mask)
+    return bool(rows.size) and float(np.min((rows - row) ** 2 + (columns - column) ** 2)) <= tolerance ** 2
 
 
 def deletion_curve(model, image, heatmap, class_index: int, *, steps: int = 16, up_to: float = 1.0,

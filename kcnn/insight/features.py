@@ -110,39 +110,92 @@ def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
 
 def maximize_activation(model, layer=None, unit: int = 0, *, steps: int = 100, step_size: float = 0.05,
                         jitter: int = 2, blur_sigma: float = 0.0, blur_every: int = 4, l2_decay: float = 0.0,
+                        norm_percentile: float = 0.0, octaves: int = 1, octave_scale: float = 1.6,
                         value_range: tuple | None = None, seed: int = 0):
     """Gradient ascent from small noise to an input that maximises one unit; returns (image, history).
 
     Each step rolls the image by up to ``jitter`` pixels, takes the gradient of the unit's activation,
     divides it by its root mean square (an L2-normalised step: each pixel moves about ``step_size``),
-    then applies the optional L2 decay, a Gaussian blur every ``blur_every`` steps and clipping to
-    ``value_range``. ``history`` holds the activation of the unjittered image before each step and
-    after the last one (``steps + 1`` values).
+    then applies Yosinski et al.'s (2015) regularisers: L2 decay, a Gaussian blur every ``blur_every``
+    steps, and zeroing the pixels whose norm over the channels is below the ``norm_percentile``-th
+    percentile (0 = the mean colour of a normalised input); last, clipping to ``value_range``.
+
+    ``octaves > 1`` climbs coarse to fine, as their figures' multi-scale renderings do: the image is a
+    coarser grid (each octave ``octave_scale`` times finer, the last at the input's size) bilinearly
+    upsampled to the input, so early steps can only build large structures; the steps are shared evenly.
+    ``history`` holds the activation of the unjittered image before each step and after the last one
+    (``steps + 1`` values).
     """
     graph = functional(model)
     shape = tuple(graph.inputs[0].shape[1:])
     if any(d is None for d in shape):
         raise ValueError(f"the model's input shape {shape} has unknown sizes; maximize_activation needs a fixed one")
+    if not isinstance(octaves, int) or octaves < 1:
+        raise ValueError(f"octaves must be a positive integer, got {octaves!r}")
+    if not 0 <= norm_percentile < 100:
+        raise ValueError(f"norm_percentile must be in [0, 100), got {norm_percentile!r}")
     objective = unit_objective(model, layer, unit)
     rng = np.random.default_rng(seed)
-    image = rng.normal(0.0, 0.1, (1, *shape)).astype("float32")
+    height, width = shape[:2]
+    sizes = [(max(1, round(height / octave_scale ** k)), max(1, round(width / octave_scale ** k)))
+             for k in reversed(range(octaves))]
+    coarse = rng.normal(0.0, 0.1, (*sizes[0], *shape[2:])).astype("float32")
     history = []
-    for _ in range(steps):
-        dy, dx = rng.integers(-jitter, jitter + 1, 2) if jitter else (0, 0)
-        shifted = np.roll(image, (dy, dx), axis=(1, 2))
-        value, (grad,) = value_and_grad(objective, shifted)
-        history.append(float(value) if not jitter else _evaluate(objective, image))
-        grad = np.roll(grad, (-dy, -dx), axis=(1, 2))
-        grad /= np.sqrt(np.mean(grad**2)) + 1e-8
-        image = image + step_size * grad
-        if l2_decay:
-            image *= 1.0 - l2_decay
-        if blur_sigma and (len(history) % blur_every == 0):
-            image[0] = _blur(image[0], blur_sigma)
-        if value_range is not None:
-            image = np.clip(image, *value_range)
+    for octave, size in enumerate(sizes):
+        up = _Upsample(size, (height, width))
+        if octave:
+            coarse = _Upsample(coarse.shape[:2], size)(coarse)
+        octave_steps = steps // octaves + (1 if octave < steps % octaves else 0)
+        for _ in range(octave_steps):
+            image = up(coarse)[None]
+            dy, dx = rng.integers(-jitter, jitter + 1, 2) if jitter else (0, 0)
+            shifted = np.roll(image, (dy, dx), axis=(1, 2))
+            value, (grad,) = value_and_grad(objective, shifted)
+            history.append(float(value) if not jitter else _evaluate(objective, image))
+            grad = up.adjoint(np.roll(np.asarray(grad), (-dy, -dx), axis=(1, 2))[0])
+            grad /= np.sqrt(np.mean(grad**2)) + 1e-8
+            coarse = coarse + step_size * grad
+            if l2_decay:
+                coarse *= 1.0 - l2_decay
+            if blur_sigma and (len(history) % blur_every == 0):
+                coarse = _blur(coarse, blur_sigma * size[0] / height)
+            if norm_percentile:
+                norms = np.sqrt(np.sum(coarse**2, axis=-1))
+                coarse = np.where((norms < np.percentile(norms, norm_percentile))[..., None], 0.0, coarse)
+            if value_range is not None:
+                coarse = np.clip(coarse, *value_range)
+            coarse = coarse.astype("float32")
+    image = _Upsample(sizes[-1], (height, width))(coarse)[None]
     history.append(_evaluate(objective, image))
     return image[0], np.asarray(history, "float32")
+
+
+class _Upsample:
+    """Bilinear resize ``[h, w, c] -> [H, W, c]`` (half-pixel centres) as two matrices, and its adjoint
+    (the exact gradient of the resize, to carry an input gradient back to the coarse image)."""
+
+    def __init__(self, size: tuple, target: tuple):
+        self.rows, self.columns = _linear_matrix(target[0], size[0]), _linear_matrix(target[1], size[1])
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        return np.einsum("Hh,hwc,Ww->HWc", self.rows, image, self.columns).astype("float32")
+
+    def adjoint(self, grad: np.ndarray) -> np.ndarray:
+        return np.einsum("Hh,HWc,Ww->hwc", self.rows, grad, self.columns).astype("float32")
+
+
+def _linear_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """``[n_out, n_in]`` weights of 1-D linear interpolation with half-pixel centres, edges clamped."""
+    matrix = np.zeros((n_out, n_in), "float64")
+    if n_in == n_out:
+        return np.eye(n_out)
+    position = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+    low = np.floor(position).astype(int)
+    high = np.minimum(low + 1, n_in - 1)
+    fraction = position - low
+    matrix[np.arange(n_out), low] += 1 - fraction
+    matrix[np.arange(n_out), high] += fraction
+    return matrix
 
 
 def _evaluate(objective, image) -> float:

@@ -1,7 +1,9 @@
 """``visualize``: run one kcnn.insight method on a run directory or a saved model and write PNGs.
 
 A run directory supplies ``model.keras``, ``preprocessing.json`` (image size, crop, mean, std) and
-``class_names.json``; a bare ``.keras`` file is fed pixels scaled to [0, 1], then ``(x - mean) / std``.
+``class_names.json``; so do the files beside a ``.keras`` file given directly (an export or a copied
+run keeps them together). A ``.keras`` file with none beside it is fed pixels scaled to [0, 1], then
+``(x - mean) / std`` with the ``mean`` and ``std`` given (0 and 1 by default), and says so.
 Image files are read with Pillow, resized so the shorter side is ``size / crop_fraction`` and centre
 cropped, as the evaluation pipeline does.
 """
@@ -33,6 +35,7 @@ class Target:
     std: np.ndarray
     class_names: list
     channel_order: str = "rgb"  # "bgr": the model takes BGR pixels (mean and std in BGR order)
+    notes: list = None  # what was assumed for lack of a file, for the command to print
 
     def preprocess(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 RGB ``[H, W, C]`` at the model's size -> model input."""
@@ -46,20 +49,34 @@ class Target:
         return self.class_names[index] if index < len(self.class_names) else str(index)
 
 
-def load_target(path: str, *, mean=(0.0,), std=(1.0,)) -> Target:
+def load_target(path: str, *, mean=None, std=None) -> Target:
+    """The model at ``path`` (a run directory or a ``.keras`` file) with its preprocessing and class names.
+
+    ``mean`` and ``std`` (per channel, on pixels in [0, 1]) override a ``preprocessing.json``'s; with none
+    there they default to 0 and 1 and the returned ``Target.notes`` says what was assumed.
+    """
     import keras
 
     if os.path.isdir(path):
-        model_path = os.path.join(path, "model.keras")
+        folder, model_path = path, os.path.join(path, "model.keras")
         if not os.path.exists(model_path):
             raise FileNotFoundError(f"{path} has no model.keras; give a finished run directory (kcnn train "
                                     "writes model.keras at the end) or a .keras file")
-        spec = _read_json(os.path.join(path, "preprocessing.json"), {})
-        names = _read_json(os.path.join(path, "class_names.json"), [])
     elif path.endswith(".keras") and os.path.exists(path):
-        model_path, spec, names = path, {}, []
+        folder, model_path = os.path.dirname(path) or ".", path
     else:
         raise FileNotFoundError(f"{path} is neither a run directory nor an existing .keras file")
+    spec = _read_json(os.path.join(folder, "preprocessing.json"), None)
+    names = _read_json(os.path.join(folder, "class_names.json"), None)
+    notes = []
+    if spec is None:
+        spec = {}
+        if mean is None and std is None:
+            notes.append(f"no preprocessing.json beside {model_path}: pixels in [0, 1] are fed as they are "
+                         "(give --mean and --std if the model was trained on normalised inputs)")
+    if names is None:
+        names = []
+        notes.append(f"no class_names.json beside {model_path}: classes are shown by number")
     import kcnn.layers  # noqa: F401  (registers kcnn's custom layers before loading)
 
     model = keras.saving.load_model(model_path, safe_mode=True)
@@ -67,10 +84,12 @@ def load_target(path: str, *, mean=(0.0,), std=(1.0,)) -> Target:
     size = spec.get("image_size") or height or width
     if size is None:
         raise ValueError(f"{path}: the model takes any input size and no preprocessing.json says which to use")
+    mean = spec.get("mean", (0.0,)) if mean is None else mean
+    std = spec.get("std", (1.0,)) if std is None else std
     return Target(model=model, image_size=int(size), channels=int(spec.get("channels", channels)),
                   crop_fraction=float(spec.get("crop_fraction", 1.0)),
-                  mean=np.asarray(spec.get("mean", mean), "float32"), std=np.asarray(spec.get("std", std), "float32"),
-                  class_names=list(names), channel_order=spec.get("channel_order", "rgb"))
+                  mean=np.asarray(mean, "float32"), std=np.asarray(std, "float32"),
+                  class_names=list(names), channel_order=spec.get("channel_order", "rgb"), notes=notes)
 
 
 def _read_json(path: str, default):
@@ -98,8 +117,12 @@ def read_image(path: str, target: Target) -> np.ndarray:
     return pixels[..., None] if pixels.ndim == 2 else pixels
 
 
+METHOD_TITLES = {"saliency": "saliency", "smoothgrad": "SmoothGrad", "gradcam": "Grad-CAM",
+                 "gradcam++": "Grad-CAM++", "occlusion": "occlusion"}
+
+
 def explain_panels(target: Target, method: str, inputs: np.ndarray, *, layer=None) -> list[bytes]:
-    """One PNG per image: the image, the heatmap and the overlay, titled with the predicted class."""
+    """One PNG per image: the image, the heatmap (with its colour bar) and the overlay, for the predicted class."""
     probabilities = graph.predict(target.model, inputs)
     kwargs = {"layer": layer} if method in ("gradcam", "gradcam++") else {}
     if layer is not None and method not in ("gradcam", "gradcam++"):
@@ -108,22 +131,32 @@ def explain_panels(target: Target, method: str, inputs: np.ndarray, *, layer=Non
     pictures = []
     for image, heat, row in zip(inputs, heatmaps, probabilities):
         best = int(row.argmax())
+        name = target.class_name(best)
         pictures.append(draw.panels_png(
             [draw.to_display(target.as_rgb(image)), heat, draw.overlay(target.as_rgb(image), heat)],
-            ["input", method, f"{target.class_name(best)} {row[best]:.2f}"]))
+            ["input", f"{METHOD_TITLES[method]} for {name!r}", f"predicted {name!r}, p = {row[best]:.2f}"],
+            heatmaps={1: "relevance (1 = the map's maximum)"}))
     return pictures
 
 
 def visualize(path: str, method: str, out_dir: str, *, layer=None, images=(), units=None, steps: int = 150,
-              mean=(0.0,), std=(1.0,)) -> list[str]:
-    """Write ``method``'s PNGs for the model at ``path`` into ``out_dir``; returns the paths written."""
+              mean=None, std=None, log=None) -> list[str]:
+    """Write ``method``'s PNGs for the model at ``path`` into ``out_dir``; returns the paths written.
+
+    ``log`` (a function of one line, e.g. ``print``) hears what was assumed and the progress of the
+    long methods (maximize, deconvnet, guided).
+    """
     from kcnn.insight_cli import METHODS, NEEDS_IMAGES
 
+    log = log or (lambda line: None)
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if method in NEEDS_IMAGES and not images:
         raise ValueError(f"--method {method} explains images: give one or more with --images FILE...")
+    images = image_files(images)  # every file checked before the model loads
     target = load_target(path, mean=mean, std=std)
+    for note in target.notes or ():
+        log(f"note: {note}")
     model = target.model
     stems = [os.path.splitext(os.path.basename(p))[0] for p in images]
     inputs = np.stack([target.preprocess(read_image(p, target)) for p in images]) if images else None
@@ -134,54 +167,107 @@ def visualize(path: str, method: str, out_dir: str, *, layer=None, images=(), un
 
     if method == "filters":
         chosen = graph.get_layer(model, layer) if layer else graph.first_conv_layer(model)
-        write(f"filters_{_safe(chosen.name)}.png",
-              draw.grid_png(features.filters(model, chosen), title=f"filters of {chosen.name}"))
+        grid = features.filters(model, chosen)
+        shape = "" if grid.tiles.shape[-1] == 3 else " (rows: filters; columns: input channels)"
+        write(f"filters_{_safe(chosen.name)}.png", draw.grid_png(grid, title=f"filters of {chosen.name}{shape}"))
     elif method == "activations":
         chosen = graph.get_layer(model, layer) if layer else graph.last_conv_layer(model)
         for stem, image in zip(stems, inputs):
             write(f"activations_{_safe(chosen.name)}_{stem}.png",
                   draw.grid_png(features.activations(model, chosen, image),
-                                title=f"{chosen.name}: strongest feature maps"))
+                                title=f"{chosen.name}: strongest feature maps for {stem} (channel, mean)"))
     elif method == "maximize":
-        write(*_maximize(target, layer, units, steps))
+        write(*_maximize(target, layer, units, steps, log))
     elif method in ("deconvnet", "guided"):
         chosen = graph.get_layer(model, layer) if layer else graph.last_conv_layer(model)
-        for stem, image in zip(stems, inputs):
-            write(f"{method}_{_safe(chosen.name)}_{stem}.png", _projections(target, chosen, image, method))
+        write(f"{method}_{_safe(chosen.name)}.png", _top_projections(target, chosen, inputs, units, method, log))
     else:
         for stem, picture in zip(stems, explain_panels(target, method, inputs, layer=layer)):
             write(f"{method.replace('++', 'pp')}_{stem}.png", picture)
     return written
 
 
-def _maximize(target: Target, layer, units, steps: int):
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
+
+
+def image_files(paths) -> list[str]:
+    """``--images`` as files: a directory stands for its image files (sorted); a missing path is an error."""
+    files = []
+    for path in paths:
+        if os.path.isdir(path):
+            found = sorted(os.path.join(path, name) for name in os.listdir(path)
+                           if name.lower().endswith(IMAGE_SUFFIXES))
+            if not found:
+                raise FileNotFoundError(f"--images {path}: the directory holds no image files "
+                                        f"({', '.join(IMAGE_SUFFIXES)})")
+            files += found
+        elif not os.path.isfile(path):
+            raise FileNotFoundError(f"--images {path}: no such file")
+        else:
+            files.append(path)
+    return files
+
+
+# Yosinski et al. (2015), section 3 and their best combination in Table 1's spirit: L2 decay, blur,
+# jitter, small-norm pixels clipped, plus a few octaves coarse to fine.
+MAXIMIZE_OPTIONS = dict(jitter=2, blur_sigma=1.0, blur_every=4, l2_decay=1e-2, norm_percentile=50, octaves=3)
+
+
+def _maximize(target: Target, layer, units, steps: int, log):
+    import time
+
     model = target.model
     tensor = graph.score_tensor(model) if layer is None else graph.get_layer(model, layer).output
     units = units if units is not None else list(range(min(8, tensor.shape[-1])))
     low, high = (0.0 - target.mean) / target.std, (1.0 - target.mean) / target.std
     panels, titles = [], []
-    for unit in units:
-        image, history = features.maximize_activation(model, layer, unit, steps=steps, blur_sigma=0.5,
-                                                      l2_decay=1e-3, value_range=(float(low.min()), float(high.max())))
+    for count, unit in enumerate(units, start=1):
+        started = time.perf_counter()
+        image, history = features.maximize_activation(model, layer, unit, steps=steps,
+                                                      value_range=(float(low.min()), float(high.max())),
+                                                      **MAXIMIZE_OPTIONS)
         panels.append(draw.to_display(target.as_rgb(image)))
-        name = target.class_name(unit) if layer is None else f"{layer}:{unit}"
-        titles.append(f"{name}\n{history[0]:.2g} -> {history[-1]:.2g}")
+        name = repr(target.class_name(unit)) if layer is None else f"{layer} channel {unit}"
+        what = "score" if layer is None else "mean activation"
+        titles.append(f"{name}\n{what} {history[0]:.2g} (noise) -> {history[-1]:.3g}")
+        log(f"maximize: {count}/{len(units)} {name}: {what} {history[0]:.3g} -> {history[-1]:.3g} "
+            f"in {steps} steps ({time.perf_counter() - started:.1f} s)")
     label = "classes" if layer is None else _safe(layer)
-    return f"maximize_{label}.png", draw.panels_png(panels, titles, columns=min(4, len(panels)))
+    what = "class score before softmax" if layer is None else f"channel of {layer}"
+    return f"maximize_{label}.png", draw.panels_png(
+        panels, titles, columns=min(4, len(panels)),
+        suptitle=f"inputs that maximise each {what} (gradient ascent from noise; jitter, blur, L2 decay, octaves)")
 
 
-def _projections(target: Target, layer, image, method: str) -> bytes:
-    """The image and the projections of the layer's four most active channels."""
-    values = graph.predict(graph_model(target.model, layer), image)[0]
-    strength = values.reshape(-1, values.shape[-1]).max(axis=0)
-    channels = np.argsort(-strength, kind="stable")[:4]
-    project = deconv.deconvnet if method == "deconvnet" else deconv.guided_backprop
-    panels, titles = [draw.to_display(target.as_rgb(image))], ["input"]
-    for channel in channels:
-        reconstruction, position = project(target.model, layer, int(channel), image)
-        panels.append(draw.to_display(target.as_rgb(reconstruction)))
-        titles.append(f"{layer.name}:{channel} at {position}")
-    return draw.panels_png(panels, titles)
+def _top_projections(target: Target, layer, inputs, units, method: str, log, k: int = 9) -> bytes:
+    """Zeiler and Fergus' figure: per unit, the projections of its top-9 activations over the images
+    beside the image patches (the unit's receptive field) that caused them."""
+    import time
+
+    values = graph.predict(graph_model(target.model, layer), inputs)
+    if units is None:  # the channels with the strongest activations over the images
+        strength = values.reshape(-1, values.shape[-1]).max(axis=0)
+        units = [int(c) for c in np.argsort(-strength, kind="stable")[:4]]
+    rows = []
+    for count, unit in enumerate(units, start=1):
+        started = time.perf_counter()
+        found = deconv.top_projections(target.model, layer, unit, inputs, k=k, rule=method)
+        columns = 3 if len(found) >= 3 else len(found)
+        projections = draw.tile_image([draw.to_display(target.as_rgb(f["projection"])) for f in found], columns)
+        patches = draw.tile_image([np.clip(target.as_rgb(f["patch"]) * target.std + target.mean, 0, 1)
+                                   for f in found], columns)
+        rows.append((unit, projections, patches, found))
+        log(f"{method}: {count}/{len(units)} {layer.name} channel {unit}: top {len(found)} of {len(inputs)} images "
+            f"({time.perf_counter() - started:.1f} s)")
+    panels, titles = [], []
+    for unit, projections, patches, found in rows:
+        panels += [projections, patches]
+        titles += [f"{layer.name} channel {unit}: {'deconvnet' if method == 'deconvnet' else 'guided backprop'}",
+                   f"its top {len(found)} patches (max {found[0]['activation']:.3g})"]
+    field = rows[0][3][0]["patch"].shape[0]
+    return draw.panels_png(panels, titles, columns=2, size=2.6,
+                           suptitle=f"{layer.name}: each unit's strongest activations over {len(inputs)} images, "
+                                    f"projected to pixels ({field}-pixel receptive field)")
 
 
 def graph_model(model, layer):

@@ -19,6 +19,7 @@ WITH_OPTIONS = [name for name in BACKBONES.list() if batch_norm_defaults(BACKBON
 # MobileNetV2) uses momentum 0.999 and epsilon 1e-3; DenseNet's (Torch) epsilon is 1e-5 (1.001e-5 in
 # keras.applications' DenseNet); the other papers state none, so Keras' defaults stand.
 EXPECTED_DEFAULTS = {
+    "convnet": (0.99, 1e-3),  # no paper: Keras' BatchNormalization defaults
     "densenet121": (0.99, 1.001e-5),
     "mobilenet_v1": (0.99, 1e-3),
     "mobilenet_v2": (0.999, 1e-3),

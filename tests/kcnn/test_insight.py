@@ -152,6 +152,61 @@ def test_projection_stays_inside_the_units_receptive_field(method):
         assert np.abs(reconstruction[inside]).max() > 0
 
 
+def test_top_projections_are_a_units_strongest_images_cropped_to_its_field():
+    """Zeiler and Fergus (2014), section 4 and figure 2: a unit's top 9 activations over a set of images, one
+    per image, each projection shown with the patch of the image inside the unit's receptive field."""
+    keras.utils.set_random_seed(3)
+    model = valid_cnn()
+    images = np.random.default_rng(1).normal(size=(12, 20, 20, 3)).astype("float32")
+    maps = keras.ops.convert_to_numpy(keras.Model(model.inputs, model.get_layer("r2").output)(images))[..., 1]
+    found = insight.top_projections(model, "r2", 1, images, k=9)
+    strongest = maps.reshape(12, -1).max(axis=1)
+    assert [f["index"] for f in found] == list(np.argsort(-strongest, kind="stable")[:9])
+    for item in found:
+        assert item["activation"] == pytest.approx(strongest[item["index"]], rel=1e-5)
+        assert item["patch"].shape == item["projection"].shape == (8, 8, 3)  # the field: 8 pixels (analysis)
+        full, position = insight.deconvnet(model, "r2", 1, images[item["index"]])
+        assert position == item["position"]
+        # The window holds the whole projection, and the patch is the image under it.
+        assert np.abs(item["projection"]).sum() == pytest.approx(np.abs(full).sum(), rel=1e-6)
+        rows, cols = np.nonzero(np.abs(full).sum(-1))
+        top, left = min(rows.min(), 12), min(cols.min(), 12)
+        np.testing.assert_array_equal(item["patch"], images[item["index"]][top:top + 8, left:left + 8])
+
+
+def test_pointing_game_counts_a_hit_on_the_object_or_within_the_tolerance():
+    """Zhang et al. (2016), section 5.1: a hit when the map's maximum lies on the object or within 15 pixels."""
+    mask = np.zeros((20, 20), bool)
+    mask[5:8, 5:8] = True
+    heat = np.zeros((20, 20))
+    heat[6, 6] = 1.0
+    assert insight.pointing_hit(heat, mask)
+    heat[6, 6], heat[6, 11] = 0.0, 1.0  # four pixels right of the object's edge (column 7)
+    assert not insight.pointing_hit(heat, mask)
+    assert not insight.pointing_hit(heat, mask, tolerance=3.9) and insight.pointing_hit(heat, mask, tolerance=4)
+    assert not insight.pointing_hit(heat, np.zeros_like(mask), tolerance=15)
+
+
+def test_coarse_to_fine_ascent_steps_through_octaves_and_upsamples_exactly():
+    from kcnn.insight.features import _Upsample
+
+    up = _Upsample((5, 7), (12, 16))
+    rng = np.random.default_rng(0)
+    small, large = rng.normal(size=(5, 7, 2)), rng.normal(size=(12, 16, 2))
+    assert up(small).shape == (12, 16, 2)
+    assert np.sum(up(small) * large) == pytest.approx(np.sum(small * up.adjoint(large)), rel=1e-5)  # the adjoint
+    np.testing.assert_allclose(up(np.ones((5, 7, 2))), 1.0, rtol=1e-6)  # interpolation weights sum to one
+    keras.utils.set_random_seed(0)
+    model = shapes_cnn()
+    image, history = insight.maximize_activation(model, None, 1, steps=7, octaves=3, norm_percentile=50,
+                                                 blur_sigma=1.0, l2_decay=1e-2)
+    assert image.shape == (32, 32, 3) and len(history) == 8
+    objective = insight.unit_objective(model, None, 1)
+    assert float(keras.ops.convert_to_numpy(objective(image[None]))) == pytest.approx(history[-1], rel=1e-4)
+    with pytest.raises(ValueError, match=r"octaves must be a positive integer, got 0"):
+        insight.maximize_activation(model, None, 1, steps=1, octaves=0)
+
+
 def test_deconvnet_and_guided_rectify_the_signal_where_backprop_passes_it():
     """Two ReLU maps (all-ones 3x3 filters) read by a 1x1 conv with weights (2, -1). Projecting its centre unit
     (value 2*9 - 9 = 9) sends 18 to map 0 and -9 to map 1; both ReLUs were active, so backprop passes -9 and

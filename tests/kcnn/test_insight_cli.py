@@ -43,8 +43,8 @@ def saved(tmp_path_factory):
 
 
 EXPECTED = {"filters": ["filters_c1.png"], "maximize": ["maximize_classes.png"],
-            "activations": ["activations_c2_wide.png"], "deconvnet": ["deconvnet_c2_wide.png"],
-            "guided": ["guided_c2_wide.png"], "smoothgrad": ["smoothgrad_wide.png"],
+            "activations": ["activations_c2_wide.png"], "deconvnet": ["deconvnet_c2.png"],
+            "guided": ["guided_c2.png"], "smoothgrad": ["smoothgrad_wide.png"],
             "gradcam++": ["gradcampp_wide.png", "gradcampp_small.png"]}
 
 
@@ -60,7 +60,15 @@ def test_every_method_writes_its_pictures(saved, tmp_path, capsys, method):
     assert main(argv) == 0
     expected = EXPECTED.get(method, [f"{method}_wide.png", f"{method}_small.png"])
     assert sorted(os.listdir(out)) == sorted(expected)
-    assert capsys.readouterr().out.split() == [word for name in expected for word in ("wrote", str(out / name))]
+    lines = capsys.readouterr().out.splitlines()
+    assert [line for line in lines if line.startswith("wrote ")] == [f"wrote {out / name}" for name in expected]
+    if target == model_path:  # nothing beside the bare file: what was assumed is said, once each
+        assert [line for line in lines if line.startswith("note: ")] == [
+            f"note: no preprocessing.json beside {model_path}: pixels in [0, 1] are fed as they are (give --mean "
+            "and --std if the model was trained on normalised inputs)",
+            f"note: no class_names.json beside {model_path}: classes are shown by number"]
+    if method in ("maximize", "deconvnet", "guided"):  # the long ones report each unit as it is done
+        assert sum(line.startswith(f"{method}: ") for line in lines) == (2 if method == "maximize" else 4)
     for name in expected:
         with Image.open(out / name) as picture:
             assert picture.format == "PNG" and min(picture.size) >= 100
@@ -81,5 +89,37 @@ def test_user_errors_are_one_line(saved, tmp_path, capsys):
     assert capsys.readouterr().err.strip() == (f"kcnn visualize: error: {missing} is neither a run directory nor "
                                                "an existing .keras file")
     assert main(["visualize", model_path, "--method", "saliency", "--images", str(tmp_path), "--out", out]) == 2
-    assert capsys.readouterr().err.strip().startswith(f"kcnn visualize: error: cannot read image {tmp_path}")
+    assert capsys.readouterr().err.strip() == (f"kcnn visualize: error: --images {tmp_path}: the directory holds no "
+                                               "image files (.png, .jpg, .jpeg, .gif, .bmp, .webp)")
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    assert main(["visualize", model_path, "--method", "saliency", "--images", str(text), "--out", out]) == 2
+    assert capsys.readouterr().err.strip().startswith(f"kcnn visualize: error: cannot read image {text}")
     assert not os.path.exists(out)
+
+
+def test_images_are_checked_before_the_model_loads(saved, tmp_path, capsys):
+    _, _, images = saved
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"PK not a zip")  # loading it would fail: the missing image must be reported first
+    missing = str(tmp_path / "nope.png")
+    assert main(["visualize", str(broken), "--method", "gradcam", "--images", images[0], missing,
+                 "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == f"kcnn visualize: error: --images {missing}: no such file"
+
+
+def test_a_keras_file_uses_the_preprocessing_and_class_names_beside_it(saved, tmp_path, capsys):
+    from kcnn.insight import render
+
+    _, run_dir, images = saved
+    beside = render.load_target(os.path.join(run_dir, "model.keras"))
+    whole = render.load_target(run_dir)
+    assert beside.class_names == whole.class_names == ["circle", "square", "triangle"]
+    assert beside.mean.tolist() == whole.mean.tolist() == [0.5] and beside.std.tolist() == [0.5]
+    assert beside.notes == []
+    overridden = render.load_target(run_dir, mean=[0.25], std=[2.0])  # explicit flags win over the file
+    assert overridden.mean.tolist() == [0.25] and overridden.std.tolist() == [2.0]
+    out = tmp_path / "out"
+    assert main(["visualize", os.path.join(run_dir, "model.keras"), "--method", "gradcam", "--images", images[1],
+                 "--out", str(out)]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"wrote {out / 'gradcam_small.png'}"]

@@ -23,6 +23,9 @@ PUBLISHED = {
     # LeNet-5 with full C3 connectivity, tanh, softmax output: 156 + 2,416 + 48,120 + 10,164 + 850.
     # The paper's 60,000 (LeCun et al. 1998, section II.B) uses the sparse C3 table and trainable S2/S4.
     "lenet5": (61_706, 61_706),
+    # kcnn's plain convnet (no paper): 3x3 convs without bias, 16-32-64 channels, BN (4 values per channel, 2
+    # of them moving statistics), 1000-way linear head: 432 + 4,608 + 18,432 + 4 x 112 + 64,000 + 1,000.
+    "convnet": (88_920, 88_696),
     # Single-tower AlexNet with its 4096-4096 classifier: the widely cited 62,378,344 ("62.3M").
     "alexnet": (62_378_344, 62_378_344),
     # VGG configurations A, B, D, E (Simonyan and Zisserman 2015, Table 2: 133M, 133M, 138M, 144M);
