@@ -30,13 +30,24 @@ def load_weights(model: keras.Model, source, *, skip_head: bool = False, archite
     ``skip_head=True`` loads the backbone only, for a new head or class count.
     Returns the checkpoint's catalog row. Raises CheckpointError, writing nothing,
     when a tensor is missing, left over or of the wrong shape.
+
+    A Keras 3 ``.weights.h5`` file that ``model.save_weights`` wrote from the same architecture (kcnn's
+    own, or any Keras model's) loads as Keras loads it, all or nothing; that returns None (no catalog row).
     """
     name = architecture or model.name
     checkpoint = read_checkpoint(source)
+    if checkpoint.kind == "keras3" and not skip_head:
+        own_error = _load_same_architecture(model, checkpoint.path)
+        if own_error is None:
+            return None
     library = "keras" if checkpoint.kind in ("keras", "keras3") else "torchvision"
     try:
         spec = find(name, library)
     except ValueError as error:
+        if checkpoint.kind == "keras3" and not skip_head:
+            raise CheckpointError(f"{source} is a Keras .weights.h5 file that does not fit model {model.name!r} "
+                                  f"({own_error}); load it into the architecture that saved it (the same builder, "
+                                  "options, input channels and class count)") from None
         raise CheckpointError(f"{source}: {error}") from None
     pairs = spec.pairs(name)
     if checkpoint.kind == "keras3" or (checkpoint.kind == "keras" and not _names_match(pairs, checkpoint.tensors)):
@@ -52,6 +63,24 @@ def load_weights(model: keras.Model, source, *, skip_head: bool = False, archite
                           bn_epsilon=spec.bn_epsilon, builder_hint=builder_hint(spec))
     _assign.assign(writes)
     return spec
+
+
+def _load_same_architecture(model: keras.Model, path: str) -> str | None:
+    """Load a ``save_weights`` file into a clone of ``model``, then copy it over: None when every variable
+    loaded, else Keras' reason (the model is left untouched)."""
+    import warnings
+
+    clone = keras.models.clone_model(model)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Keras warns per nested container while matching groups
+            clone.load_weights(path)
+    except (ValueError, KeyError, TypeError) as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        detail = next((line for line in lines if "shape" in line), lines[0] if lines else type(error).__name__)
+        return detail.split(" Target variable")[0]
+    model.set_weights(clone.get_weights())
+    return None
 
 
 def load_backbone_weights(backbone: keras.Model, name: str, weights, source: str | None = None) -> CheckpointSpec:
@@ -124,11 +153,30 @@ def fetch(spec: CheckpointSpec) -> str:
         path = keras.utils.get_file(spec.file_name, spec.url, cache_subdir="models",
                                     file_hash=spec.file_hash if spec.source == "keras" and spec.file_hash else None)
     except Exception as error:  # get_file raises plain Exception when offline
-        raise CheckpointError(f"could not download {spec.model} weights ({error.__class__.__name__}); {place}") from None
+        reason = " ".join(str(error).split())[:160] or error.__class__.__name__
+        raise CheckpointError(f"could not download {spec.model} weights ({reason}): is this machine offline? "
+                              f"{place[0].upper()}{place[1:]}{_torch_hint(spec, target)}") from None
     if not _hash_ok(path, spec):
         os.remove(path)
         raise CheckpointError(f"{spec.url} downloaded but does not match the published hash {spec.file_hash}; {place}")
     return path
+
+
+def _torch_hint(spec: CheckpointSpec, target: str) -> str:
+    """For a PyTorch pickle on a machine without PyTorch: how to get a file kcnn reads without it."""
+    if not spec.file_name.endswith((".pth", ".pt")):
+        return ""
+    try:
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is not None:
+            return ""
+    except (ImportError, ValueError):
+        pass
+    converted = os.path.splitext(spec.file_name)[0] + ".safetensors"
+    return (f". It is a PyTorch .pth file and PyTorch is not installed here: on a machine with torch, convert it "
+            f"with python -c \"import torch, safetensors.torch as st; st.save_file(torch.load('{spec.file_name}'), "
+            f"'{converted}')\" and give the .safetensors file as the weights (or pip install torch)")
 
 
 def _hash_ok(path: str, spec: CheckpointSpec) -> bool:

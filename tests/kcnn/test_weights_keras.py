@@ -160,7 +160,8 @@ def test_build_imagenet_uses_the_cache_and_names_url_and_file(tmp_path, monkeypa
     monkeypatch.setattr(keras.utils, "get_file", offline)
     spec = catalog.find("mobilenet_v1")
     target = tmp_path / "models" / "mobilenet_1_0_224_tf.h5"
-    with pytest.raises(CheckpointError, match=rf"download {spec.url} and place it at {target}"):
+    with pytest.raises(CheckpointError, match=rf"\(URL fetch failure\): is this machine offline\? Download {spec.url} "
+                                              rf"and place it at {target}$"):
         kcnn.build("mobilenet_v1", input_shape=(SIZE, SIZE, 3), weights="imagenet")
     reference = _reference("mobilenet_v1", alpha=1.0, classes=1000)
     target.parent.mkdir()

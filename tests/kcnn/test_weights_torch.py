@@ -191,3 +191,47 @@ def test_skip_head_loads_the_backbone_for_new_classes(tmp_path):
     ten = kcnn.build("squeezenet1_1", num_classes=10, input_shape=(64, 64, 3), weights=str(tmp_path / "sq.safetensors"))
     assert ten.output_shape == (None, 10)
     assert _value(ten, "conv1_conv")[1, 2, 0, 5] == state["features.0.weight"][5, 0, 1, 2]
+
+
+def test_offline_download_names_the_cause_the_file_and_a_pth_fix(tmp_path, monkeypatch):
+    """No network: the error gives get_file's reason, where to put the file, and (no PyTorch here) how to turn
+    torchvision's .pth into a .safetensors file that kcnn reads without PyTorch."""
+    from kcnn import weights
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://download.pytorch.org/models/resnet18-f37072fd.pth: None -- "
+                        "[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    monkeypatch.setitem(sys.modules, "torch", None)  # as on a machine without PyTorch
+    spec = catalog.find("resnet18", "torchvision")
+    with pytest.raises(CheckpointError) as raised:
+        weights.fetch(spec)
+    target = str(tmp_path / "models" / "resnet18-f37072fd.pth")
+    assert str(raised.value) == (
+        "could not download resnet18 weights (URL fetch failure on https://download.pytorch.org/models/"
+        "resnet18-f37072fd.pth: None -- [Errno -3] Temporary failure in name resolution): is this machine offline? "
+        f"Download https://download.pytorch.org/models/resnet18-f37072fd.pth and place it at {target}. It is a "
+        "PyTorch .pth file and PyTorch is not installed here: on a machine with torch, convert it with python -c "
+        "\"import torch, safetensors.torch as st; st.save_file(torch.load('resnet18-f37072fd.pth'), "
+        "'resnet18-f37072fd.safetensors')\" and give the .safetensors file as the weights (or pip install torch)")
+
+
+def test_a_save_weights_file_loads_back_into_its_architecture_and_only_there(tmp_path):
+    """kcnn's own model.save_weights file (Keras 3 layout) loads whole into the same build; into another
+    class count it is refused with the mismatched shape, and the model keeps its weights."""
+    keras.utils.set_random_seed(0)
+    saved = kcnn.build("resnet18", num_classes=10, input_shape=(32, 32, 3))
+    path = str(tmp_path / "r18.weights.h5")
+    saved.save_weights(path)
+    same = kcnn.build("resnet18", num_classes=10, input_shape=(32, 32, 3))
+    assert load_weights(same, path) is None
+    assert all(np.array_equal(a, b) for a, b in zip(same.get_weights(), saved.get_weights()))
+    other = kcnn.build("resnet18", num_classes=5, input_shape=(32, 32, 3))
+    before = other.get_weights()
+    with pytest.raises(CheckpointError, match=r"r18\.weights\.h5 is a Keras \.weights\.h5 file that does not fit "
+                                              r"model 'resnet18' \(.*variable\.shape=\(512, 5\), Received: "
+                                              r"value\.shape=\(512, 10\)\.\); load it into the architecture"):
+        load_weights(other, path)
+    assert all(np.array_equal(a, b) for a, b in zip(other.get_weights(), before))
