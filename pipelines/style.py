@@ -151,8 +151,11 @@ def content_dataset(config: StyleConfig) -> tf.data.Dataset:
     return batches.map(lambda x: (x, x)).prefetch(tf.data.AUTOTUNE)
 
 
-def train_style(config: StyleConfig, run_dir: str) -> dict:
-    """Train the stylizer; returns ``{"first_loss", "last_loss", "steps", "run_dir"}``."""
+def train_style(config: StyleConfig, run_dir: str, progress=None) -> dict:
+    """Train the stylizer; returns ``{"first_loss", "last_loss", "steps", "run_dir"}``.
+
+    ``progress``, if given, is called after every step with ``(done, total, loss)``.
+    """
     import keras
 
     from kcnn.style import compile_for_style, johnson2016
@@ -172,7 +175,10 @@ def train_style(config: StyleConfig, run_dir: str) -> dict:
                       learning_rate=config.train.learning_rate, content_weight=config.loss.content_weight,
                       style_weight=config.loss.style_weight, tv_weight=config.loss.tv_weight)
     # One step per epoch, so the history holds every step's own loss (not a running mean).
-    losses = stylizer.fit(dataset, epochs=config.train.steps, steps_per_epoch=1, verbose=0).history["loss"]
+    callbacks = [] if progress is None else [keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: progress(epoch + 1, config.train.steps, float(logs["loss"])))]
+    losses = stylizer.fit(dataset, epochs=config.train.steps, steps_per_epoch=1, verbose=0,
+                          callbacks=callbacks).history["loss"]
     _write_history(os.path.join(run_dir, "history.csv"), losses)
     temporary = os.path.join(run_dir, f".{STYLIZER_FILE}.tmp.keras")
     # The same layers in an uncompiled model: the file needs no perceptual loss (nor VGG) to load.

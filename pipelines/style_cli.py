@@ -17,6 +17,25 @@ def _image(value: str):
     return value
 
 
+def step_reporter(command: str, every_seconds: float = 5.0):
+    """A progress function printing one line per ``every_seconds`` (and the last step): step, losses, time."""
+    import time
+
+    started = time.perf_counter()
+    last = [started]
+
+    def report(done: int, total: int, record) -> None:
+        now = time.perf_counter()
+        if now - last[0] < every_seconds and done < total:
+            return
+        last[0] = now
+        parts = record if isinstance(record, dict) else {"loss": record}
+        losses = ", ".join(f"{key} {value:.4g}" for key, value in parts.items())
+        print(f"{command}: step {done}/{total}: {losses} ({now - started:.0f} s)", flush=True)
+
+    return report
+
+
 def _stylize(args) -> int:
     import os
     import warnings
@@ -35,7 +54,8 @@ def _stylize(args) -> int:
             result = transfer(_image(args.content), _image(args.style), weights=args.weights, steps=args.steps,
                               size=args.size, optimizer=args.optimizer, scales=args.scales,
                               preserve_color=args.preserve_color, content_weight=args.content_weight,
-                              style_weight=args.style_weight, tv_weight=args.tv_weight, seed=args.seed)
+                              style_weight=args.style_weight, tv_weight=args.tv_weight, seed=args.seed,
+                              progress=step_reporter("stylize"))
         for warning in caught:
             print(f"kcnn stylize: warning: {warning.message}")
         save_png(result.image, args.out)
@@ -77,7 +97,7 @@ def _train_style(args) -> int:
 
     config = load_style_config(args.config, args.set or [])
     run_dir = args.run_dir or os.path.join("runs", os.path.splitext(os.path.basename(args.config))[0])
-    result = train_style(config, run_dir)
+    result = train_style(config, run_dir, progress=step_reporter("train-style"))
     print(f"trained {result['steps']} steps: loss {result['first_loss']:.4g} -> {result['last_loss']:.4g}; "
           f"stylizer in {run_dir}; export it with `kcnn export {run_dir} --base-path models/style`")
     return 0

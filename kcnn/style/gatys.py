@@ -63,7 +63,7 @@ def transfer(content, style, *, feature_model="vgg19", weights=None, content_lay
              style_layers=STYLE_LAYERS, content_weight: float = 1.0, style_weight: float = 1e4,
              tv_weight: float = 1e-2, steps: int = 100, optimizer: str = "lbfgs", learning_rate: float = 4.0,
              size: int = 256, scales: int = 1, preserve_color: bool = False, init: str = "content",
-             seed: int = 0) -> TransferResult:
+             seed: int = 0, progress=None) -> TransferResult:
     """Render ``content`` in the style of ``style``.
 
     ``content`` and ``style`` are file paths, PIL images or arrays ``[h, w, 3]`` (uint8, or floats in
@@ -71,6 +71,8 @@ def transfer(content, style, *, feature_model="vgg19", weights=None, content_lay
     same size. ``feature_model`` is ``"vgg19"`` (kcnn's VGG-19, with ``weights``) or a functional
     Keras model that has the named layers and takes RGB in [0, 255] after Caffe preprocessing.
     ``steps`` optimiser iterations run at each of ``scales`` sizes (coarse to fine, halving).
+    ``progress``, if given, is called after every iteration with ``(done, total, losses)``: the
+    iterations done and planned over all scales, and that iteration's loss parts.
     """
     _check_options(optimizer, init, steps, scales, size, content_weight, style_weight, tv_weight)
     content = image_utils.load_rgb(content, "content")
@@ -95,6 +97,11 @@ def transfer(content, style, *, feature_model="vgg19", weights=None, content_lay
     image = None
     losses: list = []
     start = time.perf_counter()
+
+    def on_step(record):
+        if progress is not None:
+            progress(len(losses), steps * len(sizes), record)
+
     for scale_height, scale_width in sizes:
         target_content = image_utils.resize(content_input, scale_height, scale_width)
         target_style = image_utils.resize(style_input, scale_height, scale_width)
@@ -106,7 +113,7 @@ def transfer(content, style, *, feature_model="vgg19", weights=None, content_lay
         objective = _Objective(extractor, len(content_layers), target_content, target_style,
                                content_weight, style_weight, tv_weight)
         run = _lbfgs if optimizer == "lbfgs" else _adam
-        image = run(objective, image, steps, learning_rate, losses)
+        image = run(objective, image, steps, learning_rate, losses, on_step)
     result = np.clip(image, 0, 255)
     if preserve_color:
         result = image_utils.combine_luminance(result, image_utils.resize(content, *result.shape[:2]))
@@ -154,7 +161,7 @@ class _Objective:
         return record, grad
 
 
-def _lbfgs(objective, image, steps, learning_rate, losses):
+def _lbfgs(objective, image, steps, learning_rate, losses, on_step):
     from scipy.optimize import minimize
 
     shape = image.shape
@@ -169,6 +176,7 @@ def _lbfgs(objective, image, steps, learning_rate, losses):
 
     def callback(_):
         losses.append(dict(latest))
+        on_step(losses[-1])
 
     # L-BFGS-B keeps every pixel inside [0, 255] through the bounds, so no clipping is needed.
     result = minimize(fun, image.ravel().astype("float64"), jac=True, method="L-BFGS-B",
@@ -179,13 +187,14 @@ def _lbfgs(objective, image, steps, learning_rate, losses):
     return result.x.reshape(shape).astype("float32")
 
 
-def _adam(objective, image, steps, learning_rate, losses, beta1=0.9, beta2=0.999, epsilon=1e-8):
+def _adam(objective, image, steps, learning_rate, losses, on_step, beta1=0.9, beta2=0.999, epsilon=1e-8):
     image = image.astype("float32").copy()
     first = np.zeros_like(image)
     second = np.zeros_like(image)
     for step in range(1, steps + 1):
         record, grad = objective(image)
         losses.append(record)
+        on_step(record)
         first = beta1 * first + (1 - beta1) * grad
         second = beta2 * second + (1 - beta2) * grad * grad
         update = (first / (1 - beta1 ** step)) / (np.sqrt(second / (1 - beta2 ** step)) + epsilon)

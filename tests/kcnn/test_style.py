@@ -73,6 +73,25 @@ def test_gatys_lbfgs_and_adam_reduce_the_loss_and_stay_in_range():
     assert results["adam"] > 2, results
 
 
+def test_progress_hears_every_iteration_over_all_scales(capsys):
+    from pipelines.style_cli import step_reporter
+
+    photos = style.sample_images()
+    heard = []
+    result = style.transfer(photos["china"], photos["flower"], feature_model=_tiny_feature_model(),
+                            content_layers=("c2",), style_layers=("c1", "c2"), size=24, steps=3, scales=2,
+                            optimizer="adam", progress=lambda done, total, record: heard.append((done, total, record)))
+    assert [(done, total) for done, total, _ in heard] == [(1, 6), (2, 6), (3, 6), (4, 6), (5, 6), (6, 6)]
+    assert [record for *_, record in heard] == result.losses
+    report = step_reporter("stylize", every_seconds=3600)  # within the hour: only the last step prints
+    for done, total, record in heard:
+        report(done, total, record)
+    last = result.losses[-1]
+    assert capsys.readouterr().out.splitlines() == [
+        f"stylize: step 6/6: total {last['total']:.4g}, content {last['content']:.4g}, style {last['style']:.4g}, "
+        f"tv {last['tv']:.4g} (0 s)"]
+
+
 def test_the_same_seed_gives_the_same_image_and_noise_init_depends_on_it():
     photos = style.sample_images()
     model = _tiny_feature_model()

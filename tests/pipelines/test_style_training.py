@@ -39,8 +39,11 @@ def test_train_export_and_stylize_from_the_command_line(tmp_path, capsys):
     run = str(tmp_path / "run")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = train_style(load_style_config(RECIPE, TINY), run)
+        heard = []
+        result = train_style(load_style_config(RECIPE, TINY), run, progress=lambda *step: heard.append(step))
     assert result["steps"] == 12 and result["last_loss"] < result["first_loss"]
+    assert [(done, total) for done, total, _ in heard] == [(step, 12) for step in range(1, 13)]
+    assert heard[0][2] == pytest.approx(result["first_loss"]) and heard[-1][2] == pytest.approx(result["last_loss"])
     assert sorted(os.listdir(run)) == ["config.yaml", "history.csv", "preview.png", "style.png", "stylizer.keras"]
     with pytest.raises(FileExistsError, match="already holds a trained stylizer"):
         train_style(load_style_config(RECIPE, TINY), run)
