@@ -3,9 +3,10 @@
 One process, one seed: (1) train a dense SqueezeNet 1.0 with the pipeline (``kcnn train``'s code),
 (2) prune it to Table 1's densities and retrain with ``PruningCallback`` (masks re-applied after
 every step), (3) share its weights at 6 bits (k-means, linear initialisation) and fine-tune the
-centroids, (4) write the Deep Compression artefact (relative indices, Huffman) and decode it,
-(5) export the dense model to LiteRT int8. Reports test accuracy, bytes and compression factors,
-and the structural Table 1 reproduction at the paper's 227x227 ImageNet shape.
+centroids on the run's training split as ``kcnn compress`` does (``pipelines.compress_finetune.RunData``),
+(4) write the Deep Compression artefact (relative indices, Huffman) and decode it, (5) export the
+dense model to LiteRT int8. Reports test accuracy, bytes and compression factors, and the
+structural Table 1 reproduction at the paper's 227x227 ImageNet shape.
 
     PYTHONPATH=$PWD python benchmarks/bench_compress.py [--epochs 8 --retrain-epochs 4]
 
@@ -23,11 +24,11 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 import kcnn  # noqa: E402
 from kcnn import compress  # noqa: E402
 from kcnn.compress.tables import SQUEEZENET_TABLE1_PARAMS, SQUEEZENET_TABLE1_TOTAL, squeezenet_module  # noqa: E402
+from pipelines.compress_finetune import DEFAULT_STEPS  # noqa: E402
 from result import print_result  # noqa: E402 - the RESULT line with the wall time
 
 MB = 2 ** 20
@@ -46,14 +47,6 @@ def config_for(args):
                       "warmup_epochs": 1},
         "train": {"epochs": args.epochs, "seed": 0},
     })
-
-
-def accuracy(model, dataset) -> float:
-    hits = total = 0
-    for images, labels in dataset:
-        hits += int(np.sum(model.predict_on_batch(images).argmax(-1) == labels.numpy()))
-        total += len(labels)
-    return hits / total
 
 
 def table1_structure() -> dict:
@@ -77,11 +70,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=8, help="dense training epochs")
     parser.add_argument("--retrain-epochs", type=int, default=4, help="retraining epochs after pruning")
-    parser.add_argument("--finetune-steps", type=int, default=40, help="centroid fine-tuning steps")
+    parser.add_argument("--finetune-steps", type=int, default=DEFAULT_STEPS,
+                        help=f"centroid fine-tuning steps (default {DEFAULT_STEPS}, kcnn compress's)")
     parser.add_argument("--image-size", type=int, default=48, help="digits upsampled to this size (>= 35)")
     parser.add_argument("--work-dir", help="where the runs go (default: a temporary directory)")
     args = parser.parse_args()
 
+    from pipelines.compress_finetune import RunData
     from pipelines.data import DataSpec, make_dataset
     from pipelines.train import train
     from serving.litert import export_run_litert
@@ -96,30 +91,28 @@ def main() -> int:
     run_dir = os.path.join(work, "dense")
     train(config, run_dir, verbose=False)
     dense = keras.saving.load_model(os.path.join(run_dir, "model.keras"), safe_mode=True)
+    data = RunData(run_dir)  # the run's own training and test splits, as kcnn compress and kcnn evaluate read them
     spec = DataSpec.from_config(config.data, seed=0).evaluation(cache=False)
     train_ds, _ = make_dataset(spec, spec.train_split, shuffle=True)
-    test_ds, _ = make_dataset(spec, spec.test_split)
-    dense_accuracy = accuracy(dense, test_ds)
+    dense_accuracy = data.top1(dense)
     print(f"dense: test accuracy {dense_accuracy:.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
 
     pruned = compress.prune(dense, "squeezenet_table1")
-    one_shot_accuracy = accuracy(pruned, test_ds)
+    one_shot_accuracy = data.top1(pruned)
     pruned.compile(keras.optimizers.AdamW(5e-4, weight_decay=1e-4), "sparse_categorical_crossentropy")
     pruned.fit(train_ds, epochs=args.retrain_epochs, verbose=0, callbacks=[compress.PruningCallback()])
-    pruned_accuracy = accuracy(pruned, test_ds)
+    pruned_accuracy = data.top1(pruned)
     print(f"pruned: one-shot {one_shot_accuracy:.4f}, retrained {pruned_accuracy:.4f}", flush=True)
 
     model = compress.strip_pruning(pruned)
     codes = compress.quantise(model, 6)
-    quantised_accuracy = accuracy(model, test_ds)
-    batches = ((images.numpy(), labels.numpy()) for _, (images, labels) in
-               zip(range(args.finetune_steps), train_ds.repeat()))
-    compress.finetune_centroids(model, codes, batches, learning_rate=1e-4)
-    finetuned_accuracy = accuracy(model, test_ds)
+    quantised_accuracy = data.top1(model)
+    data.finetune(model, codes, args.finetune_steps)
+    finetuned_accuracy = data.top1(model)
     artefact = os.path.join(work, "compressed", "model.kcnn.zip")
     report = compress.write_artefact(model, codes, artefact)
     restored = compress.load_artefact(artefact)
-    restored_accuracy = accuracy(restored, test_ds)
+    restored_accuracy = data.top1(restored)
     print(f"pruned + 6-bit: {quantised_accuracy:.4f} before centroid fine-tuning, {finetuned_accuracy:.4f} after "
           f"(decoded artefact {restored_accuracy:.4f}); {report['total_bytes']:,} bytes vs "
           f"{report['dense_bytes']:,} dense ({report['compression']:.1f}x)", flush=True)

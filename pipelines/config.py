@@ -189,7 +189,8 @@ class TrainConfig:
                                       "each evaluation (0: off; capped at the steps of an epoch)")
     sync_bn: bool = key(False, "batch statistics over all replicas while training (several replicas only)")
     prune_table: Optional[str] = key(None, "prune while training to a named density table (squeezenet_table1: "
-                                           "Iandola et al. Table 1); null: off")
+                                           "Iandola et al. Table 1; han_alexnet_table4, han_vgg16_table5: Han et "
+                                           "al.'s Deep Compression Tables 4 and 5); null: off")
     prune_density: Optional[float] = key(None, "prune every Conv2D and Dense layer to this density while training; "
                                                "null: off")
     prune_end_epoch: Optional[int] = key(None, "reach the densities gradually (Zhu and Gupta) by the end of this "

@@ -5,8 +5,8 @@ Backend-agnostic (keras, keras.ops and numpy). The steps, each usable alone::
     pruned = prune(model, "squeezenet_table1")            # masks as non-trainable weights
     pruned.fit(..., callbacks=[PruningCallback()])          # retrain; pruned weights stay zero
     model = strip_pruning(pruned)
-    codes = quantise(model, bits=6)                         # k-means weight sharing, linear init
-    finetune_centroids(model, codes, batches)               # train the shared centroids
+    codes = quantise(model, bits=6)                         # k-means weight sharing; or {"conv": 8, "fc": 5}
+    finetune_centroids(model, codes, batches, optimizer=centroid_optimizer(60))  # codes fixed, centroids trained
     report = write_artefact(model, codes, "model.kcnn.zip") # sparse + Huffman; per-layer sizes
     restored = load_artefact("model.kcnn.zip")              # a normal Keras model
 """
@@ -15,12 +15,13 @@ from kcnn.compress.artefact import encode_model, load_artefact, size_report, wri
 from kcnn.compress.pruning import (MaskedConv2D, MaskedDense, PolynomialDensity, PruningCallback, apply_masks,
                                    density_report, kernel_variable, magnitude_mask, prune, resolve_densities,
                                    strip_pruning)
-from kcnn.compress.quantize import LayerCode, finetune_centroids, kmeans_linear, quantise
-from kcnn.compress.tables import TABLES
+from kcnn.compress.quantize import (LayerCode, centroid_optimizer, finetune_centroids, kmeans_linear, quantise,
+                                    resolve_bits)
+from kcnn.compress.tables import TABLE_BITS, TABLES
 
 __all__ = [
-    "LayerCode", "MaskedConv2D", "MaskedDense", "PolynomialDensity", "PruningCallback", "TABLES",
-    "apply_masks", "density_report", "encode_model", "finetune_centroids", "kernel_variable", "kmeans_linear",
-    "load_artefact", "magnitude_mask", "prune", "quantise", "resolve_densities", "size_report", "strip_pruning",
-    "write_artefact",
+    "LayerCode", "MaskedConv2D", "MaskedDense", "PolynomialDensity", "PruningCallback", "TABLES", "TABLE_BITS",
+    "apply_masks", "centroid_optimizer", "density_report", "encode_model", "finetune_centroids", "kernel_variable",
+    "kmeans_linear", "load_artefact", "magnitude_mask", "prune", "quantise", "resolve_bits", "resolve_densities",
+    "size_report", "strip_pruning", "write_artefact",
 ]

@@ -20,16 +20,24 @@ import numpy as np
 from keras import ops
 
 from kcnn.compress import sparse
-from kcnn.compress.quantize import LayerCode
+from kcnn.compress.quantize import LayerCode, resolve_bits
 from kcnn.files import staged_path
 
 FORMAT = "kcnn-deep-compression"
 FORMAT_VERSION = 1
+INDEX_BITS = 8  # relative-index width of a coded layer that ``index_bits`` leaves out
 
 
-def encode_model(model, codes: dict[str, LayerCode], index_bits: int = 8) -> dict[str, sparse.EncodedKernel]:
-    """Sparse + Huffman encoding of every coded kernel of ``model``."""
-    return {name: sparse.encode_kernel(code.index, code.bits, index_bits) for name, code in codes.items()}
+def encode_model(model, codes: dict[str, LayerCode], index_bits: int | dict = INDEX_BITS
+                 ) -> dict[str, sparse.EncodedKernel]:
+    """Sparse + Huffman encoding of every coded kernel of ``model``.
+
+    ``index_bits`` is one relative-index width or a mapping as ``quantize.resolve_bits`` reads it,
+    e.g. ``{"conv": 8, "fc": 5}``; coded layers it leaves out take ``INDEX_BITS``.
+    """
+    widths = resolve_bits(model, index_bits, what="index bits")
+    return {name: sparse.encode_kernel(code.index, code.bits, widths.get(name, INDEX_BITS))
+            for name, code in codes.items()}
 
 
 def size_report(model, codes: dict[str, LayerCode], encoded: dict[str, sparse.EncodedKernel]) -> dict:
@@ -68,9 +76,13 @@ def size_report(model, codes: dict[str, LayerCode], encoded: dict[str, sparse.En
             "total_bytes": total, "compression": dense_params * 4 / max(total, 1)}
 
 
-def write_artefact(model, codes: dict[str, LayerCode], path: str, *, index_bits: int = 8,
+def write_artefact(model, codes: dict[str, LayerCode], path: str, *, index_bits: int | dict = INDEX_BITS,
                    encoded: dict | None = None) -> dict:
-    """Write the artefact atomically; returns the ``size_report`` plus ``file_bytes``."""
+    """Write the artefact atomically; returns the ``size_report`` plus ``file_bytes``.
+
+    Each coded layer keeps its own weight width (its ``LayerCode.bits``) and relative-index width
+    (``index_bits``: one width or a per-layer mapping, see ``encode_model``); both are in the manifest.
+    """
     encoded = encoded or encode_model(model, codes, index_bits)
     layers = []
     members = {}

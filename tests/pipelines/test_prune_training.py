@@ -43,7 +43,7 @@ def test_training_prunes_to_the_density_and_keeps_the_zeros(tmp_path, gradual):
 
 def test_pruning_keys_are_checked():
     assert C.from_dict({"train": {"prune_table": "squeezenet_table1"}}).train.prune_table == "squeezenet_table1"
-    with pytest.raises(C.ConfigError, match="prune_table must be one of squeezenet_table1"):
+    with pytest.raises(C.ConfigError, match="prune_table must be one of han_alexnet_table4, han_vgg16_table5, squeezenet_table1"):
         C.from_dict({"train": {"prune_table": "alexnet_table"}})
     with pytest.raises(C.ConfigError, match="both set"):
         C.from_dict({"train": {"prune_table": "squeezenet_table1", "prune_density": 0.5}})
