@@ -1,4 +1,4 @@
-"""Plots and per-class figures for a training run."""
+"""Plots and per-class figures for a training run; every plot has a title and labelled axes, with units."""
 
 from __future__ import annotations
 
@@ -17,22 +17,66 @@ def _pyplot():
     return plt
 
 
+# The axis label of each figure a history holds (the tasks' train_metric and monitor), with its unit.
+FIGURE_AXES = {"accuracy": "accuracy (fraction of images)", "pixel_accuracy": "pixel accuracy (fraction of pixels)",
+               "mean_iou": "mean IoU over classes", "psnr": "PSNR (dB)", "box_iou": "box IoU",
+               "map": "mAP@[.5:.95]"}
+
+
+def figure_axis(name: str) -> str:
+    """``accuracy`` -> ``accuracy (fraction of images)``: a history figure's readable name and unit."""
+    return FIGURE_AXES.get(name, name.replace("_", " "))
+
+
 def plot_curves(history: list[dict], path: str, train_metric: str = "accuracy", monitor: str = "accuracy") -> str:
     """Loss and the task's figure per epoch (``train_metric`` on training batches, ``monitor`` on validation)."""
     plt = _pyplot()
     os.makedirs(os.path.dirname(path), exist_ok=True)
     epochs = [h["epoch"] for h in history]
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(epochs, [h["loss"] for h in history], "o-", label="train")
+    left.plot(epochs, [h["loss"] for h in history], "o-", label="training (mean over the epoch)")
     left.plot(epochs, [h["val_loss"] for h in history], "s-", label="validation")
-    left.set(title="loss", xlabel="epoch")
-    right.plot(epochs, [h[train_metric] for h in history], "o-", label=f"train {train_metric.replace('_', ' ')}")
+    left.set(title="Loss per epoch", xlabel="epoch", ylabel="loss (the task's training objective)")
+    right.plot(epochs, [h[train_metric] for h in history], "o-", label=f"training {train_metric.replace('_', ' ')}")
     right.plot(epochs, [h[f"val_{monitor}"] for h in history], "s-", label=f"validation {monitor.replace('_', ' ')}")
-    unit = {"ylim": (0, 1.02)} if "psnr" not in (train_metric, monitor) else {"ylabel": "dB"}
-    right.set(title=monitor.replace("_", " "), xlabel="epoch", **unit)
+    if train_metric == monitor:
+        title, ylabel = f"{monitor.replace('_', ' ')} per epoch", figure_axis(monitor)
+    else:
+        title = f"training {train_metric.replace('_', ' ')}, validation {monitor.replace('_', ' ')} per epoch"
+        ylabel = f"{figure_axis(train_metric)} / {figure_axis(monitor)}"
+    limits = {"ylim": (0, 1.02)} if "psnr" not in (train_metric, monitor) else {}
+    right.set(title=title[0].upper() + title[1:], xlabel="epoch", ylabel=ylabel, **limits)
     for axis in (left, right):
         axis.grid(alpha=0.3)
         axis.legend()
+        axis.xaxis.get_major_locator().set_params(integer=True)
+    return _save(plt, figure, path)
+
+
+def plot_learning_rate(history: list[dict], path: str) -> str:
+    """The learning rate per epoch (history.csv's ``learning_rate``: the rate at the end of the epoch, which the
+    next step uses, as Keras' ``fit`` logs it).
+
+    The axis is logarithmic when the rates span more than a factor of ten (warm-up, step decay), so every
+    stage shows.
+    """
+    plt = _pyplot()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    epochs = [h["epoch"] for h in history]
+    rates = [h["learning_rate"] for h in history]
+    figure, axis = plt.subplots(figsize=(5, 4))
+    axis.plot(epochs, rates, "o-", color="tab:green")
+    axis.set(title="Learning rate per epoch", xlabel="epoch", ylabel="learning rate (at the end of the epoch)")
+    if min(rates) > 0 and max(rates) > 10 * min(rates):
+        axis.set_yscale("log")
+    else:
+        axis.set_ylim(bottom=0, top=max(rates) * 1.1 or 1.0)
+    axis.grid(alpha=0.3)
+    axis.xaxis.get_major_locator().set_params(integer=True)
+    return _save(plt, figure, path)
+
+
+def _save(plt, figure, path: str) -> str:
     figure.tight_layout()
     with staged_path(path) as temporary:  # atomic: a kill never leaves half a PNG
         figure.savefig(temporary, dpi=100)
@@ -73,19 +117,15 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names, path: str, *, what: s
     size = max(4.0, 0.45 * len(class_names) + 2)
     figure, axis = plt.subplots(figsize=(size + 1, size))
     image = axis.imshow(matrix, cmap="Blues")
-    figure.colorbar(image, ax=axis)
+    figure.colorbar(image, ax=axis, label="count")
     ticks = np.arange(len(class_names))
     axis.set_xticks(ticks, class_names, rotation=90 if len(class_names) > 12 else 0)
     axis.set_yticks(ticks, class_names)
-    axis.set(xlabel="predicted", ylabel="true",
-             title=f"confusion matrix ({what} {np.trace(matrix) / max(matrix.sum(), 1):.4f})")
+    axis.set(xlabel="predicted class", ylabel="true class",
+             title=f"Confusion matrix ({what} {np.trace(matrix) / max(matrix.sum(), 1):.4f})")
     if len(class_names) <= 20:
         threshold = matrix.max() / 2 if matrix.size else 0
         for (i, j), count in np.ndenumerate(matrix):
             axis.text(j, i, str(count), ha="center", va="center", fontsize=8,
                       color="white" if count > threshold else "black")
-    figure.tight_layout()
-    with staged_path(path) as temporary:  # atomic: a kill never leaves half a PNG
-        figure.savefig(temporary, dpi=100)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, path)

@@ -13,11 +13,15 @@ def _report(args) -> int:
 def register(sub) -> None:
     """Add ``kcnn report`` to the ``kcnn`` parser."""
     parser = sub.add_parser(
-        "report", help="write RUN_DIR/report.html: curves, confusion matrix, scores, analysis, Grad-CAM, filters",
+        "report", help="write RUN_DIR/report.html: figures, run record, config, curves, confusion matrix, scores, "
+                       "analysis, Grad-CAM, filters",
         description="Write one self-contained HTML page (pictures inlined, opens offline) about a finished run: "
-                    "training curves, confusion matrix, per-class precision/recall/F1, the model's analysis table, "
-                    "the most confidently wrong test images with Grad-CAM overlays and the first-layer filters. "
-                    "kcnn train writes it at the end of every run.")
+                    "the test figures; the run's start and finish dates (UTC), the kcnn, Keras, TensorFlow and "
+                    "Python versions it ran on, its starting weights, fine-tuning and pruning; its resolved "
+                    "config.yaml; the training curves beside the learning rate per epoch; the confusion matrix, "
+                    "per-class precision/recall/F1, the model's analysis table, the most confidently wrong test "
+                    "images with Grad-CAM overlays and the first-layer filters. kcnn train writes it at the end of "
+                    "every run and prints its path.")
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished kcnn run directory")
     parser.add_argument("--wrong", type=int, default=8, help="how many confidently wrong images to show (default 8)")
     parser.set_defaults(func=_report)

@@ -11,8 +11,10 @@
     RUN/class_names.json       its class names               > a finished run: what `kcnn export` needs
     RUN/preprocessing.json     the Preprocessing serving applies /
     RUN/metrics.json           test and training figures
+    RUN/run_info.json          when each training session started, when the run finished, and the versions it ran on
     RUN/evaluation[_TTA].json  `kcnn evaluate` results
-    RUN/plots/*.png            curves and confusion matrices
+    RUN/plots/*.png            curves, learning rate and confusion matrices
+    RUN/report.html            the run's report page (pipelines/run_report.py)
 
 Every file is written atomically (a temporary name in the same directory, fsync,
 ``os.replace``), so a crash never leaves half a file behind.
@@ -23,11 +25,32 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
 import shutil
+from datetime import datetime, timezone
 
 from kcnn.files import atomic_write, remove_stale_staged_files, staged_path  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
+
+# The software each training session records in run_info.json: key -> the name the report shows.
+VERSION_NAMES = (("kcnn", "kcnn"), ("keras", "Keras"), ("tensorflow", "TensorFlow"), ("python", "Python"))
+
+
+def software_versions() -> dict:
+    """The versions of VERSION_NAMES this process runs."""
+    import keras
+    import tensorflow as tf
+
+    import kcnn
+
+    return {"kcnn": kcnn.__version__, "keras": keras.__version__, "tensorflow": tf.__version__,
+            "python": platform.python_version()}
+
+
+def utc_now() -> str:
+    """Now, in UTC, as ISO 8601 to the second (``2026-03-01T12:00:00+00:00``): run_info.json's dates."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 class RunDir:
@@ -42,6 +65,7 @@ class RunDir:
     CLASS_NAMES = "class_names.json"
     PREPROCESSING = "preprocessing.json"
     METRICS = "metrics.json"
+    RUN_INFO = "run_info.json"
     DATA_FILES = "data_files.json"  # the files of each split and the skipped ones, for file-based sources
     PLOTS = "plots"
     FINISHED = (MODEL, CLASS_NAMES, PREPROCESSING)  # what export and the demo need
@@ -143,6 +167,18 @@ class RunDir:
             recorded[info.split] = entry
         atomic_write(path, json.dumps(recorded, indent=1))
 
+    def record_session(self, started_utc: str, start_epoch: int, versions: dict) -> None:
+        """Add a training session to ``run_info.json``: its start (UTC), the epoch it starts after, its versions."""
+        info = self.run_info()
+        sessions = info.get("sessions", []) + [{"started_utc": started_utc, "start_epoch": start_epoch,
+                                                "versions": dict(versions)}]
+        info.update(sessions=sessions, finished_utc=None)  # finished again when this session finishes
+        self.write_json(self.RUN_INFO, info)
+
+    def record_finish(self, finished_utc: str) -> None:
+        """Record in ``run_info.json`` when the run finished (its test figures and model written)."""
+        self.write_json(self.RUN_INFO, {**self.run_info(), "finished_utc": finished_utc})
+
     # ------------------------------------------------------------------ reading
 
     def missing(self) -> list[str]:
@@ -165,6 +201,11 @@ class RunDir:
 
     def read_config_text(self) -> str | None:
         return self.read_text(self.CONFIG) if os.path.exists(self.config) else None
+
+    def run_info(self) -> dict:
+        """``run_info.json`` (``sessions``: started_utc, start_epoch, versions; ``finished_utc``), or {} when the
+        run predates it."""
+        return self.read_json(self.RUN_INFO) if os.path.exists(self.file(self.RUN_INFO)) else {}
 
     def class_names(self) -> list[str]:
         return [str(name) for name in self.read_json(self.CLASS_NAMES)]

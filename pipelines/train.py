@@ -7,7 +7,9 @@ default and mirrored strategies, so there is one code path. It keeps what ``fit`
 users expect: Keras callbacks (EarlyStopping and others), a progress bar on a
 terminal, metrics, TensorBoard scalars, checkpoints, and dynamic loss scaling under
 float16. A run resumes from its last completed epoch when started again with the
-same run directory.
+same run directory. It prints the pruning schedule when ``train.prune_*`` prunes, a
+line at the epoch fine-tuning unfreezes the backbone, and, last, where the run's
+report.html went; run_info.json records each session's start (UTC) and versions.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ from pipelines.data import DataSpec
 from pipelines.distributed_eval import DistributedEvaluator
 from pipelines.environment import is_chief, resolve_jit, resolve_precision, resolve_strategy
 from pipelines.prune import prune_for_training, pruning_callbacks
-from pipelines.run_dir import RunDir, atomic_write
-from pipelines.run_report import write_report
+from pipelines.run_dir import RunDir, atomic_write, software_versions, utc_now
+from pipelines.run_report import frozen_part, pruning_schedule, write_report
 from pipelines.tasks import Task, get_task, task_of
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,7 @@ class Session:
     verbose: bool
     task: Task = None
     started: float = field(default_factory=time.perf_counter)
+    started_utc: str = field(default_factory=utc_now)  # run_info.json's date of this session
 
     @property
     def replicas(self) -> int:
@@ -145,7 +148,12 @@ def _run(session: Session, callbacks) -> dict:
     if _restore_newest(checkpoint, work.checkpoints):
         session.say(f"resuming {session.run} after epoch {int(epoch_var.numpy())} of {epochs}")
     start_epoch = int(epoch_var.numpy())
+    if session.chief:
+        work.record_session(session.started_utc, start_epoch, software_versions())
     history = _read_history(work, start_epoch)
+    pruning = pruning_schedule(config.train)
+    if pruning:
+        session.say(f"pruning {pruning}")
     monitor = f"val_{task.monitor}"
 
     finetune.apply_stage(model, config, start_epoch)  # the optimizer was built over every variable above
@@ -161,10 +169,12 @@ def _run(session: Session, callbacks) -> dict:
     model.stop_training = False  # EarlyStopping and user callbacks set it, as under fit
     callback_list.on_train_begin()
     for epoch in range(start_epoch, epochs):
-        if epoch > start_epoch and finetune.starts_stage_two(config, epoch):
-            finetune.apply_stage(model, config, epoch)  # a new trainable set: trace the step again
-            train_step = _make_train_step(task, model, optimizer, session.strategy, global_batch,
-                                          resolve_jit(config.train), config)
+        if finetune.starts_stage_two(config, epoch):
+            if epoch > start_epoch:  # a resumed run at the boundary was set up in stage two above
+                finetune.apply_stage(model, config, epoch)  # a new trainable set: trace the step again
+                train_step = _make_train_step(task, model, optimizer, session.strategy, global_batch,
+                                              resolve_jit(config.train), config)
+            session.say(_stage_two_message(config, epoch, float(_current_rate(optimizer))))
         callback_list.on_epoch_begin(epoch)
         bar = keras.utils.Progbar(steps, unit_name="step") if session.verbose and sys.stdout.isatty() else None
         tick = time.perf_counter()
@@ -228,6 +238,7 @@ def _finish(session: Session, model, bn_statistics, evaluate_replicas, history: 
     run = session.run if session.chief else None
     if run is not None:
         report.plot_curves(history, run.plot("curves"), task.train_metric, task.monitor)
+        report.plot_learning_rate(history, run.plot("learning_rate"))
     metrics = {
         "task": task.name,
         **task.finish(run, model, history, test, train_info, spec),  # the test figures, and the task's plots
@@ -244,9 +255,21 @@ def _finish(session: Session, model, bn_statistics, evaluate_replicas, history: 
         run.write_json(RunDir.CLASS_NAMES, class_names)
         run.write_text(RunDir.PREPROCESSING, spec.preprocessing.to_json())
         run.write_json(RunDir.METRICS, metrics)
-        write_report(str(run), model=model)  # report.html: reads the files written above (the model is in hand)
+        run.record_finish(utc_now())
+        page = write_report(str(run), model=model)  # report.html: reads the files written above (model in hand)
     session.say(f"{task.summary(metrics)}; run directory {session.run}")
+    if run is not None:
+        session.say(f"wrote the run report {page}")
     return metrics
+
+
+def _stage_two_message(config: Config, epoch: int, rate: float) -> str:
+    """The line ``kcnn train`` prints at the epoch fine-tuning's stage two starts (``train.unfreeze_at_epoch``)."""
+    head = f"epoch {epoch + 1}/{config.train.epochs}: fine-tuning stage two"
+    if config.model.freeze == "none":
+        return f"{head}: nothing was frozen (model.freeze: none); learning rate now {rate:.3g}"
+    return (f"{head}: unfreezing {frozen_part(config.model.freeze)} (model.freeze: {config.model.freeze}; "
+            f"batch-norm layers stay frozen); learning rate now {rate:.3g}")
 
 
 def _make_train_step(task: Task, model, optimizer, strategy, global_batch, jit, config):

@@ -14,7 +14,7 @@ import time
 import keras
 import numpy as np
 import pytest
-from tiny_run import tiny
+from tiny_run import TINY, tiny
 
 from pipelines import config as C
 from pipelines.evaluate import evaluate
@@ -32,7 +32,8 @@ def read_history(run_dir):
 def test_a_run_leaves_a_complete_run_directory(tiny_run):
     run_dir, metrics = tiny_run  # train(tiny(), run_dir), shared with the other run-directory tests
     for name in ("config.yaml", "history.csv", "metrics.json", "model.keras", "best.keras", "class_names.json",
-                 "preprocessing.json", "plots/curves.png", "plots/confusion_matrix.png"):
+                 "preprocessing.json", "run_info.json", "report.html", "plots/curves.png", "plots/learning_rate.png",
+                 "plots/confusion_matrix.png"):
         assert os.path.exists(os.path.join(run_dir, name)), name
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(run_dir, "logs", "train")))
     with open(os.path.join(run_dir, "metrics.json")) as handle:
@@ -57,6 +58,49 @@ def test_a_run_leaves_a_complete_run_directory(tiny_run):
     assert five["tta_flip"] is False and os.path.exists(os.path.join(run_dir, "evaluation_ten_crop_noflip.json"))
 
 
+def test_run_info_records_the_dates_and_versions_of_the_session(tiny_run):
+    import platform
+
+    import tensorflow as tf
+
+    import kcnn
+
+    run_dir, _ = tiny_run
+    with open(os.path.join(run_dir, "run_info.json")) as handle:
+        info = json.load(handle)
+    (session,) = info["sessions"]
+    assert session["start_epoch"] == 0 and session["started_utc"] <= info["finished_utc"]
+    assert session["started_utc"].endswith("+00:00")  # UTC
+    assert session["versions"] == {"kcnn": kcnn.__version__, "keras": keras.__version__,
+                                   "tensorflow": tf.__version__, "python": platform.python_version()}
+
+
+@pytest.mark.slow
+def test_kcnn_train_prints_the_pruning_schedule_the_unfreezing_epoch_and_the_report_path(tmp_path, capsys):
+    from kcnn.cli import main
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(json.dumps(TINY))  # JSON is YAML
+    run_dir = tmp_path / "run"
+    assert main(["train", str(config), "--run-dir", str(run_dir), "--set", "train.epochs=2",
+                 "--set", "train.steps_per_epoch=1", "--set", "model.freeze=backbone",
+                 "--set", "train.unfreeze_at_epoch=1", "--set", "train.unfreeze_learning_rate=0.02",
+                 "--set", "train.prune_density=0.5", "--set", "train.prune_end_epoch=1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    pruning = ("pruning gradually to density 0.5 (50% of the weights kept) in every Conv2D and Dense layer: from "
+               "density 1 at the start of epoch 1 to the target by the end of epoch 1 (Zhu and Gupta's cubic "
+               "schedule), then held")
+    unfreezing = ("epoch 2/2: fine-tuning stage two: unfreezing the backbone (model.freeze: backbone; batch-norm "
+                  "layers stay frozen); learning rate now 0.02")
+    assert lines[0] == pruning
+    assert lines[1].startswith("epoch 1/2: loss") and lines[2] == unfreezing and lines[3].startswith("epoch 2/2: loss")
+    assert lines[-1] == f"wrote the run report {run_dir / 'report.html'}" and (run_dir / "report.html").exists()
+    with open(run_dir / "report.html", encoding="utf-8") as handle:
+        page = handle.read()
+    assert "unfreeze_learning_rate: 0.02" in page  # the resolved config.yaml, the --set overrides applied
+    assert "gradually to density 0.5 (50% of the weights kept)" in page  # the report's pruning row
+
+
 def test_a_run_directory_refuses_a_different_config(tiny_run):
     run_dir, _ = tiny_run  # trained with tiny()
     before = sorted(os.listdir(run_dir))
@@ -73,7 +117,9 @@ def test_a_checkpoint_its_state_file_does_not_list_yet_is_resumed_and_an_unreada
     checkpoints = os.path.join(run_dir, "checkpoints")
     os.remove(os.path.join(checkpoints, "checkpoint"))  # as if killed before ckpt-1's state was recorded
     train(tiny(), run_dir)
-    assert f"resuming {run_dir} after epoch 2 of 2" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"resuming {run_dir} after epoch 2 of 2" in out
+    assert out.splitlines()[-1] == f"wrote the run report {os.path.join(run_dir, 'report.html')}"
     assert [int(r["epoch"]) for r in read_history(run_dir)] == [1, 2]
     (data,) = [name for name in os.listdir(checkpoints) if name.startswith("ckpt-2.data")]
     with open(os.path.join(checkpoints, data), "r+b") as handle:
@@ -81,6 +127,9 @@ def test_a_checkpoint_its_state_file_does_not_list_yet_is_resumed_and_an_unreada
     metrics = train(tiny(), run_dir)
     assert f"resuming {run_dir} after epoch 1 of 2" in capsys.readouterr().out
     assert metrics["epochs_completed"] == 2 and [int(r["epoch"]) for r in read_history(run_dir)] == [1, 2]
+    with open(os.path.join(run_dir, "run_info.json")) as handle:
+        info = json.load(handle)
+    assert [session["start_epoch"] for session in info["sessions"]] == [0, 2, 1] and info["finished_utc"]
 
 
 def test_a_start_that_fails_leaves_no_run_directory_and_the_corrected_run_starts(tmp_path):
