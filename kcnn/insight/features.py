@@ -49,8 +49,10 @@ def filters(model, layer=None, *, max_filters: int = 64, max_channels: int = 8) 
     layer = get_layer(model, layer) if layer is not None else first_conv_layer(model)
     if not is_conv(layer):
         raise ValueError(f"layer {layer.name!r} is a {type(layer).__name__}; filters() needs a convolution layer")
-    kernel = np.asarray(keras.ops.convert_to_numpy(
-        layer.depthwise_kernel if type(layer).__name__ != "Conv2D" else layer.kernel))
+    # A depthwise or separable layer's spatial filters are its depthwise kernel; a pruned (masked) Conv2D's
+    # kernel attribute is the kernel times its mask, the filters it computes with.
+    kernel = np.asarray(keras.ops.convert_to_numpy(getattr(layer, "depthwise_kernel", None)
+                                                   if hasattr(layer, "depthwise_kernel") else layer.kernel))
     kernel = kernel[..., :max_filters]  # [kh, kw, c_in, c_out]
     c_in, c_out = kernel.shape[2], kernel.shape[3]
     if c_in in (1, 3):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-CONV_TYPES = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D")
+CONV_TYPES = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "MaskedConv2D")  # Masked: pruning while training
 SOFTMAX_NAMES = ("softmax",)
 
 

@@ -227,6 +227,20 @@ def test_deconvnet_and_guided_rectify_the_signal_where_backprop_passes_it():
         np.testing.assert_allclose(reconstruction, 18.0 * window)
 
 
+def test_a_model_pruned_while_training_is_explained_like_a_dense_one():
+    """Pruning while training replaces Conv2D by kcnn's MaskedConv2D: still a convolution for insight."""
+    from kcnn import compress
+
+    keras.utils.set_random_seed(0)
+    model = compress.prune(shapes_cnn(), {"conv*": 0.5}, one_shot=False)
+    assert type(model.get_layer("conv3")).__name__ == "MaskedConv2D"
+    assert insight.last_conv_layer(model).name == "conv3"
+    grid = insight.filters(model)  # conv1's 16 RGB filters, as masked
+    assert len(grid) == 16
+    heat = insight.grad_cam(model, np.random.default_rng(0).normal(size=(32, 32, 3)).astype("float32"))
+    assert heat.shape == (1, 32, 32)
+
+
 def test_filters_tiles_and_activations_order():
     model = shapes_cnn()
     first = insight.filters(model)

@@ -131,3 +131,10 @@ def test_classification_keeps_its_figures_on_the_task_layer():
     assert result["top5_accuracy"] == pytest.approx(np.mean([l in row for l, row in zip(labels, top5)]))
     assert result["loss"] == pytest.approx(-np.log(probabilities[np.arange(50), labels]).mean(), rel=1e-5)
     assert result["confusion_matrix"].sum() == 50
+
+
+def test_classification_summary_shows_top5_only_above_five_classes():
+    task = get_task("classification")
+    metrics = {"test_accuracy": 0.9333, "test_top5_accuracy": 1.0}
+    assert task.summary({**metrics, "num_classes": 3}) == "test accuracy 0.9333"  # every top-5 guess is right
+    assert task.summary({**metrics, "num_classes": 10}) == "test accuracy 0.9333 (top-5 1.0000)"
