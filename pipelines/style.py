@@ -151,11 +151,15 @@ def content_dataset(config: StyleConfig) -> tf.data.Dataset:
     return batches.map(lambda x: (x, x)).prefetch(tf.data.AUTOTUNE)
 
 
-def train_style(config: StyleConfig, run_dir: str, progress=None) -> dict:
-    """Train the stylizer; returns ``{"first_loss", "last_loss", "steps", "run_dir"}``.
+def train_style(config: StyleConfig, run_dir: str, progress=None, extractor=None) -> dict:
+    """Train the stylizer; returns ``{"first_loss", "last_loss", "steps", "run_dir", "seconds"}``.
 
-    ``progress``, if given, is called after every step with ``(done, total, loss)``.
+    ``progress``, if given, is called after every step with ``(done, total, loss)``. ``extractor`` (a
+    ``kcnn.style.FeatureExtractor`` with ``kcnn.style.fast``'s layers) replaces the loss network that
+    ``loss.feature_weights`` would build, e.g. to compare against Gatys' optimisation on the same one.
     """
+    import time
+
     import keras
 
     from kcnn.style import compile_for_style, johnson2016
@@ -173,12 +177,14 @@ def train_style(config: StyleConfig, run_dir: str, progress=None) -> dict:
     stylizer = johnson2016(residual_blocks=config.train.residual_blocks)
     compile_for_style(stylizer, style, feature_weights=config.loss.feature_weights,
                       learning_rate=config.train.learning_rate, content_weight=config.loss.content_weight,
-                      style_weight=config.loss.style_weight, tv_weight=config.loss.tv_weight)
+                      style_weight=config.loss.style_weight, tv_weight=config.loss.tv_weight, extractor=extractor)
+    started = time.perf_counter()
     # One step per epoch, so the history holds every step's own loss (not a running mean).
     callbacks = [] if progress is None else [keras.callbacks.LambdaCallback(
         on_epoch_end=lambda epoch, logs: progress(epoch + 1, config.train.steps, float(logs["loss"])))]
     losses = stylizer.fit(dataset, epochs=config.train.steps, steps_per_epoch=1, verbose=0,
                           callbacks=callbacks).history["loss"]
+    seconds = time.perf_counter() - started
     _write_history(os.path.join(run_dir, "history.csv"), losses)
     temporary = os.path.join(run_dir, f".{STYLIZER_FILE}.tmp.keras")
     # The same layers in an uncompiled model: the file needs no perceptual loss (nor VGG) to load.
@@ -187,7 +193,8 @@ def train_style(config: StyleConfig, run_dir: str, progress=None) -> dict:
     content = next(iter(dataset))[0][:1]
     preview = np.concatenate([content[0].numpy(), np.asarray(stylizer.predict(content, verbose=0))[0]], axis=1)
     save_png(np.clip(np.round(preview), 0, 255).astype(np.uint8), os.path.join(run_dir, "preview.png"))
-    return {"first_loss": losses[0], "last_loss": losses[-1], "steps": len(losses), "run_dir": run_dir}
+    return {"first_loss": losses[0], "last_loss": losses[-1], "steps": len(losses), "run_dir": run_dir,
+            "seconds": seconds}
 
 
 def _write_history(path: str, losses) -> None:
