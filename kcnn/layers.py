@@ -391,4 +391,5 @@ class BicubicUpsampling(keras.layers.Layer):
 # Importing this module registers every layer kcnn writes into a model file, wherever it is defined, so
 # that one `import kcnn.layers` before keras.saving.load_model loads any kcnn model.
 from kcnn import detection as _detection  # noqa: E402,F401  (FCOSDecode, LevelScale, ExpStride)
+from kcnn.compress import folding as _folding  # noqa: E402,F401  (FoldedBatchNorm)
 from kcnn.compress import pruning as _pruning  # noqa: E402,F401  (MaskedConv2D, MaskedDense)

@@ -28,6 +28,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 
@@ -72,13 +73,15 @@ def export(model, base_path: str, *, class_names, preprocessing: Preprocessing, 
            top_k: int = 5, overwrite: bool = False, image_dtype: str = "uint8", model_name: str | None = None,
            training_config: str | None = None, warmup: bool = True, verify: bool = True,
            max_image_pixels: int = DEFAULT_MAX_PIXELS, task: str = "classification",
-           task_options: dict | None = None) -> ExportResult:
+           task_options: dict | None = None, fold_bn: bool = True) -> ExportResult:
     """Write ``base_path/<version>`` (the next integer unless ``version`` is given) and return where and what.
 
     ``task`` (``pipelines.tasks``) says what the signatures return. ``max_image_pixels``:
     ``predict_image_bytes`` refuses files whose header declares more pixels, with INVALID_ARGUMENT,
     before decoding them (a 200 KB PNG can declare 8192x8192 pixels). ``task_options``: the
     task's export settings (a detector's ``score_threshold``, ``iou_threshold``, ``max_detections``).
+    ``fold_bn``: serve a copy with every batch norm that follows a convolution folded into it
+    (``kcnn.compress.fold_batch_norm``); the verification compares the export with ``model`` itself.
     """
     check_max_pixels(max_image_pixels)
     task = get_task(task)
@@ -96,8 +99,10 @@ def export(model, base_path: str, *, class_names, preprocessing: Preprocessing, 
                 "signatures": {SIGNATURE_IMAGES: INPUT_IMAGES, SIGNATURE_BYTES: INPUT_BYTES},
                 **task.export_metadata(model, task.resolve_options(task_options or {}))}
 
+    served = _folded(model) if fold_bn else model
+
     def write(staging: str) -> float:
-        _write_saved_model(task.serving_endpoints(model, preprocessing, metadata, max_image_pixels), model, staging)
+        _write_saved_model(task.serving_endpoints(served, preprocessing, metadata, max_image_pixels), served, staging)
         os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
         atomic_write(os.path.join(staging, METADATA_FILE), json.dumps(metadata, indent=2))
         atomic_write(os.path.join(staging, "assets.extra", "class_names.txt"),
@@ -120,8 +125,10 @@ def publish_version(base_path: str, version: int | None, overwrite: bool, write)
 
     ``version=None`` takes the next integer. The staging directory's name is not an integer, so
     TF Serving's file-system poller never sees a partial version. With ``overwrite`` the old version
-    is renamed aside, the new one renamed in, then the old one deleted: a kill at any moment leaves
-    the old or the new version, and the next export (or :func:`recover`) finishes the job. Version
+    and the new one swap places in one ``renameat2(RENAME_EXCHANGE)`` (Linux), then the old one is
+    deleted, so the version is never absent; where the exchange is not available the old version is
+    renamed aside and the new one renamed in. A kill at any moment leaves the old or the new
+    version, and the next export (or :func:`recover`) finishes the job. Version
     directories are world-readable (0755), as a server running as another user needs.
     """
     if isinstance(version, bool) or not (version is None or isinstance(version, int) and version >= 1):
@@ -140,7 +147,13 @@ def publish_version(base_path: str, version: int | None, overwrite: bool, write)
         difference = write(staging)
         os.chmod(staging, 0o755)  # mkdtemp makes 0700
         crash_point("export_before_swap")
-        if os.path.exists(target):
+        if os.path.exists(target) and exchange(staging, target):
+            # One atomic step: the new version is in place and the old one sits at the staging name, which
+            # recover() deletes if this process dies before it does. No moment without the version.
+            crash_point("export_after_exchange")
+            shutil.rmtree(staging, ignore_errors=True)
+            return ExportResult(target, version, describe_signatures(target), difference)
+        if os.path.exists(target):  # no atomic exchange on this system or file system: two renames
             os.rename(target, retired)
             crash_point("export_mid_swap")
         os.rename(staging, target)
@@ -151,6 +164,32 @@ def publish_version(base_path: str, version: int | None, overwrite: bool, write)
         raise
     shutil.rmtree(retired, ignore_errors=True)
     return ExportResult(target, version, describe_signatures(target), difference)
+
+
+RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def exchange(first: str, second: str) -> bool:
+    """Swap two paths atomically (Linux ``renameat2(..., RENAME_EXCHANGE)``); False where that is unavailable."""
+    import ctypes
+    import ctypes.util
+    import errno
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):  # glibc before 2.28 has no wrapper
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd = -100
+    if renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # a file system or kernel without the flag
+        return False
+    raise OSError(code, f"cannot swap {first} and {second}: {os.strerror(code)}")
 
 
 def recover(base_path: str) -> list[str]:
@@ -233,6 +272,13 @@ def write_warmup_requests(path: str, model_name: str, spec: Preprocessing, image
         for record in records:
             writer.write(record.SerializeToString())
     return len(records)
+
+
+def _folded(model):
+    """``model`` with its batch norms folded into the convolutions before them (the same function, fewer ops)."""
+    from kcnn.compress.folding import fold_batch_norm
+
+    return fold_batch_norm(model)
 
 
 def _verify(model, path: str, task, spec: Preprocessing, metadata: dict) -> float:

@@ -141,3 +141,17 @@ def tiny_run(shared_tiny_run, tmp_path):
     copy = str(tmp_path / "run")
     shutil.copytree(path, copy)
     return copy, dict(metrics)
+
+
+def randomise_statistics(model, seed=0):
+    """Moving statistics and affine parameters far from their initial values, so folding has work to do."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if type(layer).__name__ == "BatchNormalization":
+            layer.moving_mean.assign(rng.normal(0, 0.5, layer.moving_mean.shape))
+            layer.moving_variance.assign(rng.uniform(0.3, 3.0, layer.moving_variance.shape))
+            if layer.gamma is not None:
+                layer.gamma.assign(rng.normal(1, 0.3, layer.gamma.shape))
+            if layer.beta is not None:
+                layer.beta.assign(rng.normal(0, 0.3, layer.beta.shape))
+    return model

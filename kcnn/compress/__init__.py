@@ -9,9 +9,11 @@ Backend-agnostic (keras, keras.ops and numpy). The steps, each usable alone::
     finetune_centroids(model, codes, batches, optimizer=centroid_optimizer(60))  # codes fixed, centroids trained
     report = write_artefact(model, codes, "model.kcnn.zip") # sparse + Huffman; per-layer sizes
     restored = load_artefact("model.kcnn.zip")              # a normal Keras model
+    served = fold_batch_norm(model)                         # inference: BN folded into the convolutions
 """
 
 from kcnn.compress.artefact import encode_model, load_artefact, size_report, write_artefact
+from kcnn.compress.folding import fold_batch_norm, foldable_pairs
 from kcnn.compress.pruning import (MaskedConv2D, MaskedDense, PolynomialDensity, PruningCallback, apply_masks,
                                    density_report, kernel_variable, magnitude_mask, prune, resolve_densities,
                                    strip_pruning)
@@ -21,7 +23,8 @@ from kcnn.compress.tables import TABLE_BITS, TABLES
 
 __all__ = [
     "LayerCode", "MaskedConv2D", "MaskedDense", "PolynomialDensity", "PruningCallback", "TABLES", "TABLE_BITS",
-    "apply_masks", "centroid_optimizer", "density_report", "encode_model", "finetune_centroids", "kernel_variable",
+    "apply_masks", "centroid_optimizer", "density_report", "encode_model", "finetune_centroids", "fold_batch_norm",
+    "foldable_pairs", "kernel_variable",
     "kmeans_linear", "load_artefact", "magnitude_mask", "prune", "quantise", "resolve_bits", "resolve_densities",
     "size_report", "strip_pruning", "write_artefact",
 ]

@@ -80,11 +80,15 @@ def _fingerprint(base):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("crash", ["export_before_swap", "export_mid_swap"])
-def test_an_overwrite_killed_mid_swap_leaves_the_old_version_or_the_new(tmp_path, crash):
+@pytest.mark.parametrize("crash", ["export_before_swap", "export_after_exchange", "export_mid_swap"])
+def test_an_overwrite_killed_at_any_point_leaves_a_whole_version_in_place(tmp_path, crash):
+    """On Linux the old and the new version swap in one renameat2(RENAME_EXCHANGE), so a server polling the base
+    path always finds version 1 (issue 28: no moment without a servable version); export_mid_swap is the
+    two-rename fallback for systems without the exchange, where recover() restores the set-aside copy."""
     base = _exported_run(tmp_path)
     old = _fingerprint(base)
-    script = ("import sys, keras, kcnn; from tests.serving.serving_helpers import CLASSES, SPEC; "
+    fallback = "import serving.export as e; e.exchange = lambda a, b: False; " if crash == "export_mid_swap" else ""
+    script = ("import sys, keras, kcnn; from tests.serving.serving_helpers import CLASSES, SPEC; " + fallback +
               "from serving.export import export; keras.utils.set_random_seed(5); "
               "m = kcnn.build('lenet5', num_classes=3, input_shape=(32, 32, 3)); "
               "export(m, sys.argv[1], class_names=CLASSES, preprocessing=SPEC, version=1, overwrite=True)")
@@ -95,9 +99,13 @@ def test_an_overwrite_killed_mid_swap_leaves_the_old_version_or_the_new(tmp_path
     leftovers = [name for name in os.listdir(base) if name.startswith((STAGING_PREFIX, RETIRED_PREFIX))]
     assert leftovers
     if crash == "export_mid_swap":
-        assert versions(base) == []  # between the two renames: only the set-aside copy exists
+        assert versions(base) == []  # the fallback, between its two renames: only the set-aside copy exists
+    else:
+        assert versions(base) == [1]  # what a polling server sees at the kill: a whole version
+        assert (_fingerprint(base) == old) == (crash == "export_before_swap")  # after the exchange: the new one
+    new = _fingerprint(base) if crash == "export_after_exchange" else old
     done = recover(base)
-    assert versions(base) == [1] and _fingerprint(base) == old  # the old version, whole
+    assert versions(base) == [1] and _fingerprint(base) == new  # whole, and the old copy cleaned up
     assert any("removed .kcnn-export-1-" in line for line in done)  # the dead process's staging directory
     assert any("restored version 1" in line for line in done) == (crash == "export_mid_swap")
     assert [n for n in os.listdir(base) if n.startswith(".")] == []

@@ -146,3 +146,36 @@ def test_litert_conversion_prints_nothing(capfd):
     content = litert.convert(model, [], int8=False)
     assert content[4:8] == b"TFL3"  # the flatbuffer's file identifier
     assert capfd.readouterr().out == ""
+
+
+def _op_types(path: str) -> set:
+    """Every op type in a SavedModel's graph and function library."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as handle:
+        proto.ParseFromString(handle.read())
+    graph = proto.meta_graphs[0].graph_def
+    return {node.op for node in graph.node} | {node.op for f in graph.library.function for node in f.node_def}
+
+
+def test_export_folds_batch_norm_into_the_convolutions_and_still_matches_the_model(tmp_path):
+    """issue 28: the exported graph kept every batch norm as separate ops; folded, the signatures run convolutions
+    with a bias only and still reproduce the Keras model (export's own verification)."""
+    import keras
+    from conftest import randomise_statistics
+
+
+    keras.utils.set_random_seed(0)
+    model = randomise_statistics(kcnn.build("convnet", num_classes=3, input_shape=(32, 32, 3)))
+    folded = ex.export(model, str(tmp_path / "folded"), class_names=CLASSES, preprocessing=SPEC, warmup=False)
+    kept = ex.export(model, str(tmp_path / "kept"), class_names=CLASSES, preprocessing=SPEC, warmup=False,
+                     fold_bn=False)
+    # Keras 3 writes batch norm as primitive ops, one Rsqrt of the variance per layer: gone once folded.
+    assert "Rsqrt" not in _op_types(folded.path) and "Rsqrt" in _op_types(kept.path)
+    assert "BiasAdd" in _op_types(folded.path)  # the folded shift, as each convolution's bias
+    assert folded.max_abs_difference < 1e-5 and kept.max_abs_difference < 1e-5
+    batch = tf.constant(images())
+    a = tf.saved_model.load(folded.path).signatures["serving_default"](images=batch)["probabilities"].numpy()
+    b = tf.saved_model.load(kept.path).signatures["serving_default"](images=batch)["probabilities"].numpy()
+    assert np.abs(a - b).max() < 1e-5
