@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+import os
+import re
+
 
 def _export(args) -> int:
     import os
@@ -24,7 +28,7 @@ def _export(args) -> int:
 
         result = export_run(args.run_dir, args.base_path, version=args.version, top_k=args.top_k,
                             overwrite=args.overwrite, image_dtype=args.image_dtype,
-                            max_image_pixels=args.max_image_pixels,
+                            max_image_pixels=args.max_image_pixels, fold_bn=args.fold_bn,
                             task_options={"score_threshold": args.score_threshold,
                                           "max_detections": args.max_detections})
     print(f"exported version {result.version} to {result.path} "
@@ -54,15 +58,206 @@ def _serving_config(args) -> int:
 
 
 def tf_bool(text: str) -> bool:
-    """A boolean flag value as TF Serving's flags take it: true/false (also 1/0)."""
-    value = text.strip().lower()
-    if value in ("true", "1", "yes"):
-        return True
-    if value in ("false", "0", "no"):
-        return False
-    import argparse
+    """A boolean flag value as TF Serving parses it (tensorflow/core/util/command_line_flags.cc): ``true`` or
+    ``false`` exactly; a bare ``--flag`` is true."""
+    if text in ("true", "false"):
+        return text == "true"
+    raise argparse.ArgumentTypeError(f"Couldn't interpret value {text!r}: TF Serving takes true or false")
 
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+def _tf_integer(text: str, bits: int) -> int:
+    # sscanf("%d%c") == 1: leading spaces, a sign and digits, nothing after them; within the type's range.
+    limit = 1 << (bits - 1)
+    if re.fullmatch(r"\s*[+-]?[0-9]+", text) and -limit <= int(text) < limit:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"Couldn't interpret value {text!r} as an int{bits}")
+
+
+def tf_int32(text: str) -> int:
+    """An int32 flag value as TF Serving parses it."""
+    return _tf_integer(text, 32)
+
+
+def tf_int64(text: str) -> int:
+    """An int64 flag value as TF Serving parses it."""
+    return _tf_integer(text, 64)
+
+
+def tf_float(text: str) -> float:
+    """A float flag value as TF Serving parses it (sscanf "%f", nothing after the number)."""
+    try:
+        if text == text.rstrip() and "_" not in text:
+            return float(text)
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"Couldn't interpret value {text!r} as a float")
+
+
+CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+# Every flag of tensorflow_model_server (model_servers/main.cc's flag_list) with its type and default (main.cc,
+# server.h's Server::Options), so a TF Serving command line runs unchanged: (name, type, default, what kcnn does).
+# --version is added on its own (it answers at once) and --enable_signature_method_name_check next to the table.
+SERVE_FLAGS = (
+    ("port", tf_int32, 8500, "gRPC port (0: a free one; TF Serving refuses 0)"),
+    ("grpc_socket_path", str, "", "also serve gRPC on this UNIX socket"),
+    ("grpc_channel_arguments", str, "",
+     "comma-separated KEY=VALUE arguments of the gRPC server, e.g. grpc.max_connection_age_ms=2000 (a value that "
+     "reads as an int32 goes as an integer)"),
+    ("grpc_max_threads", tf_int32, 4 * CPUS, "gRPC worker threads (TF Serving's default: 4 per CPU)"),
+    ("ssl_config_file", str, "", "SSLConfig for a TLS gRPC port"),
+    ("use_alts_credentials", tf_bool, False, "Google ALTS credentials for gRPC"),
+    ("enable_grpc_healthcheck_service", tf_bool, False, "the standard grpc.health.v1 service"),
+    ("rest_api_port", tf_int32, 0, "REST port (0: no REST)"),
+    ("rest_api_num_threads", tf_int32, 4 * CPUS, "REST worker threads (TF Serving's default: 4 per CPU)"),
+    ("rest_api_timeout_in_ms", tf_int32, 30000, "REST socket read timeout in milliseconds"),
+    ("rest_api_enable_cors_support", tf_bool, False,
+     "REST API answers carry TF Serving's CORS headers (Access-Control-Allow-Origin: *, -Methods: POST, GET, "
+     "-Headers: Content-Type)"),
+    ("model_name", str, "default", "model name with --model_base_path"),
+    ("model_base_path", str, "", "directory of numbered version directories"),
+    ("model_config_file", str, "", "ModelServerConfig in text format (models.config)"),
+    ("model_config_file_poll_wait_seconds", tf_int32, 0, "re-read --model_config_file this often (0: read once)"),
+    ("file_system_poll_wait_seconds", tf_int32, 1, "look for new versions this often (0: only at start)"),
+    ("allow_version_labels_for_unavailable_models", tf_bool, False,
+     "version labels may point at versions not yet available"),
+    ("num_load_threads", tf_int32, 0, "threads loading versions (0: one at a time, in the manager's loop)"),
+    ("num_unload_threads", tf_int32, 0, "threads unloading versions (0: one at a time, in the manager's loop)"),
+    ("max_num_load_retries", tf_int32, 5, "retries of a failed version load"),
+    ("load_retry_interval_micros", tf_int64, 60_000_000, "wait between load retries, in microseconds"),
+    ("flush_filesystem_caches", tf_bool, True, "no effect in kcnn, which keeps no filesystem cache to flush"),
+    ("saved_model_tags", str, "serve", "comma-separated tags of the MetaGraph to load"),
+    ("enable_model_warmup", tf_bool, True,
+     "replay assets.extra/tf_serving_warmup_requests before a version serves"),
+    ("num_request_iterations_for_warmup", tf_int32, 0, "times each warm-up request is replayed (0: once)"),
+    ("remove_unused_fields_from_bundle_metagraph", tf_bool, True,
+     "no effect in kcnn, which keeps only the signatures of the MetaGraph"),
+    ("prefer_tflite_model", tf_bool, False, "load model.tflite instead of saved_model.pb when there is one"),
+    ("num_tflite_pools", tf_int32, CPUS, "TF Lite interpreter pools (used only with --prefer_tflite_model)"),
+    ("num_tflite_interpreters_per_pool", tf_int32, 1,
+     "interpreters per TF Lite pool (used only with --prefer_tflite_model)"),
+    ("platform_config_file", str, "", "PlatformConfigMap in text format"),
+    ("enable_batching", tf_bool, False, "batch concurrent requests"),
+    ("batching_parameters_file", str, "", "BatchingParameters in text format (batching.config)"),
+    ("enable_per_model_batching_parameters", tf_bool, False, "read batching_params.pbtxt from each SavedModel"),
+    ("tensorflow_session_parallelism", tf_int64, 0,
+     "TensorFlow's intra- and inter-op threads both (0: TensorFlow picks)"),
+    ("tensorflow_intra_op_parallelism", tf_int64, 0, "threads one op may use (0: TensorFlow picks)"),
+    ("tensorflow_inter_op_parallelism", tf_int64, 0, "ops that may run at once (0: TensorFlow picks)"),
+    ("tensorflow_session_config_file", str, "", "a TensorFlow Session ConfigProto in text format"),
+    ("per_process_gpu_memory_fraction", tf_float, 0.0, "the share of GPU memory TensorFlow takes"),
+    ("xla_cpu_compilation_enabled", tf_bool, False, "TensorFlow's XLA:CPU JIT"),
+    ("xla_gpu_compilation_enabled", tf_bool, False, "TensorFlow's XLA:CPU and XLA:GPU JIT"),
+    ("mixed_precision", str, "", "the mixed-precision mode models run in"),
+    ("thread_pool_factory_config_file", str, "", "ThreadPoolConfig in text format"),
+    ("enable_serialization_as_tensor_content", tf_bool, False, "Predict answers in tensor_content"),
+    ("enable_profiler", tf_bool, True, "TF Serving's profiler service (kcnn registers none, whatever the value)"),
+    ("skip_initialize_tpu", tf_bool, False, "no effect in kcnn, which initialises no TPU"),
+    ("monitoring_config_file", str, "",
+     "MonitoringConfig in text format; Prometheus metrics on the REST port at its path"),
+)
+# The flags whose behaviour kcnn's local server does not have: the default (and what equals it) is accepted, any
+# other value is refused with this reason rather than ignored.
+REFUSED_FLAGS = {
+    "ssl_config_file": "kcnn's local server speaks plaintext gRPC only; serve TLS with the tensorflow/serving image "
+                       "or a TLS proxy in front",
+    "use_alts_credentials": "kcnn's local server speaks plaintext gRPC only (no ALTS)",
+    "enable_grpc_healthcheck_service": "kcnn registers no grpc.health.v1 service (grpcio-health-checking is not a "
+                                       "dependency); probe GetModelStatus or GET /v1/models/NAME instead",
+    "allow_version_labels_for_unavailable_models": "kcnn serves labels of available versions only",
+    "num_load_threads": "kcnn loads versions one at a time, in its poll loop",
+    "num_unload_threads": "kcnn unloads versions one at a time, in its poll loop",
+    "num_request_iterations_for_warmup": "kcnn replays each warm-up record once",
+    "prefer_tflite_model": "kcnn serve loads saved_model.pb only (kcnn export --format litert writes .tflite for "
+                           "LiteRT, not for serving)",
+    "platform_config_file": "kcnn serves TensorFlow SavedModels with its own loader and reads no PlatformConfigMap",
+    "enable_per_model_batching_parameters": "kcnn batches every model with the one --batching_parameters_file",
+    "tensorflow_session_config_file": "kcnn reads no Session ConfigProto; set threads with "
+                                      "--tensorflow_intra_op_parallelism and --tensorflow_inter_op_parallelism",
+    "per_process_gpu_memory_fraction": "kcnn does not partition GPU memory",
+    "xla_cpu_compilation_enabled": "kcnn serve leaves TensorFlow's XLA JIT as TensorFlow sets it",
+    "xla_gpu_compilation_enabled": "kcnn serve leaves TensorFlow's XLA JIT as TensorFlow sets it",
+    "mixed_precision": "kcnn serves each graph in the dtypes it was exported with",
+    "thread_pool_factory_config_file": "kcnn runs requests on its own gRPC and REST worker threads",
+    "enable_serialization_as_tensor_content": "kcnn answers in the typed fields (float_val, int_val, ...)",
+}
+ALSO_ACCEPTED = {"num_request_iterations_for_warmup": (1,)}  # 0 and 1 both replay each record once
+# kcnn loads each version's only MetaGraph, which kcnn export tags "serve": the one tag set it can honour.
+SERVED_TAGS = {"serve"}
+
+
+def shown_flag_value(value) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def refuse_unsupported_flags(args) -> None:
+    """ValueError, one line naming the flag, for a setting kcnn's local server does not implement."""
+    defaults = {name: default for name, _, default, _ in SERVE_FLAGS}
+    for name, reason in REFUSED_FLAGS.items():
+        value = getattr(args, name)
+        if value != defaults[name] and value not in ALSO_ACCEPTED.get(name, ()):
+            raise ValueError(f"--{name}={shown_flag_value(value)} is not supported: {reason}")
+    if set(args.saved_model_tags.split(",")) != SERVED_TAGS:
+        raise ValueError(f"--saved_model_tags={args.saved_model_tags} is not supported: kcnn serve loads each "
+                         "version's only MetaGraph, which kcnn export tags 'serve'")
+
+
+def grpc_channel_arguments(text: str) -> list:
+    """``--grpc_channel_arguments`` as TF Serving's parseGrpcChannelArgs and BuildAndStart read it (server.cc):
+    split on commas, then each on '='; the value after the first '=' (up to any next one) goes as an integer when
+    it reads as an int32 (safe_strto32: spaces around a signed number), else as a string."""
+    arguments = []
+    for item in text.split(",") if text else []:
+        parts = item.split("=")
+        if len(parts) < 2:
+            raise ValueError(f"--grpc_channel_arguments: {item!r} is not KEY=VALUE")
+        key, value = parts[0], parts[1]
+        number = re.fullmatch(r"\s*([+-]?[0-9]+)\s*", value)
+        if number and -(1 << 31) <= int(number.group(1)) < (1 << 31):
+            arguments.append((key, int(number.group(1))))
+        else:
+            arguments.append((key, value))
+    return arguments
+
+
+def set_tensorflow_threads(args) -> None:
+    """TF Serving's thread flags (server.cc BuildAndStart) on TensorFlow's threading, before any model loads:
+    intra/inter-op when either is set (0 lets TensorFlow pick), else --tensorflow_session_parallelism for both."""
+    intra, inter, session = (args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism,
+                             args.tensorflow_session_parallelism)
+    if intra > 0 and inter > 0 and session > 0:
+        raise ValueError("Either configure --tensorflow_session_parallelism or (--tensorflow_intra_op_parallelism, "
+                         "--tensorflow_inter_op_parallelism) separately. You cannot configure all.")
+    if intra <= 0 and inter <= 0:
+        intra = inter = session
+    if intra <= 0 and inter <= 0:
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(max(intra, 0))
+        tf.config.threading.set_inter_op_parallelism_threads(max(inter, 0))
+    except RuntimeError as error:  # TensorFlow's runtime already started in this process
+        raise ValueError(f"cannot set TensorFlow's threads: {error}") from None
+
+
+class VersionFlag(argparse.Action):
+    """TF Serving's --version (a bool flag): print the versions and exit 0, before anything loads."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values:
+            from importlib import metadata
+
+            from kcnn import __version__
+            from serving.config import TF_SERVING_VERSION
+
+            try:
+                tensorflow = metadata.version("tensorflow")
+            except metadata.PackageNotFoundError:
+                tensorflow = "not installed"
+            print(f"kcnn ModelServer: {__version__} (TensorFlow Serving {TF_SERVING_VERSION}'s APIs)\n"
+                  f"TensorFlow Library: {tensorflow}", flush=True)
+            parser.exit(0)
+        setattr(namespace, self.dest, False)
 
 
 def _serve(args) -> int:
@@ -76,6 +271,11 @@ def _serve(args) -> int:
     from serving.tensors import DEFAULT_MAX_ELEMENTS
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    refuse_unsupported_flags(args)
+    if args.batching_parameters_file and not args.enable_batching:  # TF Serving's BuildAndStart refuses it too
+        raise ValueError("--batching_parameters_file is set without --enable_batching=true")
+    channel_arguments = grpc_channel_arguments(args.grpc_channel_arguments)
+    set_tensorflow_threads(args)
     if args.model_config_file:
         models = models_from_config(args.model_config_file)
     elif args.model_base_path:
@@ -102,7 +302,10 @@ def _serve(args) -> int:
                     max_workers=args.grpc_max_threads, lifecycle=lifecycle, max_elements=args.max_request_elements or DEFAULT_MAX_ELEMENTS,
                     rest_threads=args.rest_api_num_threads, rest_timeout_ms=args.rest_api_timeout_in_ms,
                     prometheus_path=prometheus_path, model_config_file=args.model_config_file,
-                    config_poll_seconds=args.model_config_file_poll_wait_seconds)
+                    config_poll_seconds=args.model_config_file_poll_wait_seconds,
+                    enable_signature_method_name_check=args.enable_signature_method_name_check,
+                    grpc_channel_arguments=channel_arguments, grpc_socket_path=args.grpc_socket_path,
+                    rest_cors=args.rest_api_enable_cors_support)
     try:
         server.start()
     except StartupError as error:  # TF Serving's words and a non-zero exit
@@ -264,6 +467,9 @@ def register(sub) -> None:
     export.add_argument("--max-detections", type=int,
                         help="detection runs: detections per image, the second dimension of detection_boxes "
                              "(default: the run's model.task_options.max_detections, 100)")
+    export.add_argument("--no-fold-bn", dest="fold_bn", action="store_false",
+                        help="keep batch norm as separate ops (by default each batch norm that follows a convolution "
+                             "is folded into its kernel and bias: the same outputs to float round-off, fewer ops)")
     export.add_argument("--format", choices=["tf_saved_model", "litert"], default="tf_saved_model",
                         help="tf_saved_model (default) or litert: int8 BASE_PATH/model.tflite with float fallback")
     export.set_defaults(func=_export)
@@ -291,35 +497,33 @@ def register(sub) -> None:
 
     serve = sub.add_parser(
         "serve", help="serve exported models over TF Serving's gRPC (and REST) API, for development",
-        description="A local server speaking TensorFlow Serving's API. Flags are tensorflow_model_server's, with "
-                    "its syntax (--port=8500, --enable_batching=true); booleans also work bare (--enable_batching).")
-    serve.add_argument("--port", type=int, default=8500, help="gRPC port (0: a free one)")
-    serve.add_argument("--rest_api_port", type=int, default=0, help="REST port (0: no REST, as in TF Serving)")
-    serve.add_argument("--rest_api_num_threads", type=int, default=16, help="REST worker threads")
-    serve.add_argument("--rest_api_timeout_in_ms", type=int, default=30000,
-                       help="REST socket read timeout in milliseconds")
-    serve.add_argument("--model_name", default="default", help="model name with --model_base_path")
-    serve.add_argument("--model_base_path", help="directory of numbered version directories")
-    serve.add_argument("--model_config_file", help="ModelServerConfig in text format (models.config)")
-    serve.add_argument("--model_config_file_poll_wait_seconds", type=float, default=0,
-                       help="re-read --model_config_file this often (0: read once)")
-    serve.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
-                       help="look for new versions this often (0: only at start)")
-    serve.add_argument("--enable_batching", type=tf_bool, nargs="?", const=True, default=False,
-                       help="batch concurrent requests (true/false)")
-    serve.add_argument("--batching_parameters_file", help="BatchingParameters in text format (batching.config)")
-    serve.add_argument("--enable_model_warmup", type=tf_bool, nargs="?", const=True, default=True,
-                       help="replay assets.extra/tf_serving_warmup_requests before a version serves (default true)")
-    serve.add_argument("--monitoring_config_file",
-                       help="MonitoringConfig in text format; Prometheus metrics on the REST port at its path")
-    serve.add_argument("--max_num_load_retries", type=int, default=5, help="retries of a failed version load")
-    serve.add_argument("--load_retry_interval_micros", type=int, default=60_000_000,
-                       help="wait between load retries, in microseconds")
-    serve.add_argument("--grpc_max_threads", type=int, default=16, help="gRPC worker threads")
+        allow_abbrev=False,
+        description="A local server speaking TensorFlow Serving's API. It takes every flag of tensorflow_model_server, "
+                    "with its types, defaults and syntax (--port=8500, also --port 8500 here; booleans bare, =true "
+                    "or =false); a flag whose behaviour kcnn does not have is refused unless left at its default. "
+                    "Unlike TF Serving, which listens on every interface (0.0.0.0), kcnn binds 127.0.0.1 unless "
+                    "--host says otherwise (--host=0.0.0.0 for every interface). The ports open once the models "
+                    "have loaded.")
+    for name, parse, default, what in SERVE_FLAGS:
+        boolean = parse is tf_bool
+        refused = f" kcnn: only the default; {REFUSED_FLAGS[name]}." if name in REFUSED_FLAGS else ""
+        shown_default = f" (default {shown_flag_value(default)})" if default not in ("", 0) or boolean else ""
+        serve.add_argument(f"--{name}", type=parse, default=default, nargs="?" if boolean else None,
+                           const=True if boolean else None, metavar="true|false" if boolean else None,
+                           help=f"{what}{shown_default}.{refused}")
+    serve.add_argument("--version", type=tf_bool, nargs="?", const=True, default=False, action=VersionFlag,
+                       metavar="true|false", help="print the versions and exit")
+    serve.add_argument("--enable_signature_method_name_check", type=tf_bool, nargs="?", const=True, default=False,
+                       help="Classify and Regress first require the signature's method_name to be "
+                            "tensorflow/serving/classify or .../regress, which TF2 SavedModels never have "
+                            "(default false, as TF Serving's)")
     serve.add_argument("--max_request_elements", type=int,
                        help="kcnn's limit on the elements one request tensor may declare, checked before allocating "
                             "(default 50331648: one 4096x4096 RGB image)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="kcnn's: the address both ports bind. Default 127.0.0.1, this machine only, where TF "
+                            "Serving binds 0.0.0.0; --host=0.0.0.0 listens on every interface as TF Serving does "
+                            "(anyone who reaches the machine can then query the models)")
     serve.set_defaults(func=_serve)
 
     predict = sub.add_parser(

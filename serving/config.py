@@ -27,19 +27,14 @@ VERSION_POLICIES = ("latest", "all", "specific")
 
 
 INT64, BOOL, STRING = ".google.protobuf.Int64Value", ".google.protobuf.BoolValue", ".google.protobuf.StringValue"
-# Every field of TF Serving's BatchingParameters (session_bundle_config.proto). Text format, the form
-# --batching_parameters_file takes, reads them by name.
+# The fields of TF Serving's BatchingParameters (servables/tensorflow/session_bundle_config.proto), and no others:
+# a --batching_parameters_file naming another field is refused, as TF Serving's text-format parser refuses it.
 BATCHING_FIELDS = (
     (1, "max_batch_size", INT64), (2, "batch_timeout_micros", INT64), (3, "max_enqueued_batches", INT64),
     (4, "num_batch_threads", INT64), (5, "thread_pool_name", STRING), (6, "allowed_batch_sizes", "repeated int64"),
     (7, "pad_variable_length_inputs", "bool"), (8, "enable_large_batch_splitting", BOOL),
-    (9, "max_execution_batch_size", INT64), (10, "low_priority_max_batch_size", INT64),
-    (11, "low_priority_batch_timeout_micros", INT64), (12, "low_priority_max_enqueued_batches", INT64),
-    (13, "low_priority_allowed_batch_sizes", "repeated int64"), (14, "mixed_priority_batching_policy", "enum"),
-    (15, "batch_padding_policy", STRING),
+    (9, "max_execution_batch_size", INT64),
 )
-MIXED_PRIORITY_POLICIES = ("LOW_PRIORITY_PADDING_WITH_MAX_BATCH_SIZE",
-                           "LOW_PRIORITY_PADDING_WITH_NEXT_ALLOWED_BATCH_SIZE", "PRIORITY_ISOLATION")
 
 
 def _declare_messages():
@@ -57,14 +52,8 @@ def _declare_messages():
             batching.field.add(name=name, number=number, type=F.TYPE_MESSAGE, type_name=kind, label=F.LABEL_OPTIONAL)
         elif kind == "repeated int64":
             batching.field.add(name=name, number=number, type=F.TYPE_INT64, label=F.LABEL_REPEATED)
-        elif kind == "bool":
+        else:
             batching.field.add(name=name, number=number, type=F.TYPE_BOOL, label=F.LABEL_OPTIONAL)
-        else:  # the mixed-priority policy enum
-            batching.field.add(name=name, number=number, type=F.TYPE_ENUM, label=F.LABEL_OPTIONAL,
-                               type_name=".tensorflow.serving.MixedPriorityBatchingPolicy")
-    policy = proto.enum_type.add(name="MixedPriorityBatchingPolicy")
-    for number, name in enumerate(MIXED_PRIORITY_POLICIES):
-        policy.value.add(name=name, number=number)
     prometheus = proto.message_type.add(name="PrometheusConfig")
     prometheus.field.add(name="enable", number=1, type=F.TYPE_BOOL, label=F.LABEL_OPTIONAL)
     prometheus.field.add(name="path", number=2, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
@@ -114,10 +103,9 @@ class Batching:
     # batches of at most max_execution_batch_size (default: the largest allowed size, else max_batch_size).
     enable_large_batch_splitting: bool = False
     max_execution_batch_size: int = 0
-    # Accepted for compatibility; kcnn has one priority and fixed-shape inputs, so these change nothing.
+    # Accepted for compatibility; kcnn runs batches on its own threads and needs no padding, so these change nothing.
     thread_pool_name: str = ""
     pad_variable_length_inputs: bool = False
-    low_priority: tuple = ()  # (field, value) pairs as read from the file
 
     @property
     def execution_batch_size(self) -> int:
@@ -200,16 +188,24 @@ def write_configs(directory: str, models: list[ModelEntry], batching: Batching |
     return paths
 
 
-def read_models_config(path: str) -> model_server_config_pb2.ModelServerConfig:
+def read_text_proto(path: str, message):
+    """``message`` read from a text-format file, or ValueError naming the file and the first problem (an unknown
+    field, a bad value), as TF Serving's ParseProtoTextFile refuses it with "Invalid protobuf file"."""
     with open(path) as handle:
-        return text_format.Parse(handle.read(), model_server_config_pb2.ModelServerConfig())
+        text = handle.read()
+    try:
+        return text_format.Parse(text, message)
+    except text_format.ParseError as error:
+        raise ValueError(f"Invalid protobuf file: '{path}': {error}") from None
+
+
+def read_models_config(path: str) -> model_server_config_pb2.ModelServerConfig:
+    return read_text_proto(path, model_server_config_pb2.ModelServerConfig())
 
 
 def read_batching_config(path: str) -> Batching:
     """A --batching_parameters_file; unset fields take TF Serving's defaults (BatchingSessionOptions)."""
-    with open(path) as handle:
-        message = text_format.Parse(handle.read(), BatchingParameters())
-    low_priority = tuple((f.name, str(v)) for f, v in message.ListFields() if f.name.startswith(("low_", "mixed_")))
+    message = read_text_proto(path, BatchingParameters())
     return Batching(max_batch_size=message.max_batch_size.value if message.HasField("max_batch_size") else 1000,
                     batch_timeout_micros=message.batch_timeout_micros.value,
                     num_batch_threads=message.num_batch_threads.value or 4,
@@ -218,7 +214,7 @@ def read_batching_config(path: str) -> Batching:
                     enable_large_batch_splitting=message.enable_large_batch_splitting.value,
                     max_execution_batch_size=message.max_execution_batch_size.value,
                     thread_pool_name=message.thread_pool_name.value,
-                    pad_variable_length_inputs=message.pad_variable_length_inputs, low_priority=low_priority)
+                    pad_variable_length_inputs=message.pad_variable_length_inputs)
 
 
 def models_from_config(path: str) -> list[ModelEntry]:
@@ -234,5 +230,4 @@ def models_from_config(path: str) -> list[ModelEntry]:
 
 
 def read_monitoring_config(path: str):
-    with open(path) as handle:
-        return text_format.Parse(handle.read(), MonitoringConfig())
+    return read_text_proto(path, MonitoringConfig())

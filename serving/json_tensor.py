@@ -8,9 +8,11 @@ shape is read from the first element at each level and every list must agree wit
 it. Requests come in row (``instances``) or columnar (``inputs``) form; responses
 answer in the same form, naming outputs only when there are several.
 
-Unlike TF Serving, an error never quotes more than ``ECHO_LIMIT`` characters of the
-request, and integers outside the input dtype's range are refused (TF Serving
-takes any 32-bit integer for uint8 and lets it wrap).
+Integers are read as TF Serving reads them: int8, uint8, int16, uint16 and int32 inputs take
+any JSON integer that fits 32 bits (rapidjson's ``IsInt()``, stored in ``int_val``) and the
+narrower types wrap (300 -> 44 and -1 -> 255 for uint8), int64 takes ``IsInt64()``, uint32
+``IsUint()``, uint64 ``IsUint64()``. Unlike TF Serving, an error never quotes more than
+``ECHO_LIMIT`` characters of the request.
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ import numpy as np
 import tensorflow as tf
 
 ECHO_LIMIT = 64
-INT_RANGES = {tf.uint8: (0, 255), tf.int8: (-128, 127), tf.int16: (-(1 << 15), (1 << 15) - 1),
-              tf.uint16: (0, (1 << 16) - 1), tf.int32: (-(1 << 31), (1 << 31) - 1),
+# The JSON integers each dtype takes (json_tensor.cc: IsInt() for the int_val types, IsInt64, IsUint, IsUint64).
+INT32 = (-(1 << 31), (1 << 31) - 1)
+INT_RANGES = {tf.uint8: INT32, tf.int8: INT32, tf.int16: INT32, tf.uint16: INT32, tf.int32: INT32,
               tf.int64: (-(1 << 63), (1 << 63) - 1), tf.uint32: (0, (1 << 32) - 1),
               tf.uint64: (0, (1 << 64) - 1)}
+# int_val holds 32-bit values; Tensor::FromProto casts them to the narrower dtypes, which wraps them.
+WRAPPED_BITS = {tf.uint8: (8, False), tf.int8: (8, True), tf.uint16: (16, False), tf.int16: (16, True)}
 FLOAT_DIGITS = {tf.float32: 24, tf.float64: 53, tf.float16: 11}
 
 
@@ -109,6 +114,11 @@ def _scalar(value, dtype: tf.DType):
         low, high = INT_RANGES[dtype]
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise _type_error(value, dtype)
+        if dtype in WRAPPED_BITS:
+            bits, signed = WRAPPED_BITS[dtype]
+            value %= 1 << bits
+            if signed and value >= 1 << (bits - 1):
+                value -= 1 << bits
         return value
     raise JsonTensorError(f"Conversion of JSON Value: {echo(value)} to type: {type_string(dtype)} is not supported")
 

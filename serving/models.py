@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ import grpc
 import tensorflow as tf
 from tensorflow_serving.apis import get_model_status_pb2, prediction_log_pb2
 
-from serving.config import ModelEntry
+from serving.config import VERSION_POLICIES, ModelEntry
 from serving.export import WARMUP_FILE, signature_defs, versions
 from serving.tensors import TensorParseError, from_request_proto
 
@@ -131,17 +132,25 @@ class ModelManager:
         self._status: dict[str, dict[int, VersionStatus]] = {}
         self._failures: dict[tuple[str, int], _Failure] = {}
         self._lock = threading.RLock()
+        self._polling = threading.Lock()  # one pass at a time: the poller's, a reload's or the startup's
+        self._reloading = threading.Lock()  # ServerCore's config_mu_: one config applied at a time
         self._stop = threading.Event()
         self._thread = None
         self.set_models(models)
 
     def set_models(self, models: list[ModelEntry]) -> None:
-        """Serve this model list from now on (a re-read --model_config_file); dropped models are unloaded."""
+        """Serve this model list from now on (reload_config); dropped models are unloaded, and their versions
+        keep their last state (END), as TF Serving's ServableStateMonitor keeps them."""
         with self._lock:
             self.entries = {m.name: m for m in models}
             for name in list(self._servables):
                 if name not in self.entries:
-                    del self._servables[name], self._status[name]
+                    for version in sorted(self._servables.pop(name)):
+                        self._set_state(name, version, State.UNLOADING)
+                        self._set_state(name, version, State.END)
+                        log.info("unloaded %s version %d", name, version)
+            for key in [k for k in self._failures if k[0] not in self.entries]:
+                del self._failures[key]
             for name in self.entries:
                 self._servables.setdefault(name, {})
                 self._status.setdefault(name, {})
@@ -162,6 +171,10 @@ class ModelManager:
             self.metrics.version_state(name, version, state)
 
     def poll_once(self) -> None:
+        with self._polling:
+            self._poll_once()
+
+    def _poll_once(self) -> None:
         now = time.monotonic()
         for name, entry in list(self.entries.items()):
             wanted = self.wanted_versions(entry)
@@ -212,14 +225,33 @@ class ModelManager:
         if self.metrics:
             self.metrics.load_attempt(path, True)
         with self._lock:
+            if entry.name not in self._servables:  # dropped by a reload while it loaded
+                self._set_state(entry.name, version, State.END)
+                return
             self._servables[entry.name][version] = servable
             self._set_state(entry.name, version, State.AVAILABLE)
         log.info("serving %s version %d from %s", entry.name, version, path)
 
-    def pending_retry(self) -> float | None:
-        """When the next retry of a failed load is due (monotonic seconds), or None."""
-        due = [f.retry_at for f in self._failures.values() if f.attempts <= self.lifecycle.max_num_load_retries]
+    def pending_retry(self, names=None) -> float | None:
+        """When the next retry of a failed load (of the models ``names``, default all) is due, or None."""
+        due = [f.retry_at for (name, _), f in self._failures.items()
+               if f.attempts <= self.lifecycle.max_num_load_retries and (names is None or name in names)]
         return min(due) if due else None
+
+    def _await(self, names) -> list[tuple[str, int, str]]:
+        """Load what the models ``names`` want, retrying failed loads as configured; the (name, version, error)
+        of each version that failed where its model serves none."""
+        self.poll_once()
+        while not self._stop.is_set():
+            due = self.pending_retry(names)
+            unavailable = [n for n in names if not self._servables.get(n) and self.wanted_versions(self.entries[n])]
+            if due is None or not unavailable:
+                break
+            self._stop.wait(max(0.0, due - time.monotonic()))
+            self.poll_once()
+        with self._lock:
+            return [(name, version, status.error) for name in names if not self._servables.get(name)
+                    for version, status in sorted(self._status.get(name, {}).items()) if status.error]
 
     def wait_until_available(self) -> None:
         """Load what every model wants, retrying failures as configured, as TF Serving does before it serves.
@@ -227,17 +259,7 @@ class ModelManager:
         Raises StartupError naming the versions that never became available; a model with no
         versions on disk only warns (TF Serving logs "No versions of servable ... found").
         """
-        self.poll_once()
-        while not self._stop.is_set():
-            if self.pending_retry() is None:
-                break
-            unavailable = [n for n in self.entries if not self._servables[n] and self.wanted_versions(self.entries[n])]
-            if not unavailable:
-                break
-            self._stop.wait(max(0.0, self.pending_retry() - time.monotonic()))
-            self.poll_once()
-        failed = [(name, version, status.error) for name in self.entries if not self._servables[name]
-                  for version, status in sorted(self._status[name].items()) if status.error]
+        failed = self._await(list(self.entries))
         if failed:
             listed = ", ".join(f"{{{{name: {n} version: {v}}} due to error: {e}}}" for n, v, e in failed)
             raise StartupError(f"{len(failed)} servable(s) did not become available: {{{listed}, }}")
@@ -254,6 +276,61 @@ class ModelManager:
                 self.poll_once()
             except Exception:  # keep polling whatever one pass met
                 log.exception("model poll failed")
+
+    # -------------------------------------------------------------------- reloading a ModelServerConfig
+    def reload_config(self, config) -> None:
+        """Serve the models of a ``ModelServerConfig`` from now on, as TF Serving's ServerCore::ReloadConfig does
+        (server_core.cc); its gRPC HandleReloadConfigRequest and its --model_config_file poll both end here.
+
+        The list is checked in TF Serving's order (names, base paths, platforms, labels) before anything
+        changes; a model left out is unloaded; one added is loaded before this returns, UNKNOWN if it
+        never became available. Labels may only name versions that serve now, as TF Serving's
+        UpdateModelVersionLabelMap requires (its --allow_version_labels_for_unavailable_models is off).
+        """
+        with self._reloading:
+            which = config.WhichOneof("config")
+            if which is None:
+                log.info("Taking no action for empty config.")
+                return
+            if which != "model_config_list":
+                raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
+                                   "Cannot transition to requested config. It is only legal to transition from one "
+                                   "ModelConfigList to another.")
+            listed = list(config.model_config_list.config)
+            _check_model_config_list(listed)
+            for model in listed:  # ValidateNoModelsChangePlatforms; kcnn serves the tensorflow platform only
+                if model.name in self.entries and _platform(model) != TENSORFLOW_PLATFORM:
+                    raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                                       f"Illegal to change a model's platform. For model {model.name} platform was "
+                                       f"{TENSORFLOW_PLATFORM} and new platform requested is {_platform(model)}")
+            self._check_labels(listed)
+            for model in listed:  # CreateStoragePathRoutes
+                if _platform(model) != TENSORFLOW_PLATFORM:
+                    raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                                       f"Model {model.name} requests unsupported platform {_platform(model)}")
+            try:
+                models = [model_entry(model) for model in listed]
+            except ValueError as error:  # kcnn's own checks of a version policy and its labels
+                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
+            added = [m.name for m in models if m.name not in self.entries]
+            log.info("Adding/updating models.")
+            self.set_models(models)
+            failed = self._await(added)
+            if failed:
+                listed_failures = "".join(f"{{{{name: {n} version: {v}}} due to error: {e}}}, " for n, v, e in failed)
+                raise ServingError(grpc.StatusCode.UNKNOWN,
+                                   f"{len(failed)} model(s) did not become available: {{{listed_failures}}}")
+            log.info("Finished reloading config")
+
+    def _check_labels(self, listed) -> None:
+        with self._lock:
+            for model in listed:
+                for label, version in sorted(model.version_labels.items()):
+                    status = self._status.get(model.name, {}).get(version)
+                    if status is None or status.state != State.AVAILABLE:
+                        raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
+                                           f"Request to assign label to version {version} of model {model.name}, "
+                                           "which is not currently available for inference")
 
     def stop(self) -> None:
         self._stop.set()
@@ -272,7 +349,7 @@ class ModelManager:
         if name not in self.entries:
             raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({shown(name)})")
         with self._lock:
-            servables = dict(self._servables[name])
+            servables = dict(self._servables.get(name, {}))
         which = spec.WhichOneof("version_choice")
         if which == "version":
             version = spec.version.value
@@ -296,7 +373,7 @@ class ModelManager:
 
     def status(self, name: str, version: int | None = None) -> dict[int, VersionStatus]:
         self._known(name)
-        if name not in self.entries:
+        if name not in self._status:  # configured now, or once (its versions then END)
             raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {shown(name)}")
         with self._lock:
             status = dict(self._status[name])
@@ -305,6 +382,51 @@ class ModelManager:
                 raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find version {version} of model {name}")
             return {version: status[version]}
         return status
+
+
+TENSORFLOW_PLATFORM = "tensorflow"
+URI_SCHEME = re.compile(r"[A-Za-z][0-9A-Za-z.]*://")
+
+
+def _check_model_config_list(listed) -> None:
+    """TF Serving's ValidateModelConfigList (server_core.cc): each name once, every base path absolute."""
+    names = set()
+    for model in listed:
+        if model.name in names:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"Illegal to list model {model.name} multiple times in config list")
+        names.add(model.name)
+    for model in listed:  # UriIsRelativePath: no scheme://, and not a path from the root
+        if not URI_SCHEME.match(model.base_path) and not model.base_path.startswith("/"):
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"Expected model {model.name} to have an absolute path or URI; got "
+                               f"base_path()={model.base_path}")
+
+
+def _platform(model) -> str:
+    """TF Serving's GetPlatform (server_core.cc): model_platform, or the deprecated model_type."""
+    if model.model_type:
+        if model.model_platform:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               "Illegal setting both ModelServerConfig::model_type (deprecated) and "
+                               "ModelServerConfig::model_platform.")
+        if model.model_type != 1:  # ModelType.TENSORFLOW
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"ModelServerConfig::model_type choice {model.model_type} not supported.")
+        return TENSORFLOW_PLATFORM
+    if not model.model_platform:
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                           "Illegal setting neither ModelServerConfig::model_type (deprecated) nor "
+                           "ModelServerConfig::model_platform.")
+    return model.model_platform
+
+
+def model_entry(model) -> ModelEntry:
+    """One ModelConfig of a ModelServerConfig as the ModelEntry the manager serves."""
+    policy = model.model_version_policy.WhichOneof("policy_choice") or VERSION_POLICIES[0]
+    numbers = (tuple(model.model_version_policy.specific.versions) if policy == "specific" else
+               (model.model_version_policy.latest.num_versions or 1,) if policy == "latest" else ())
+    return ModelEntry(model.name, model.base_path, policy, numbers, dict(model.version_labels))
 
 
 def input_size_error(sent, wanted) -> ServingError:

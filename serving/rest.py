@@ -31,6 +31,9 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 from serving.json_tensor import JsonTensorError, parse_predict, predict_response
 from serving.models import ServingError, shown
 
+V1_PREFIX = re.compile(r"/v1/", re.IGNORECASE)
+NOT_FOUND_PAGE = (b"<HTML><HEAD>\n<TITLE>404 Not Found</TITLE>\n</HEAD><BODY>\n<H1>Not Found</H1>\n"
+                  b"</BODY></HTML>\n")  # libevent's ERR_FORMAT for HTTP_NOTFOUND with no reason given
 GET_ROUTE = re.compile(r"/v1/models(?:/(?P<name>[^/:]+))?(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
                        r"(?P<metadata>/metadata)?", re.IGNORECASE)
 POST_ROUTE = re.compile(r"/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
@@ -139,6 +142,9 @@ class _Handler(BaseHTTPRequestHandler):
         """The http.server's own rejections (bad request line, unknown method...) as JSON, 400 for 501."""
         status = HTTPStatus.BAD_REQUEST if code == HTTPStatus.NOT_IMPLEMENTED else code
         self.close_connection = True
+        # A request line of one word ("GARBAGE") reads as HTTP/0.9, for which http.server writes no status line
+        # and no headers; every reply here carries both (libevent answers such a line with a 400 status line).
+        self.request_version = "HTTP/1.1"
         try:
             self._reply(status, {"error": f"Malformed request: {message or HTTPStatus(code).phrase}"[:200]})
         except OSError:
@@ -149,9 +155,24 @@ class _Handler(BaseHTTPRequestHandler):
         started, model, api, status = time.perf_counter(), "", "", "OK"
         try:
             path = urllib.parse.unquote(self.path.split("?", 1)[0], errors="strict")
-            if method == "GET" and self.prometheus_path and path == self.prometheus_path:
+            if self.prometheus_path and path == self.prometheus_path:
+                # TF Serving registers its handler on the exact path for every method and sends text/plain
+                # (model_servers/http_server.cc, PrometheusExporter).
                 self._drain()
-                self._send(HTTPStatus.OK, self.predictor.metrics.render().encode(), "text/plain; version=0.0.4")
+                self._send(HTTPStatus.OK, self.predictor.metrics.render().encode(), "text/plain")
+                return
+            if not V1_PREFIX.match(path):
+                # Only "(?i)/v1/.*" reaches TF Serving's REST handler (http_server.cc's RestApiRequestDispatcher);
+                # anything else is libevent's 404 page, sent by evhttp_send_error (evhttp_server.cc), which also
+                # closes the connection.
+                self._drain()
+                self.close_connection = True
+                self.send_response(HTTPStatus.NOT_FOUND)
+                self.send_header("Content-Type", "text/html; charset=ISO-8859-1")
+                self.send_header("Connection", "close")
+                self.send_header("Content-Length", str(len(NOT_FOUND_PAGE)))
+                self.end_headers()
+                self.wfile.write(NOT_FOUND_PAGE)
                 return
             route = (GET_ROUTE if method == "GET" else POST_ROUTE).fullmatch(path) if method in ("GET", "POST") \
                 else None
@@ -273,7 +294,12 @@ class _Handler(BaseHTTPRequestHandler):
         servable = self.predictor.manager.resolve(spec)
 
         def input_dtypes(signature: str) -> dict:
-            servable.signature(signature or "serving_default")
+            name = signature or "serving_default"
+            if name not in servable.signature_defs or name.startswith("__"):
+                # The REST handler looks the signature up itself to read its inputs (http_rest_api_handler.cc
+                # GetInfoMap) before the Predict call, with its own message and code.
+                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                                   f'Serving signature name: "{shown(name)}" not found in signature def')
             return {alias: dtype for alias, (dtype, _) in servable.inputs[signature or "serving_default"].items()}
 
         signature, arrays, form = parse_predict(body, input_dtypes, self.predictor.max_elements)

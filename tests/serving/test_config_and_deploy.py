@@ -107,16 +107,12 @@ def test_batching_file_with_every_batching_parameters_field_is_read(tmp_path):
                     "max_enqueued_batches { value: 7 }\nnum_batch_threads { value: 2 }\n"
                     'thread_pool_name { value: "pool" }\nallowed_batch_sizes: 8\nallowed_batch_sizes: 16\n'
                     "pad_variable_length_inputs: true\nenable_large_batch_splitting { value: true }\n"
-                    "max_execution_batch_size { value: 16 }\nlow_priority_max_batch_size { value: 8 }\n"
-                    "low_priority_batch_timeout_micros { value: 100 }\nlow_priority_max_enqueued_batches { value: 3 }\n"
-                    "low_priority_allowed_batch_sizes: 8\nmixed_priority_batching_policy: PRIORITY_ISOLATION\n"
-                    'batch_padding_policy { value: "PAD_UP" }\n')
+                    "max_execution_batch_size { value: 16 }\n")
     batching = sc.read_batching_config(str(path))
     assert (batching.max_batch_size, batching.batch_timeout_micros, batching.max_enqueued_batches,
             batching.num_batch_threads, batching.allowed_batch_sizes) == (64, 500, 7, 2, (8, 16))
     assert batching.enable_large_batch_splitting and batching.execution_batch_size == 16
     assert batching.thread_pool_name == "pool" and batching.pad_variable_length_inputs
-    assert dict(batching.low_priority)["mixed_priority_batching_policy"] == "2"
     assert [f.name for f in sc.BatchingParameters.DESCRIPTOR.fields] == [name for _, name, _ in sc.BATCHING_FIELDS]
     with pytest.raises(ValueError, match="allowed_batch_sizes must increase and end with max_execution_batch_size"):
         sc.Batching(64, allowed_batch_sizes=(8, 32), enable_large_batch_splitting=True, max_execution_batch_size=16)

@@ -13,6 +13,9 @@ Each table row names where its expectation comes from:
   [rest_handler] tensorflow_serving/model_servers/http_rest_api_handler.cc (REST routing)
   [predict_util] tensorflow_serving/servables/tensorflow/predict_util.cc (Predict checks, AsProtoField)
   [classifier]  tensorflow_serving/servables/tensorflow/classifier.cc and regressor.cc
+  [multi_inference] tensorflow_serving/servables/tensorflow/multi_inference.cc
+  [util]        tensorflow_serving/servables/tensorflow/util.cc (Input -> serialized tf.Examples)
+  [model_service] tensorflow_serving/model_servers/model_service_impl.cc (HandleReloadConfigRequest)
   [metadata]    tensorflow_serving/model_servers/get_model_metadata_impl.cc
   [status]      tensorflow_serving/model_servers/get_model_status_impl.cc
   [server_core] tensorflow_serving/model_servers/server_core.cc
@@ -27,16 +30,24 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import logging
+import os
+import time
 
 import grpc
 import numpy as np
 import pytest
+import tensorflow as tf
+from google.protobuf import any_pb2, text_format
 from serving_helpers import exported, images, png
 from tensorflow.core.framework import tensor_pb2, types_pb2
+from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -44,18 +55,33 @@ from tensorflow_serving.apis import (
 )
 from toy_models import toy
 
-from serving.config import ModelEntry
+from serving.config import ModelEntry, model_server_config
+from serving.models import Lifecycle
 from serving.server import Server
 
 PROMETHEUS = "/monitoring/prometheus/metrics"
+# toy's serving_default as C++ DebugString() prints it, which TF Serving's Classify and Regress errors quote.
+TOY_SIGNATURE = ('inputs {\n  key: "x"\n  value {\n    name: "serving_default_x:0"\n    dtype: DT_FLOAT\n'
+                 '    tensor_shape {\n      dim {\n        size: -1\n      }\n      dim {\n        size: 2\n      }\n'
+                 '    }\n  }\n}\noutputs {\n  key: "y"\n  value {\n    name: "PartitionedCall_2:0"\n'
+                 '    dtype: DT_FLOAT\n    tensor_shape {\n      dim {\n        size: -1\n      }\n      dim {\n'
+                 '        size: 2\n      }\n    }\n  }\n}\nmethod_name: "tensorflow/serving/predict"\n')
+MODELS = ("toy", "shapes", "examples")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def model_root(tmp_path_factory):
+    """toy, shapes and examples (below), written once for this module's servers."""
     root = tmp_path_factory.mktemp("conformance")
     toy(str(root / "toy"))
     exported(str(root / "shapes"), seed=1)
-    models = [ModelEntry("toy", str(root / "toy")), ModelEntry("shapes", str(root / "shapes"))]
+    examples(str(root / "examples"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(model_root):
+    models = [ModelEntry(name, str(model_root / name)) for name in MODELS]
     with Server(models, port=0, rest_api_port=0, poll_seconds=0, prometheus_path=PROMETHEUS,
                 max_elements=1_000_000) as running:
         yield running
@@ -188,18 +214,24 @@ GRPC_REJECTIONS = [
      lambda: predict_request(w=typed_tensor([1.0, 2.0], types_pb2.DT_FLOAT, [1, 2])), "Predict",
      grpc.StatusCode.INVALID_ARGUMENT, "input tensor alias not found in signature: w. Inputs expected to be in the "
                                        "set {x}.", "[predict_util] PreProcessPrediction"),
+    ("no ModelSpec at all", lambda: predict_pb2.PredictRequest(), "Predict", grpc.StatusCode.INVALID_ARGUMENT,
+     "Missing ModelSpec", "[predict_impl] TensorflowPredictor::Predict: !has_model_spec()"),
+    ("no ModelSpec in a metadata request",
+     lambda: get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"]), "GetModelMetadata",
+     grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec", "[metadata] GetModelMetadata: !has_model_spec()"),
     ("no model name", lambda: predict_request(""), "Predict", grpc.StatusCode.INVALID_ARGUMENT,
      "ModelSpec has no name specified.", "[server_core] ServableRequestFromModelSpec"),
     ("an unknown signature", lambda: predict_request(signature="nope"), "Predict",
      grpc.StatusCode.FAILED_PRECONDITION, 'Serving signature key "nope" not found.', "[predict_util] RunPredict"),
     ("Classify on a predict signature",
      lambda: classification_pb2.ClassificationRequest(model_spec={"name": "toy"}), "Classify",
-     grpc.StatusCode.INVALID_ARGUMENT, "Expected classification signature method_name to be "
-                                       "tensorflow/serving/classify. Was: tensorflow/serving/predict", "[classifier]"),
+     grpc.StatusCode.INVALID_ARGUMENT, "No classification inputs found in SignatureDef: " + TOY_SIGNATURE,
+     "[classifier] PreProcessClassification: the method_name is checked only under "
+     "--enable_signature_method_name_check, so the input key fails"),
     ("Regress on a predict signature",
      lambda: regression_pb2.RegressionRequest(model_spec={"name": "toy"}), "Regress",
-     grpc.StatusCode.INVALID_ARGUMENT, "Expected regression signature method_name to be tensorflow/serving/regress. "
-                                       "Was: tensorflow/serving/predict", "[classifier] (regressor.cc)"),
+     grpc.StatusCode.INVALID_ARGUMENT, "No regression inputs found in SignatureDef: " + TOY_SIGNATURE,
+     "[classifier] (regressor.cc) PreProcessRegression, as Classify"),
     ("metadata without a field",
      lambda: get_model_metadata_pb2.GetModelMetadataRequest(model_spec={"name": "toy"}), "GetModelMetadata",
      grpc.StatusCode.INVALID_ARGUMENT, "GetModelMetadataRequest must specify at least one metadata_field",
@@ -254,6 +286,8 @@ REST_ROWS = [
     # (name, method, path, body (None: no body), status, the JSON body or an "error:" prefix ending in "...", source)
     ("status", "GET", "/v1/models/toy", None, 200, STATUS_OK, "[api_rest] Model status API; [proto3_json]"),
     ("status of a version", "GET", "/v1/models/toy/versions/1", None, 200, STATUS_OK, "[api_rest]"),
+    ("status by a label: the label is ignored", "GET", "/v1/models/toy/labels/anything", None, 200, STATUS_OK,
+     "[status] GetModelStatusImpl reads only has_version()"),
     ("paths are case-insensitive", "GET", "/V1/Models/toy", None, 200, STATUS_OK, "[rest_handler] (?i) patterns"),
     ("paths are URL-decoded", "GET", "/v1/models/t%6Fy", None, 200, STATUS_OK, "[rest_handler] decodes the URI"),
     ("unknown model", "GET", "/v1/models/nope", None, 404, {"error": "Could not find any versions of model nope"},
@@ -330,8 +364,13 @@ REST_ROWS = [
      {"signature_name": "pair", "inputs": {"a": [1.0], "b": [2], "s": [{"b64": "!!"}]}}, 400,
      {"error": "Unable to base64 decode"}, "[json_tensor] JsonDecodeBase64Object"),
     (":classify on a predict signature", "POST", "/v1/models/toy:classify", {"examples": [{"x": 1.0}]}, 400,
-     {"error": "Expected classification signature method_name to be tensorflow/serving/classify. Was: "
-               "tensorflow/serving/predict"}, "[classifier]"),
+     {"error": "No classification inputs found in SignatureDef: " + TOY_SIGNATURE},
+     "[classifier] PreProcessClassification (no method_name check by default)"),
+    (":regress on a four-output signature", "POST", "/v1/models/shapes:regress", {"examples": [{"x": 1.0}]}, 400,
+     {"error": "Expected one output Tensor."}, "[classifier] (regressor.cc) PreProcessRegression"),
+    ("an unknown signature in :predict", "POST", "/v1/models/toy:predict", {"signature_name": "nope",
+                                                                             "instances": [[1.0, 2.0]]}, 400,
+     {"error": 'Serving signature name: "nope" not found in signature def'}, "[rest_handler] GetInfoMap"),
     ("an unknown model in :predict", "POST", "/v1/models/nope:predict", {"instances": [1]}, 404,
      {"error": "Servable not found for request: Latest(nope)"}, "[server_core]"),
 ]
@@ -350,6 +389,51 @@ def test_rest_table(server, name, method, path, body, status, expected, source):
         assert set(got) == {"error"} and got["error"].startswith(prefix) and len(got["error"]) < 400, (source, got)
     else:
         assert got == expected, source
+
+
+def test_uint8_inputs_take_any_32_bit_integer_and_wrap(server):
+    """[json_tensor] FillTensorProto: DT_UINT8 checks only IsInt() and stores int_val; Tensor::FromProto's cast to
+    uint8 wraps, so 300 is read as 44 and -1 as 255; a number beyond 32 bits is a type error."""
+    base = images(1)[0].astype(np.int64)
+    wrapped = base.copy()
+    wrapped[0, 0] = [300, -1, 256 + 7]  # 44, 255, 7
+    expected = base.copy()
+    expected[0, 0] = [44, 255, 7]
+    assert post(server, "/v1/models/shapes:predict", {"instances": [wrapped.tolist()]}) == \
+        post(server, "/v1/models/shapes:predict", {"instances": [expected.tolist()]})
+    beyond = base.copy()
+    beyond[0, 0, 0] = 1 << 31
+    status, body = post(server, "/v1/models/shapes:predict", {"instances": [beyond.tolist()]})
+    assert status == 400 and body["error"].endswith("JSON Value: 2147483648 Type: Number is not of expected type: "
+                                                    "uint8"), body
+
+
+def test_a_request_over_64_mib_gets_its_own_error(server):
+    """TF Serving's gRPC server takes messages up to INT32_MAX bytes (model_servers/server.cc:
+    builder.SetMaxMessageSize(tensorflow::kint32max)): a 65 MiB request for an unknown model is NOT_FOUND, as a
+    small one is, not RESOURCE_EXHAUSTED."""
+    request = predict_request("nope")
+    request.inputs["x"].dtype = types_pb2.DT_STRING
+    request.inputs["x"].string_val.append(b"\0" * (65 << 20))
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}", options=[("grpc.max_send_message_length", -1)]) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=60)
+    assert (info.value.code(), info.value.details()) == (grpc.StatusCode.NOT_FOUND,
+                                                         "Servable not found for request: Latest(nope)")
+
+
+def test_grpc_status_ignores_a_version_label(server):
+    """[status] get_model_status_impl.cc: only has_version() narrows the answer; a version_label (known or not)
+    gets every version, as a request without either does."""
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = model_service_pb2_grpc.ModelServiceStub(channel)
+        plain = get_model_status_pb2.GetModelStatusRequest()
+        plain.model_spec.name = "toy"
+        labelled = get_model_status_pb2.GetModelStatusRequest()
+        labelled.model_spec.name = "toy"
+        labelled.model_spec.version_label = "no-such-label"
+        assert stub.GetModelStatus(labelled, timeout=20) == stub.GetModelStatus(plain, timeout=20)
+        assert [v.version for v in stub.GetModelStatus(labelled, timeout=20).model_version_status] == [1]
 
 
 def test_rest_metadata_is_printed_as_tf_serving_prints_it(server):
@@ -389,6 +473,56 @@ def test_content_length_is_checked(server, headers, status, error):
     assert rest(server, "POST", "/v1/models/toy:predict", b"{}", headers) == (status, {"error": error})
 
 
+@pytest.mark.parametrize("method, path", [("GET", "/v2/x"), ("GET", "/healthz"), ("POST", "/v1"),
+                                          ("GET", "/monitoring/other"), ("PUT", "/")])
+def test_paths_outside_v1_get_libevents_404(server, method, path):
+    """Only "(?i)/v1/.*" reaches TF Serving's REST handler (model_servers/http_server.cc, RestApiRequestDispatcher:
+    HttpRestApiHandler::kPathRegex); EvHTTPServer::DispatchEvRequest answers the rest with
+    evhttp_send_error(req, HTTP_NOTFOUND, nullptr) (util/net_http/server/internal/evhttp_server.cc): libevent's
+    HTML error page, and the connection closed."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=20)
+    try:
+        connection.request(method, path, body=b"{}" if method != "GET" else None)
+        response = connection.getresponse()
+        body = response.read()
+        assert response.status == 404 and response.reason == "Not Found"
+        assert body == (b"<HTML><HEAD>\n<TITLE>404 Not Found</TITLE>\n</HEAD><BODY>\n<H1>Not Found</H1>\n"
+                        b"</BODY></HTML>\n")
+        assert response.getheader("Connection") == "close"
+    finally:
+        connection.close()
+    assert rest(server, "GET", "/v1/models/toy")[0] == 200  # and the server goes on serving
+
+
+def test_a_garbage_request_line_gets_a_status_line(server):
+    """A one-word request line parses as HTTP/0.9 in Python's http.server, which writes bare bodies; libevent (TF
+    Serving's HTTP server) answers a request line it cannot parse with "400 Bad Request" and a status line."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.rest_port), timeout=20) as raw:
+        raw.sendall(b"GARBAGE\r\n\r\n")
+        reply = b""
+        while chunk := raw.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 400 ") or reply.startswith(b"HTTP/1.0 400 "), reply[:80]
+    assert rest(server, "GET", "/v1/models/toy")[0] == 200
+
+
+def test_prometheus_path_answers_every_method_as_text_plain(server):
+    """TF Serving registers the monitoring handler on the exact path (http_server.cc: RegisterRequestHandler with
+    the configured path) and writes its page with Content-Type text/plain, whatever the method."""
+    for method in ("GET", "POST"):
+        connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=20)
+        try:
+            connection.request(method, PROMETHEUS, body=b"" if method == "POST" else None)
+            response = connection.getresponse()
+            text = response.read().decode()
+            assert response.status == 200 and response.getheader("Content-Type") == "text/plain"
+            assert ":tensorflow:serving:request_count" in text
+        finally:
+            connection.close()
+
+
 def test_prometheus_endpoint_exposes_tf_servings_metric_names(server):
     post(server, "/v1/models/toy:predict", {"instances": [[1.0, 2.0]]})
     grpc_call(server, "Predict", predict_request(x=typed_tensor([1.0, 2.0], types_pb2.DT_FLOAT, [1, 2])))
@@ -399,3 +533,398 @@ def test_prometheus_endpoint_exposes_tf_servings_metric_names(server):
     assert ':tensorflow:serving:request_latency_count{model_name="toy",API="predict",entrypoint="GRPC"}' in text
     assert ':tensorflow:cc:saved_model:load_attempt_count{model_path="' in text and 'status="success"} 1' in text
     assert ':tensorflow:serving:model_version_state{model_name="toy",model_version="1"} 30' in text
+
+
+# ---------------------------------------------------------------------- Classify, Regress, MultiInference
+CLASSIFY, REGRESS, PREDICT = "tensorflow/serving/classify", "tensorflow/serving/regress", "tensorflow/serving/predict"
+
+
+class Examples(tf.Module):
+    """Signatures shaped as TF Serving's Classify and Regress want them: one string input "inputs" (serialized
+    tf.Examples), outputs "classes" and "scores", or "outputs"."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def classify(self, inputs):
+        count = tf.shape(inputs)[0]
+        return {"classes": tf.fill([count, 2], "a"), "scores": tf.ones([count, 2])}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def regress(self, inputs):
+        return {"outputs": tf.zeros([tf.shape(inputs)[0]])}
+
+
+def examples(base_path: str) -> None:
+    """base_path/1: serving_default (classify with TF2's predict method_name), classify and regress (with the
+    method_names a TF1 exporter writes, set in saved_model.pb)."""
+    module = Examples()
+    path = os.path.join(base_path, "1")
+    tf.saved_model.save(module, path, signatures={"serving_default": module.classify, "classify": module.classify,
+                                                  "regress": module.regress})
+    with open(os.path.join(path, "saved_model.pb"), "rb") as handle:
+        saved = saved_model_pb2.SavedModel.FromString(handle.read())
+    for key, method in (("classify", CLASSIFY), ("regress", REGRESS)):
+        saved.meta_graphs[0].signature_def[key].method_name = method
+    with open(os.path.join(path, "saved_model.pb"), "wb") as handle:
+        handle.write(saved.SerializeToString())
+
+
+def with_examples(request, count: int):
+    for _ in range(count):
+        request.input.example_list.examples.add()
+    return request
+
+
+def classify(model="toy", signature="", count=0):
+    return with_examples(classification_pb2.ClassificationRequest(
+        model_spec={"name": model, "signature_name": signature}), count)
+
+
+def regress(model="toy", signature="", count=0):
+    return with_examples(regression_pb2.RegressionRequest(model_spec={"name": model, "signature_name": signature}),
+                         count)
+
+
+def multi(*tasks, count=0):
+    """A MultiInferenceRequest of (model, signature, method_name) tasks and ``count`` empty tf.Examples."""
+    request = inference_pb2.MultiInferenceRequest()
+    for model, signature, method in tasks:
+        request.tasks.add(model_spec={"name": model, "signature_name": signature}, method_name=method)
+    return with_examples(request, count)
+
+
+KCNN_UNIMPLEMENTED = "kcnn serve does not run ..."
+EXAMPLE_API_ROWS = [
+    # (name, request factory, method, code, exact details or a prefix ending in "...", source)
+    ("Classify, four outputs", lambda: classify("shapes"), "Classify", grpc.StatusCode.INVALID_ARGUMENT,
+     "Expected one or two output Tensors, found 4", "[classifier] PreProcessClassification: the output count"),
+    ("Classify, three inputs", lambda: classify("toy", "pair"), "Classify", grpc.StatusCode.INVALID_ARGUMENT,
+     "Expected one input Tensor.", "[classifier] PreProcessClassification: the input count comes first"),
+    ("Classify, the init op's signature", lambda: classify("toy", "__saved_model_init_op"), "Classify",
+     grpc.StatusCode.INVALID_ARGUMENT, "Expected one input Tensor.",
+     "[classifier] GetClassificationSignatureDef looks among every SignatureDef of the MetaGraph"),
+    ("Classify, an unknown signature", lambda: classify("toy", "nope"), "Classify", grpc.StatusCode.INVALID_ARGUMENT,
+     "No signature was found with the name: nope", "[classifier] GetClassificationSignatureDef"),
+    ("Classify, neither classes nor scores", lambda: classify("examples", "regress"), "Classify",
+     grpc.StatusCode.INVALID_ARGUMENT, 'Expected classification signature outputs to contain at least one of '
+                                       '"classes" or "scores". Signature was: inputs {\n  key: "inputs"...',
+     "[classifier] PreProcessClassification: the output keys"),
+    ("Classify, every check passes, no examples", lambda: classify("examples"), "Classify",
+     grpc.StatusCode.INVALID_ARGUMENT, "Input is empty.", "[util] InputToSerializedExampleTensor"),
+    ("Classify, a TF2 signature passes every check", lambda: classify("examples", count=1), "Classify",
+     grpc.StatusCode.UNIMPLEMENTED, KCNN_UNIMPLEMENTED, "[kcnn] kcnn runs predict signatures only"),
+    ("Regress, four outputs", lambda: regress("shapes"), "Regress", grpc.StatusCode.INVALID_ARGUMENT,
+     "Expected one output Tensor.", "[classifier] (regressor.cc) PreProcessRegression: the output count"),
+    ("Regress, three inputs", lambda: regress("toy", "pair"), "Regress", grpc.StatusCode.INVALID_ARGUMENT,
+     "Expected one input Tensor.", "[classifier] (regressor.cc) PreProcessRegression: the input count first"),
+    ("Regress, two outputs", lambda: regress("examples", "classify"), "Regress", grpc.StatusCode.INVALID_ARGUMENT,
+     "Expected one output Tensor.", "[classifier] (regressor.cc) PreProcessRegression"),
+    ("Regress, every check passes, no examples", lambda: regress("examples", "regress"), "Regress",
+     grpc.StatusCode.INVALID_ARGUMENT, "Input is empty.", "[util] InputToSerializedExampleTensor"),
+    ("Regress, every check passes", lambda: regress("examples", "regress", count=2), "Regress",
+     grpc.StatusCode.UNIMPLEMENTED, KCNN_UNIMPLEMENTED, "[kcnn] kcnn runs predict signatures only"),
+    ("MultiInference, a classify task on a predict signature", lambda: multi(("toy", "", CLASSIFY), count=1),
+     "MultiInference", grpc.StatusCode.INVALID_ARGUMENT, "No classification inputs found in SignatureDef: " +
+     TOY_SIGNATURE, "[multi_inference] Infer: each task's PreProcessClassification"),
+    ("MultiInference, no tasks", lambda: multi(), "MultiInference", grpc.StatusCode.INVALID_ARGUMENT,
+     "ModelSpec has no name specified.", "[multi_inference] RunMultiInference asks for the first task's "
+                                         "ModelSpec, an empty one here; [server_core]"),
+    ("MultiInference, a task without a model name",
+     lambda: multi(("examples", "classify", CLASSIFY), ("", "regress", REGRESS)), "MultiInference",
+     grpc.StatusCode.INVALID_ARGUMENT, "Found ModelSpec with an empty model name.", "[multi_inference] Infer"),
+    ("MultiInference, two models",
+     lambda: multi(("examples", "classify", CLASSIFY), ("toy", "regress", REGRESS)), "MultiInference",
+     grpc.StatusCode.INVALID_ARGUMENT, "All ModelSpecs in a MultiInferenceRequest must access the same model name.",
+     "[multi_inference] Infer"),
+    ("MultiInference, one signature twice",
+     lambda: multi(("examples", "classify", CLASSIFY), ("examples", "classify", REGRESS)), "MultiInference",
+     grpc.StatusCode.INVALID_ARGUMENT, "Duplicate evaluation of signature: classify", "[multi_inference] Infer"),
+    ("MultiInference, an unknown signature", lambda: multi(("examples", "nope", CLASSIFY)), "MultiInference",
+     grpc.StatusCode.INVALID_ARGUMENT, "Requested signature not found in model graph: nope",
+     "[multi_inference] Infer"),
+    ("MultiInference, a predict task", lambda: multi(("examples", "", PREDICT)), "MultiInference",
+     grpc.StatusCode.UNIMPLEMENTED, "Unsupported signature method_name: tensorflow/serving/predict",
+     "[multi_inference] Infer: classify and regress tasks only"),
+    ("MultiInference, tasks on different inputs",
+     lambda: multi(("examples", "classify", CLASSIFY), ("examples", "regress", REGRESS)), "MultiInference",
+     grpc.StatusCode.INVALID_ARGUMENT, "Input tensor must be the same for all Signatures.",
+     "[multi_inference] Infer: one input tensor feeds every task"),
+    ("MultiInference, every check passes, no examples", lambda: multi(("examples", "", CLASSIFY)), "MultiInference",
+     grpc.StatusCode.INVALID_ARGUMENT, "Input is empty.", "[util] InputToSerializedExampleTensor"),
+    ("MultiInference, every check passes", lambda: multi(("examples", "", CLASSIFY), count=1), "MultiInference",
+     grpc.StatusCode.UNIMPLEMENTED, KCNN_UNIMPLEMENTED, "[kcnn] kcnn runs predict signatures only"),
+]
+# The same calls under --enable_signature_method_name_check: the method_name is checked first.
+METHOD_CHECK_ROWS = [
+    ("Classify on a predict signature", lambda: classify("toy"), "Classify", grpc.StatusCode.INVALID_ARGUMENT,
+     "Expected classification signature method_name to be tensorflow/serving/classify. Was: "
+     "tensorflow/serving/predict", "[classifier] GetClassificationSignatureDef"),
+    ("Classify on a TF2 signature that passes the other checks", lambda: classify("examples", count=1), "Classify",
+     grpc.StatusCode.INVALID_ARGUMENT, "Expected classification signature method_name to be "
+                                       "tensorflow/serving/classify. Was: tensorflow/serving/predict",
+     "[classifier] the flag's purpose: TF2 SavedModels have the predict method_name"),
+    ("Classify on a classify signature", lambda: classify("examples", "classify", count=1), "Classify",
+     grpc.StatusCode.UNIMPLEMENTED, KCNN_UNIMPLEMENTED, "[classifier] every check passes; [kcnn]"),
+    ("Classify, three inputs", lambda: classify("toy", "pair"), "Classify", grpc.StatusCode.INVALID_ARGUMENT,
+     "Expected classification signature method_name to be tensorflow/serving/classify. Was: "
+     "tensorflow/serving/predict", "[classifier] the method_name before the counts"),
+    ("Regress on a predict signature", lambda: regress("toy"), "Regress", grpc.StatusCode.INVALID_ARGUMENT,
+     "Expected regression signature method_name to be tensorflow/serving/regress. Was: tensorflow/serving/predict",
+     "[classifier] (regressor.cc) GetRegressionSignatureDef"),
+    ("Regress on a classify signature", lambda: regress("examples", "classify"), "Regress",
+     grpc.StatusCode.INVALID_ARGUMENT, "Expected regression signature method_name to be tensorflow/serving/regress. "
+                                       "Was: tensorflow/serving/classify", "[classifier] (regressor.cc)"),
+    ("Regress on a regress signature", lambda: regress("examples", "regress", count=1), "Regress",
+     grpc.StatusCode.UNIMPLEMENTED, KCNN_UNIMPLEMENTED, "[classifier] (regressor.cc) every check passes; [kcnn]"),
+    ("MultiInference, a classify task on a TF2 signature", lambda: multi(("examples", "", CLASSIFY), count=1),
+     "MultiInference", grpc.StatusCode.INVALID_ARGUMENT, "Expected classification signature method_name to be "
+                                                         "tensorflow/serving/classify. Was: tensorflow/serving/predict",
+     "[multi_inference] PreProcessClassification checks the method_name under the flag"),
+]
+
+
+def assert_rejected(server, make, method, code, details, source):
+    got_code, got_details = grpc_error(server, method, make())
+    assert got_code == code, (source, got_details)
+    if details.endswith("..."):
+        assert got_details.startswith(details[:-3]), (source, got_details)
+    else:
+        assert got_details == details, source
+
+
+@pytest.mark.parametrize("name, make, method, code, details, source", EXAMPLE_API_ROWS,
+                         ids=[row[0] for row in EXAMPLE_API_ROWS])
+def test_classify_regress_and_multi_inference_check_as_tf_serving(server, name, make, method, code, details,
+                                                                   source):
+    """TF Serving's checks with its default --enable_signature_method_name_check=false (model_servers/main.cc),
+    in its order: GetClassificationSignatureDef / GetRegressionSignatureDef find the signature and run
+    PreProcessClassification / PreProcessRegression (classifier.cc, regressor.cc); MultiInference runs
+    TensorFlowMultiInferenceRunner::Infer's per-task checks (multi_inference.cc); then the request's Input must
+    hold examples (util.cc). Past every check kcnn answers UNIMPLEMENTED, where TF Serving would run the graph."""
+    assert_rejected(server, make, method, code, details, source)
+
+
+@pytest.fixture(scope="module")
+def checked(model_root):
+    """toy and examples under --enable_signature_method_name_check."""
+    models = [ModelEntry(name, str(model_root / name)) for name in ("toy", "examples")]
+    with Server(models, port=0, rest_api_port=0, poll_seconds=0, enable_signature_method_name_check=True) as running:
+        yield running
+
+
+@pytest.mark.parametrize("name, make, method, code, details, source", METHOD_CHECK_ROWS,
+                         ids=[row[0] for row in METHOD_CHECK_ROWS])
+def test_the_method_name_check_comes_first_when_enabled(checked, name, make, method, code, details, source):
+    """--enable_signature_method_name_check (model_servers/main.cc; util.cc SetSignatureMethodNameCheckFeature):
+    GetClassificationSignatureDef / GetRegressionSignatureDef and PreProcess... then require the classify or
+    regress method_name before any other check (classifier.cc, regressor.cc, multi_inference.cc)."""
+    assert_rejected(checked, make, method, code, details, source)
+
+
+def test_rest_classify_checks_the_method_name_when_enabled(checked):
+    """The REST :classify reaches the same GetClassificationSignatureDef (http_rest_api_handler.cc
+    ProcessClassifyRequest -> TensorflowClassificationServiceImpl::Classify), so the flag changes its answer too."""
+    assert post(checked, "/v1/models/toy:classify", {"examples": [{"x": 1.0}]}) == (400, {
+        "error": "Expected classification signature method_name to be tensorflow/serving/classify. Was: "
+                 "tensorflow/serving/predict"})
+
+
+def test_serve_takes_enable_signature_method_name_check(monkeypatch):
+    """tensorflow_model_server's --enable_signature_method_name_check (model_servers/main.cc), a boolean flag,
+    false by default (server.h Server::Options), reaches the server kcnn serve starts."""
+    import argparse
+
+    from serving import cli
+    from serving.models import StartupError
+
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    seen = []
+
+    class Stopped:
+        def __init__(self, models, **options):
+            seen.append(options["enable_signature_method_name_check"])
+
+        def start(self):
+            raise StartupError("not started")
+
+    monkeypatch.setattr("serving.server.Server", Stopped)
+    for flag in ([], ["--enable_signature_method_name_check=true"], ["--enable_signature_method_name_check"],
+                 ["--enable_signature_method_name_check=false"]):
+        args = parser.parse_args(["serve", "--model_base_path=/models/m", *flag])
+        assert args.func(args) == 1
+    assert seen == [False, True, True, False]
+
+
+# ---------------------------------------------------------------------- HandleReloadConfigRequest
+@pytest.fixture
+def reloadable(model_root):
+    """toy alone, on a server whose model list the test changes; a failed load is not retried."""
+    with Server([ModelEntry("toy", str(model_root / "toy"))], port=0, poll_seconds=0,
+                lifecycle=Lifecycle(max_num_load_retries=0)) as running:
+        yield running
+
+
+def reload_request(*models: ModelEntry) -> model_management_pb2.ReloadConfigRequest:
+    return model_management_pb2.ReloadConfigRequest(config=model_server_config(list(models)))
+
+
+def reload(server, request):
+    return grpc_call(server, "HandleReloadConfigRequest", request, model_service_pb2_grpc.ModelServiceStub)
+
+
+def model_status(server, name: str) -> list:
+    request = get_model_status_pb2.GetModelStatusRequest(model_spec={"name": name})
+    answer = grpc_call(server, "GetModelStatus", request, model_service_pb2_grpc.ModelServiceStub)
+    return [(v.version, get_model_status_pb2.ModelVersionStatus.State.Name(v.state)) for v in
+            answer.model_version_status]
+
+
+def regress_zero(model="examples"):
+    """Predict on examples' regress signature: one zero per input string."""
+    return predict_request(model, "regress", inputs=typed_tensor([b"a", b"b"], types_pb2.DT_STRING, [2]))
+
+
+def test_reload_serves_an_added_model_and_label_and_unloads_a_removed_one(reloadable, model_root):
+    """model_service_impl.cc HandleReloadConfigRequest -> ServerCore::ReloadConfig (server_core.cc): a new model is
+    loaded before the call returns (AddModelsViaModelConfigList waits on WaitUntilModelsAvailable); labels are
+    replaced (UpdateModelVersionLabelMap); a model left out is torn down, its versions then END (the
+    ServableStateMonitor keeps their last state). The response carries ToStatusProto(OK)."""
+    toy_entry, examples_entry = (ModelEntry(name, str(model_root / name)) for name in ("toy", "examples"))
+    assert grpc_error(reloadable, "Predict", regress_zero()) == (grpc.StatusCode.NOT_FOUND,
+                                                                  "Servable not found for request: Latest(examples)")
+    answer = reload(reloadable, reload_request(toy_entry, examples_entry))
+    assert answer.HasField("status") and (answer.status.error_code, answer.status.error_message) == (0, "")
+    assert model_status(reloadable, "examples") == [(1, "AVAILABLE")]
+    assert list(grpc_call(reloadable, "Predict", regress_zero()).outputs["outputs"].float_val) == [0.0, 0.0]
+
+    labelled = predict_request(x=typed_tensor([1.0, 2.0], types_pb2.DT_FLOAT, [1, 2]))
+    labelled.model_spec.version_label = "stable"
+    assert grpc_error(reloadable, "Predict", labelled) == (grpc.StatusCode.INVALID_ARGUMENT,
+                                                           "Unrecognized servable version label: stable")
+    toy_labelled = ModelEntry("toy", toy_entry.base_path, version_labels={"stable": 1})
+    reload(reloadable, reload_request(toy_labelled, examples_entry))
+    answer = grpc_call(reloadable, "Predict", labelled)
+    assert answer.model_spec.version.value == 1 and list(answer.outputs["y"].float_val) == [2.0, 4.0]
+
+    reload(reloadable, reload_request(toy_labelled))
+    assert model_status(reloadable, "examples") == [(1, "END")]
+    assert grpc_error(reloadable, "Predict", regress_zero()) == (grpc.StatusCode.NOT_FOUND,
+                                                                  "Servable not found for request: Latest(examples)")
+    assert grpc_call(reloadable, "Predict", labelled).model_spec.version.value == 1
+
+
+def _config(root, *models, **changes):
+    """A ModelServerConfig of models (name, or (name, base_path)), then ``changes`` applied to the last one."""
+    entries = [ModelEntry(m, str(root / m)) if isinstance(m, str) else ModelEntry(*m) for m in models]
+    request = reload_request(*entries)
+    last = request.config.model_config_list.config[-1]
+    for field, value in changes.items():
+        if field == "version_labels":
+            last.version_labels.update(value)
+        else:
+            setattr(last, field, value)
+    return request
+
+
+def _broken(root):
+    path = root / "broken" / "1"
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "saved_model.pb").write_bytes(b"not a SavedModel")
+    return _config(root, "toy", ("broken", str(root / "broken")))
+
+
+RELOAD_REJECTIONS = [
+    # (name, request factory (the model root), code, exact details or a prefix ending in "...", source)
+    ("an empty ModelServerConfig", lambda root: model_management_pb2.ReloadConfigRequest(),
+     grpc.StatusCode.INVALID_ARGUMENT, "ServerModelConfig type not supported by HandleReloadConfigRequest. Only "
+                                       "ModelConfigList is currently supported",
+     "[model_service] HandleReloadConfigRequest: only kModelConfigList goes on"),
+    ("a custom_model_config", lambda root: model_management_pb2.ReloadConfigRequest(
+        config={"custom_model_config": any_pb2.Any(type_url="type.googleapis.com/x.Config")}),
+     grpc.StatusCode.INVALID_ARGUMENT, "ServerModelConfig type not supported by HandleReloadConfigRequest. Only "
+                                       "ModelConfigList is currently supported", "[model_service]"),
+    ("a model listed twice", lambda root: _config(root, "toy", "toy"), grpc.StatusCode.INVALID_ARGUMENT,
+     "Illegal to list model toy multiple times in config list", "[server_core] ValidateModelConfigList"),
+    ("a relative base path", lambda root: _config(root, "toy", ("examples", "models/examples")),
+     grpc.StatusCode.INVALID_ARGUMENT, "Expected model examples to have an absolute path or URI; got "
+                                       "base_path()=models/examples", "[server_core] ValidateModelConfigList"),
+    ("a model without a platform", lambda root: _config(root, "toy", "examples", model_platform=""),
+     grpc.StatusCode.INVALID_ARGUMENT, "Illegal setting neither ModelServerConfig::model_type (deprecated) nor "
+                                       "ModelServerConfig::model_platform.", "[server_core] GetPlatform"),
+    ("both model_type and model_platform", lambda root: _config(root, "toy", "examples", model_type=1),
+     grpc.StatusCode.INVALID_ARGUMENT, "Illegal setting both ModelServerConfig::model_type (deprecated) and "
+                                       "ModelServerConfig::model_platform.", "[server_core] GetPlatform"),
+    ("a served model changing platform", lambda root: _config(root, "toy", model_platform="other"),
+     grpc.StatusCode.INVALID_ARGUMENT, "Illegal to change a model's platform. For model toy platform was tensorflow "
+                                       "and new platform requested is other",
+     "[server_core] ValidateNoModelsChangePlatforms"),
+    ("an unsupported platform", lambda root: _config(root, "toy", "examples", model_platform="other"),
+     grpc.StatusCode.INVALID_ARGUMENT, "Model examples requests unsupported platform other",
+     "[server_core] CreateStoragePathRoutes"),
+    ("a label on a version not loaded", lambda root: _config(root, "toy", version_labels={"canary": 2}),
+     grpc.StatusCode.FAILED_PRECONDITION, "Request to assign label to version 2 of model toy, which is not "
+                                          "currently available for inference",
+     "[server_core] UpdateModelVersionLabelMap"),
+    ("a label on a model the same reload adds",
+     lambda root: _config(root, "toy", "examples", version_labels={"stable": 1}), grpc.StatusCode.FAILED_PRECONDITION,
+     "Request to assign label to version 1 of model examples, which is not currently available for inference",
+     "[server_core] ReloadConfig checks labels before AddModelsViaModelConfigList loads"),
+    ("a model that fails to load", _broken, grpc.StatusCode.UNKNOWN,
+     "1 model(s) did not become available: {{{name: broken version: 1} due to error: ...",
+     "[server_core] WaitUntilModelsAvailable"),
+]
+
+
+@pytest.mark.parametrize("name, make, code, details, source", RELOAD_REJECTIONS,
+                         ids=[row[0] for row in RELOAD_REJECTIONS])
+def test_bad_reloads_get_tf_servings_codes_and_the_server_keeps_serving(reloadable, model_root, name, make, code,
+                                                                         details, source):
+    """HandleReloadConfigRequest refuses what model_service_impl.cc and ServerCore::ReloadConfig (server_core.cc)
+    refuse, with their codes and messages; toy goes on serving."""
+    with pytest.raises(grpc.RpcError) as info:
+        reload(reloadable, make(model_root))
+    assert info.value.code() == code, (source, info.value.details())
+    if details.endswith("..."):
+        assert info.value.details().startswith(details[:-3]), (source, info.value.details())
+    else:
+        assert info.value.details() == details, source
+    assert model_status(reloadable, "toy") == [(1, "AVAILABLE")]
+    answer = grpc_call(reloadable, "Predict", predict_request(x=typed_tensor([1.0, 2.0], types_pb2.DT_FLOAT, [1, 2])))
+    assert list(answer.outputs["y"].float_val) == [2.0, 4.0]
+    assert grpc_error(reloadable, "Predict", regress_zero())[0] == grpc.StatusCode.NOT_FOUND  # examples not added
+
+
+def test_the_config_file_poll_applies_a_config_as_the_reload_does(tmp_path, model_root, caplog):
+    """TF Serving's PollFilesystemAndReloadConfig (model_servers/server.cc) hands the file to the same
+    ServerCore::ReloadConfig: an empty file changes nothing ("Taking no action for empty config.", server_core.cc),
+    and a label added to a served version becomes resolvable."""
+    config = tmp_path / "models.config"
+
+    def write(*entries):
+        (tmp_path / "next").write_text(text_format.MessageToString(model_server_config(list(entries))) if entries
+                                       else "")
+        os.replace(tmp_path / "next", config)
+
+    toy_entry = ModelEntry("toy", str(model_root / "toy"))
+    write(toy_entry)
+    labelled = predict_request(x=typed_tensor([1.0, 2.0], types_pb2.DT_FLOAT, [1, 2]))
+    labelled.model_spec.version_label = "stable"
+    caplog.set_level(logging.INFO, logger="serving.models")
+    with Server([toy_entry], port=0, poll_seconds=0, model_config_file=str(config),
+                config_poll_seconds=0.05) as running:
+        write()
+        deadline = time.monotonic() + 30
+        while "Taking no action for empty config." not in caplog.text:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert model_status(running, "toy") == [(1, "AVAILABLE")]
+        write(ModelEntry("toy", toy_entry.base_path, version_labels={"stable": 1}))
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                answer = grpc_call(running, "Predict", labelled)
+                break
+            except grpc.RpcError as error:  # until the poll has read the label
+                assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and time.monotonic() < deadline
+                time.sleep(0.02)
+        assert answer.model_spec.version.value == 1
