@@ -20,7 +20,6 @@ import socket
 import threading
 import time
 import urllib.parse
-from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -62,14 +61,23 @@ class HttpError(Exception):
         self.status, self.message = status, message
 
 
+DEFAULT_MAX_CONNECTIONS = 1024
+
+
 class RestServer:
-    """An HTTP/1.1 server with a fixed worker pool and a cap on open connections."""
+    """An HTTP/1.1 server: a thread per open connection, the work itself on at most ``threads`` at once.
+
+    A connection's thread only reads and writes, so idle keep-alive connections and slow senders hold a
+    connection slot (at most ``max_connections``; one more gets 503 at once) but never a worker: a valid
+    request beside 64 idle connections is answered as fast as alone. Each connection is closed after
+    ``timeout_seconds`` without progress (TF Serving's --rest_api_timeout_in_ms).
+    """
 
     def __init__(self, predictor, host: str, port: int, *, threads: int = 16, timeout_seconds: float = 30.0,
                  max_connections: int | None = None, max_body: int = MAX_BODY, prometheus_path: str | None = None):
         handler = type("Handler", (_Handler,), {"predictor": predictor, "timeout": timeout_seconds,
                                                  "max_body": max_body, "prometheus_path": prometheus_path})
-        self.httpd = _PooledHTTPServer((host, port), handler, threads, max_connections or 4 * threads)
+        self.httpd = _ConnectionHTTPServer((host, port), handler, threads, max_connections or DEFAULT_MAX_CONNECTIONS)
         self.port = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="kcnn-rest", daemon=True)
 
@@ -80,18 +88,17 @@ class RestServer:
         if self._thread.is_alive():
             self.httpd.shutdown()
         self.httpd.server_close()
-        self.httpd.pool.shutdown(wait=False, cancel_futures=True)
 
 
-class _PooledHTTPServer(HTTPServer):
-    """Connections run on a bounded pool; beyond ``max_connections`` open ones a new one gets 503 at once."""
+class _ConnectionHTTPServer(HTTPServer):
+    """A thread per connection up to ``max_connections`` (then 503 at once); ``workers`` bounds the work."""
 
     daemon_threads = True
     request_queue_size = 128
 
     def __init__(self, address, handler, threads: int, max_connections: int):
         super().__init__(address, handler)
-        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="kcnn-rest")
+        self.workers = threading.BoundedSemaphore(threads)
         self.slots = threading.BoundedSemaphore(max_connections)
 
     def process_request(self, request, client_address):
@@ -105,12 +112,13 @@ class _PooledHTTPServer(HTTPServer):
                 pass
             self.shutdown_request(request)
             return
-        self.pool.submit(self._serve, request, client_address)
+        threading.Thread(target=self._serve, args=(request, client_address), name="kcnn-rest-connection",
+                         daemon=True).start()
 
     def _serve(self, request, client_address):
         try:
             self.finish_request(request, client_address)
-        except Exception:  # noqa: BLE001 - a broken connection must not reach the pool
+        except Exception:  # noqa: BLE001 - a broken connection must not reach the server
             pass
         finally:
             self.shutdown_request(request)
@@ -302,9 +310,10 @@ class _Handler(BaseHTTPRequestHandler):
                                    f'Serving signature name: "{shown(name)}" not found in signature def')
             return {alias: dtype for alias, (dtype, _) in servable.inputs[signature or "serving_default"].items()}
 
-        signature, arrays, form = parse_predict(body, input_dtypes, self.predictor.max_elements)
-        outputs = self.predictor.run(servable, signature or "serving_default", arrays)
-        return predict_response(outputs, form)
+        with self.server.workers:  # the body is in: parse, run and answer on one of the bounded workers
+            signature, arrays, form = parse_predict(body, input_dtypes, self.predictor.max_elements)
+            outputs = self.predictor.run(servable, signature or "serving_default", arrays)
+            return predict_response(outputs, form)
 
     def _other(self, spec, verb: str) -> dict:
         try:

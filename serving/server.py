@@ -360,6 +360,7 @@ class Server:
                  host: str = "127.0.0.1", batching: Batching | None = None, poll_seconds: float = 1.0,
                  max_workers: int = 16, max_message_mb: int | None = None, lifecycle: Lifecycle = Lifecycle(),
                  max_elements: int = DEFAULT_MAX_ELEMENTS, rest_threads: int = 16, rest_timeout_ms: int = 30000,
+                 rest_max_connections: int | None = None,
                  prometheus_path: str | None = None, model_config_file: str | None = None,
                  config_poll_seconds: float = 0.0, enable_signature_method_name_check: bool = False,
                  grpc_channel_arguments=(), grpc_socket_path: str = "", rest_cors: bool = False):
@@ -391,7 +392,7 @@ class Server:
         self._grpc_address, self._grpc_socket_path = f"{host}:{port}", grpc_socket_path
         self._rest_address = None if rest_api_port is None else (host, rest_api_port)  # None: no REST front end
         self._rest_options = {"threads": rest_threads, "timeout_seconds": rest_timeout_ms / 1000,
-                              "prometheus_path": prometheus_path}
+                              "prometheus_path": prometheus_path, "max_connections": rest_max_connections}
         self._rest_cors = rest_cors
         self.port = self.rest_port = self.rest = None  # known once start() has bound them (0 picks a free port)
         self.model_config_file, self.config_poll_seconds = model_config_file, config_poll_seconds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -149,14 +150,14 @@ def test_rest_front_end_drops_a_stalled_body_and_bounds_connections(tmp_path):
     base = str(tmp_path / "toy")
     toy(base)
     with Server([ModelEntry("toy", base)], port=0, rest_api_port=0, poll_seconds=0, rest_threads=2,
-                rest_timeout_ms=300) as server:
+                rest_timeout_ms=300, rest_max_connections=8) as server:
         stalled = socket.create_connection(("127.0.0.1", server.rest_port), timeout=10)
         stalled.sendall(b"POST /v1/models/toy:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
         started = time.monotonic()
         assert stalled.recv(1024) == b""  # closed by the read timeout, not held forever
         assert time.monotonic() - started < 5
         stalled.close()
-        # Beyond max_connections (4 x threads) open connections, a new one is answered 503 at once.
+        # Beyond max_connections open connections, a new one is answered 503 at once.
         idle = [socket.create_connection(("127.0.0.1", server.rest_port), timeout=10) for _ in range(8)]
         time.sleep(0.1)
         extra = socket.create_connection(("127.0.0.1", server.rest_port), timeout=10)
@@ -168,6 +169,36 @@ def test_rest_front_end_drops_a_stalled_body_and_bounds_connections(tmp_path):
         from serving.client import RestClient
 
         assert RestClient(f"127.0.0.1:{server.rest_port}", "toy").status() == {1: "AVAILABLE"}
+
+
+def test_idle_and_slow_rest_clients_do_not_hold_the_workers(tmp_path):
+    """issue 28: with 16 idle keep-alive connections a valid request waited 29 s, and 64 got 503. Idle and slow
+    connections now hold a connection thread each, never one of the (here 2) workers."""
+    from serving.client import RestClient
+
+    base = str(tmp_path / "toy")
+    toy(base)
+    with Server([ModelEntry("toy", base)], port=0, rest_api_port=0, poll_seconds=0, rest_threads=2) as server:
+        idle = [socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) for _ in range(64)]
+        slow = socket.create_connection(("127.0.0.1", server.rest_port), timeout=30)
+        slow.sendall(b"POST /v1/models/toy:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"ins")
+        try:
+            client = RestClient(f"127.0.0.1:{server.rest_port}", "toy", timeout=10)  # it waited 29 s before
+            assert client.status() == {1: "AVAILABLE"}
+            for _ in range(3):
+                body = b'{"instances": [[1.0, 2.0]]}'
+                connection = socket.create_connection(("127.0.0.1", server.rest_port), timeout=10)
+                connection.sendall(b"POST /v1/models/toy:predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                                   b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+                reply = b""
+                while chunk := connection.recv(65536):
+                    reply += chunk
+                connection.close()
+                head, _, payload = reply.partition(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 200") and json.loads(payload) == {"predictions": [[2.0, 4.0]]}
+        finally:
+            for connection in idle + [slow]:
+                connection.close()
 
 
 def test_a_seeded_fuzz_of_malformed_rest_requests_never_gets_a_5xx(tmp_path):
