@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass, field
 
 import grpc
-import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import get_model_status_pb2, prediction_log_pb2
 
@@ -472,41 +471,7 @@ def check_arrays(servable: Servable, signature: str, arrays: dict) -> dict:
                                f"input '{alias}' must have rank {rank}, got shape {list(array.shape)}")
         if array.ndim == 0 or array.shape[0] == 0:
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{alias}' holds an empty batch")
-        if got == tf.string:
-            check_decoded_size(alias, array)
     return arrays
-
-
-# [kcnn] guard, TF Serving has none: a 129-byte request holding one 69-byte PNG and declaring 20,000 of them
-# (a TensorProto repeats its last value to fill the shape) made the server decode 20,000 images, 3.5 GB.
-MAX_DECODED_BYTES = 100 * 2**20
-
-
-def check_decoded_size(alias: str, array: np.ndarray, limit: int = MAX_DECODED_BYTES) -> None:
-    """Refuse a string input whose images would decode to more than ``limit`` bytes of RGB pixels in all.
-
-    Each distinct string is read once (its header's height and width, as the exported graph reads them
-    before decoding); strings that are not images count nothing. A single image is left to the exported
-    graph's own pixel limit (``kcnn export --max-image-pixels``), which refuses it with its own message.
-    """
-    from pipelines.image_header import file_format, image_dimensions
-
-    if array.size <= 1:
-        return
-
-    counts: dict[bytes, int] = {}
-    for value in array.reshape(-1):
-        counts[value] = counts.get(value, 0) + 1
-    images = [value for value in counts if isinstance(value, bytes) and file_format(value)]
-    if not images:
-        return
-    dims = tf.map_fn(image_dimensions, tf.constant(images), fn_output_signature=tf.int64).numpy()
-    decoded = sum(counts[value] * int(max(h, 0)) * int(max(w, 0)) * 3 for value, (h, w) in zip(images, dims))
-    if decoded > limit:
-        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                           f"input '{shown(alias)}' would decode to {decoded / 2**20:.0f} MB of pixels "
-                           f"({sum(counts[v] for v in images)} images), over this server's limit of "
-                           f"{limit // 2**20} MB per request; send fewer or smaller images")
 
 
 def run_signature(function, arrays: dict) -> dict:
