@@ -52,6 +52,12 @@ def to_typed_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
     return proto
 
 
+# [kcnn] guard, TF Serving has none: a TensorProto with fewer values than its shape repeats the last one, so a
+# 129-byte request holding one 69-byte PNG and declaring 20,000 images made the server decode 20,000 images
+# (3.5 GB). Filling a few is kept (it is TensorFlow's format); a request that wants more sends them.
+MAX_STRING_FILL = 64
+
+
 def declared_elements(proto: tensor_pb2.TensorProto, alias: str, max_elements: int) -> int:
     """The element count a request tensor declares, after TensorFlow's shape checks and kcnn's size limit."""
     shape = proto.tensor_shape
@@ -79,8 +85,13 @@ def from_request_proto(proto: tensor_pb2.TensorProto, alias: str,
         if proto.dtype == types_pb2.DT_STRING or len(proto.tensor_content) != count * itemsize:
             raise TensorParseError(f"tensor parsing error: {alias}")
     else:
-        if len(getattr(proto, TYPED_FIELDS[proto.dtype])) > count:
+        sent = len(getattr(proto, TYPED_FIELDS[proto.dtype]))
+        if sent > count:
             raise TensorParseError(f"tensor parsing error: {alias}")
+        if proto.dtype == types_pb2.DT_STRING and 0 < sent < count and count - sent > MAX_STRING_FILL:
+            raise TensorParseError(
+                f"tensor parsing error: {alias} (it declares {count} strings and sends {sent}; kcnn serve repeats "
+                f"the last one for at most {MAX_STRING_FILL} more, so send every value)")
     try:
         return tf.make_ndarray(proto)
     except Exception:  # noqa: BLE001 - anything TensorFlow cannot read is the client's malformed tensor

@@ -113,6 +113,21 @@ def test_the_server_stays_small_under_hostile_requests(tmp_path):
             with pytest.raises(grpc.RpcError) as error:
                 stub.Predict(declared, timeout=60)
             assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            # One small PNG declared 20,000 times (a TensorProto repeats its last value): 3.5 GB before the guard.
+            repeated = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name="hostile", signature_name=SIGNATURE_BYTES))
+            tensor = repeated.inputs["image_bytes"]
+            tensor.dtype = tf.string.as_datatype_enum
+            tensor.tensor_shape.dim.add(size=20_000)
+            tensor.string_val.append(black_png(64))
+            assert repeated.ByteSize() < 1000
+            with pytest.raises(grpc.RpcError) as error:
+                stub.Predict(repeated, timeout=60)
+            assert (error.value.code(), error.value.details()) == (
+                grpc.StatusCode.INVALID_ARGUMENT, "tensor parsing error: image_bytes (it declares 20000 strings and "
+                "sends 1; kcnn serve repeats the last one for at most 64 more, so send every value)")
+            tensor.tensor_shape.dim[0].size = 65  # TensorFlow's fill, within the guard: served
+            assert len(stub.Predict(repeated, timeout=60).outputs["classes"].int_val) == 65 * 3
         peak = _peak_rss_mb(server.pid)
         assert peak - idle < 100, f"peak RSS rose from {idle:.0f} MB to {peak:.0f} MB"
         with Client(f"localhost:{port}", "hostile", timeout=60) as client:
