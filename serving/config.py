@@ -217,16 +217,17 @@ def read_batching_config(path: str) -> Batching:
                     pad_variable_length_inputs=message.pad_variable_length_inputs)
 
 
+def model_entry(model) -> ModelEntry:
+    """One ModelConfig of a ModelServerConfig as the ModelEntry the server serves."""
+    policy = model.model_version_policy.WhichOneof("policy_choice") or VERSION_POLICIES[0]
+    numbers = (tuple(model.model_version_policy.specific.versions) if policy == "specific" else
+               (model.model_version_policy.latest.num_versions or 1,) if policy == "latest" else ())
+    return ModelEntry(model.name, model.base_path, policy, numbers, dict(model.version_labels))
+
+
 def models_from_config(path: str) -> list[ModelEntry]:
     """The models of a --model_config_file (ModelServerConfig in text format)."""
-    parsed = read_models_config(path)
-    models = []
-    for config in parsed.model_config_list.config:
-        policy = config.model_version_policy.WhichOneof("policy_choice") or "latest"
-        numbers = (tuple(config.model_version_policy.specific.versions) if policy == "specific" else
-                   (config.model_version_policy.latest.num_versions or 1,) if policy == "latest" else ())
-        models.append(ModelEntry(config.name, config.base_path, policy, numbers, dict(config.version_labels)))
-    return models
+    return [model_entry(model) for model in read_models_config(path).model_config_list.config]
 
 
 def read_monitoring_config(path: str):

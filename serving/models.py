@@ -15,7 +15,7 @@ import grpc
 import tensorflow as tf
 from tensorflow_serving.apis import get_model_status_pb2, prediction_log_pb2
 
-from serving.config import VERSION_POLICIES, ModelEntry
+from serving.config import ModelEntry, model_entry
 from serving.export import WARMUP_FILE, signature_defs, versions
 from serving.tensors import TensorParseError, from_request_proto
 
@@ -45,8 +45,12 @@ class Servable:
     all_signature_defs: dict = field(default_factory=dict)  # with __saved_model_init_op, as metadata lists them
     warmup_records: int = 0
 
+    def has_signature(self, name: str) -> bool:
+        """Whether ``name`` is a serving signature (the SavedModel's ``__saved_model_init_op`` is not)."""
+        return name in self.signature_defs and not name.startswith("__")
+
     def signature(self, name: str):
-        if name not in self.signature_defs or name.startswith("__"):
+        if not self.has_signature(name):
             raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{shown(name)}" not found.')
         return self.module.signatures[name]
 
@@ -419,14 +423,6 @@ def _platform(model) -> str:
                            "Illegal setting neither ModelServerConfig::model_type (deprecated) nor "
                            "ModelServerConfig::model_platform.")
     return model.model_platform
-
-
-def model_entry(model) -> ModelEntry:
-    """One ModelConfig of a ModelServerConfig as the ModelEntry the manager serves."""
-    policy = model.model_version_policy.WhichOneof("policy_choice") or VERSION_POLICIES[0]
-    numbers = (tuple(model.model_version_policy.specific.versions) if policy == "specific" else
-               (model.model_version_policy.latest.num_versions or 1,) if policy == "latest" else ())
-    return ModelEntry(model.name, model.base_path, policy, numbers, dict(model.version_labels))
 
 
 def input_size_error(sent, wanted) -> ServingError:

@@ -30,7 +30,11 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 from serving.json_tensor import JsonTensorError, parse_predict, predict_response
 from serving.models import ServingError, shown
 
-V1_PREFIX = re.compile(r"/v1/", re.IGNORECASE)
+V1_PREFIX = re.compile(r"/v1/", re.IGNORECASE)  # what reaches TF Serving's REST API handler
+# --rest_api_enable_cors_support: the headers TF Serving's AddCORSHeaders adds (model_servers/http_rest_api_util.cc)
+# to what its REST API handler answers.
+CORS_HEADERS = (("Access-Control-Allow-Origin", "*"), ("Access-Control-Allow-Methods", "POST, GET"),
+                ("Access-Control-Allow-Headers", "Content-Type"))
 NOT_FOUND_PAGE = (b"<HTML><HEAD>\n<TITLE>404 Not Found</TITLE>\n</HEAD><BODY>\n<H1>Not Found</H1>\n"
                   b"</BODY></HTML>\n")  # libevent's ERR_FORMAT for HTTP_NOTFOUND with no reason given
 GET_ROUTE = re.compile(r"/v1/models(?:/(?P<name>[^/:]+))?(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
@@ -70,13 +74,16 @@ class RestServer:
     A connection's thread only reads and writes, so idle keep-alive connections and slow senders hold a
     connection slot (at most ``max_connections``; one more gets 503 at once) but never a worker: a valid
     request beside 64 idle connections is answered as fast as alone. Each connection is closed after
-    ``timeout_seconds`` without progress (TF Serving's --rest_api_timeout_in_ms).
+    ``timeout_seconds`` without progress (TF Serving's --rest_api_timeout_in_ms). ``cors`` adds
+    TF Serving's CORS headers to what the REST API (the ``/v1/`` paths) answers.
     """
 
     def __init__(self, predictor, host: str, port: int, *, threads: int = 16, timeout_seconds: float = 30.0,
-                 max_connections: int | None = None, max_body: int = MAX_BODY, prometheus_path: str | None = None):
+                 max_connections: int | None = None, max_body: int = MAX_BODY, prometheus_path: str | None = None,
+                 cors: bool = False):
         handler = type("Handler", (_Handler,), {"predictor": predictor, "timeout": timeout_seconds,
-                                                 "max_body": max_body, "prometheus_path": prometheus_path})
+                                                 "max_body": max_body, "prometheus_path": prometheus_path,
+                                                 "cors": cors})
         self.httpd = _ConnectionHTTPServer((host, port), handler, threads, max_connections or DEFAULT_MAX_CONNECTIONS)
         self.port = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="kcnn-rest", daemon=True)
@@ -128,6 +135,7 @@ class _ConnectionHTTPServer(HTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     predictor = None
     prometheus_path = None
+    cors = False
     max_body = MAX_BODY
     protocol_version = "HTTP/1.1"
     server_version = "kcnn-serve"
@@ -135,6 +143,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args):  # quiet by default; errors go through the JSON body
         pass
+
+    def end_headers(self):
+        if self.cors and V1_PREFIX.match(urllib.parse.unquote(getattr(self, "path", "").split("?", 1)[0])):
+            for name, value in CORS_HEADERS:
+                self.send_header(name, value)
+        super().end_headers()
 
     def _send(self, status: int, data: bytes, content_type: str = "application/json") -> None:
         self.send_response(status)
@@ -303,12 +317,12 @@ class _Handler(BaseHTTPRequestHandler):
 
         def input_dtypes(signature: str) -> dict:
             name = signature or "serving_default"
-            if name not in servable.signature_defs or name.startswith("__"):
+            if not servable.has_signature(name):
                 # The REST handler looks the signature up itself to read its inputs (http_rest_api_handler.cc
                 # GetInfoMap) before the Predict call, with its own message and code.
                 raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                                    f'Serving signature name: "{shown(name)}" not found in signature def')
-            return {alias: dtype for alias, (dtype, _) in servable.inputs[signature or "serving_default"].items()}
+            return {alias: dtype for alias, (dtype, _) in servable.inputs[name].items()}
 
         with self.server.workers:  # the body is in: parse, run and answer on one of the bounded workers
             signature, arrays, form = parse_predict(body, input_dtypes, self.predictor.max_elements)

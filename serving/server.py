@@ -12,11 +12,9 @@ image (see the Dockerfile).
 from __future__ import annotations
 
 import logging
-import re
 import signal
 import threading
 import time
-import urllib.parse
 from concurrent import futures
 
 import grpc
@@ -228,15 +226,19 @@ class Predictor:
             self.batcher.close()
 
 
-def _guarded(api: str):
-    """ServingError -> its status code, anything unexpected -> INTERNAL; counted in the metrics either way."""
+def _guarded(api: str | None):
+    """ServingError -> its status code, anything unexpected -> INTERNAL; counted in the metrics under ``api``.
+
+    ``api=None`` is for the RPCs whose request names no single model (MultiInference,
+    HandleReloadConfigRequest): no ModelSpec to check, and TF Serving counts them in no request metric.
+    """
 
     def wrap(method):
         def handler(self, request, context):
             started = time.perf_counter()
             status = "OK"
             try:
-                if not request.HasField("model_spec"):
+                if api is not None and not request.HasField("model_spec"):
                     # The first check of TF Serving's Predict, GetModelMetadata, GetModelStatus, Classify and
                     # Regress (predict_impl.cc, get_model_metadata_impl.cc, get_model_status_impl.cc,
                     # classification_service.cc, regression_service.cc).
@@ -250,30 +252,15 @@ def _guarded(api: str):
                 log.exception("unexpected error serving a request")
                 context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}")
             finally:
-                name = request.model_spec.name if request.HasField("model_spec") else ""
-                self.predictor.metrics.request(shown(name, 64), api, "GRPC", status, time.perf_counter() - started)
+                if api is not None:
+                    name = request.model_spec.name if request.HasField("model_spec") else ""
+                    self.predictor.metrics.request(shown(name, 64), api, "GRPC", status,
+                                                   time.perf_counter() - started)
 
         handler.__name__ = method.__name__
         return handler
 
     return wrap
-
-
-def _unmetered(method):
-    """ServingError -> its status code, anything unexpected -> INTERNAL, for the RPCs whose request names no single
-    model (MultiInference, HandleReloadConfigRequest), which TF Serving counts in no request metric."""
-
-    def handler(self, request, context):
-        try:
-            return method(self, request, context)
-        except ServingError as error:
-            context.abort(error.code, error.message)
-        except Exception as error:  # noqa: BLE001 - a request must never take the server down
-            log.exception("unexpected error serving a request")
-            context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}")
-
-    handler.__name__ = method.__name__
-    return handler
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -296,7 +283,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def Regress(self, request, context):
         self.predictor.check_method(request.model_spec, "regress", input_examples(request.input))
 
-    @_unmetered
+    @_guarded(None)
     def MultiInference(self, request, context):
         self.predictor.multi_inference(request)
 
@@ -309,7 +296,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     def GetModelStatus(self, request, context):
         return self.predictor.status(request)
 
-    @_unmetered
+    @_guarded(None)
     def HandleReloadConfigRequest(self, request, context):
         # model_service_impl.cc: only a model_config_list goes on to ServerCore::ReloadConfig (the manager's).
         if request.config.WhichOneof("config") != "model_config_list":
@@ -322,25 +309,6 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
 
 INT32_MAX = (1 << 31) - 1
-# --rest_api_enable_cors_support: the headers TF Serving's AddCORSHeaders adds (model_servers/http_rest_api_util.cc)
-# to what its REST API handler answers, the paths "(?i)/v1/.*" (http_server.cc's RestApiRequestDispatcher).
-CORS_HEADERS = (("Access-Control-Allow-Origin", "*"), ("Access-Control-Allow-Methods", "POST, GET"),
-                ("Access-Control-Allow-Headers", "Content-Type"))
-REST_API_PATH = re.compile(r"/v1/", re.IGNORECASE)
-
-
-def with_cors_headers(handler_class):
-    """The REST handler class whose answers to REST API paths also carry CORS_HEADERS."""
-
-    class CorsHandler(handler_class):
-        def end_headers(self):
-            path = urllib.parse.unquote(getattr(self, "path", "").split("?", 1)[0])
-            if REST_API_PATH.match(path):
-                for name, value in CORS_HEADERS:
-                    self.send_header(name, value)
-            super().end_headers()
-
-    return CorsHandler
 
 
 class Server:
@@ -392,8 +360,8 @@ class Server:
         self._grpc_address, self._grpc_socket_path = f"{host}:{port}", grpc_socket_path
         self._rest_address = None if rest_api_port is None else (host, rest_api_port)  # None: no REST front end
         self._rest_options = {"threads": rest_threads, "timeout_seconds": rest_timeout_ms / 1000,
-                              "prometheus_path": prometheus_path, "max_connections": rest_max_connections}
-        self._rest_cors = rest_cors
+                              "prometheus_path": prometheus_path, "max_connections": rest_max_connections,
+                              "cors": rest_cors}
         self.port = self.rest_port = self.rest = None  # known once start() has bound them (0 picks a free port)
         self.model_config_file, self.config_poll_seconds = model_config_file, config_poll_seconds
         self._stopped = threading.Event()
@@ -425,8 +393,6 @@ class Server:
             from serving.rest import RestServer
 
             self.rest = RestServer(self.predictor, *self._rest_address, **self._rest_options)
-            if self._rest_cors:
-                self.rest.httpd.RequestHandlerClass = with_cors_headers(self.rest.httpd.RequestHandlerClass)
             self.rest_port = self.rest.port
 
     def _add_grpc_port(self, address: str) -> int:

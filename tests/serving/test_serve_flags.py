@@ -27,7 +27,8 @@ from kcnn import cli as kcnn_cli
 from serving import cli
 from serving import config as sc
 from serving.config import ModelEntry
-from serving.server import CORS_HEADERS, Server
+from serving.rest import CORS_HEADERS
+from serving.server import Server
 from serving.tensors import to_typed_proto
 
 # [main.cc] flag_list, in its order, with each flag's type and default ([server.h] Options, main.cc's locals).
