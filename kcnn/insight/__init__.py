@@ -10,7 +10,7 @@ Works on any functional (or Sequential) Keras model. The only backend-specific c
 from kcnn.insight.attribution import (
     activation_gradients, grad_cam, grad_cam_plus_plus, input_gradients, occlusion, saliency, smoothgrad,
 )
-from kcnn.insight.deconv import deconvnet, guided_backprop, project, top_projections
+from kcnn.insight.deconv import deconvnet, guided_backprop, project, top_projections, top_projections_by_unit
 from kcnn.insight.detection import ExplainedDetection, detection_grad_cam
 from kcnn.insight.draw import overlay, save_grid, save_panels, tile_image, to_display
 from kcnn.insight.evaluation import area_under, deletion_curve, pointing_hit
@@ -22,5 +22,6 @@ __all__ = [
     "deletion_curve", "detection_grad_cam", "filters",
     "first_conv_layer", "grad_cam", "grad_cam_plus_plus", "guided_backprop", "input_gradients", "last_conv_layer",
     "maximize_activation", "occlusion", "overlay", "pointing_hit", "project", "run_graph", "saliency",
-    "save_grid", "save_panels", "score_tensor", "scores", "smoothgrad", "tile_image", "to_display", "top_projections", "unit_objective",
+    "save_grid", "save_panels", "score_tensor", "scores", "smoothgrad", "tile_image", "to_display",
+    "top_projections", "top_projections_by_unit", "unit_objective",
 ]

@@ -115,8 +115,16 @@ def top_projections(model, layer, unit: int, images, *, k: int = 9, rule: str = 
 
     Returns a list of dicts, strongest first: ``index`` (the image), ``position`` (row, column in the
     feature map), ``activation``, ``projection`` and ``patch`` (the projection and the image cropped to the
-    unit's receptive field around that position, ``[r, r, C]``; edges outside the image are zero).
+    unit's receptive field around that position, ``[r, r, C]``, kept inside the image).
     """
+    return top_projections_by_unit(model, layer, images, units=[unit], k=k, rule=rule)[unit]
+
+
+def top_projections_by_unit(model, layer, images, *, units=None, count: int = 4, k: int = 9,
+                            rule: str = "deconvnet", on_unit=None) -> dict:
+    """:func:`top_projections` of several units of one layer, the feature maps and the receptive field computed
+    once: ``{unit: [...]}`` for ``units``, by default the ``count`` channels most active over ``images``.
+    ``on_unit(unit, results)``, if given, hears each unit as it is done."""
     from kcnn.analysis import analyze
 
     layer = get_layer(model, layer)
@@ -125,24 +133,35 @@ def top_projections(model, layer, unit: int, images, *, k: int = 9, rule: str = 
     if len(tensor.shape) != 4:
         raise ValueError(f"layer {layer.name!r} has output shape {tuple(tensor.shape)}; top_projections needs "
                          "a 4-D feature map")
-    if not 0 <= unit < tensor.shape[-1]:
-        raise ValueError(f"unit must be in [0, {tensor.shape[-1]}) for layer {layer.name!r}, got {unit}")
-    maps = np.asarray(keras.ops.convert_to_numpy(run_graph(model, batch, wanted=tensor)))[..., unit]
-    strongest = maps.reshape(len(maps), -1).max(axis=1)
+    channels = tensor.shape[-1]
+    all_maps = np.asarray(keras.ops.convert_to_numpy(run_graph(model, batch, wanted=tensor)))
+    if units is None:
+        strength = all_maps.reshape(-1, channels).max(axis=0)
+        units = [int(c) for c in np.argsort(-strength, kind="stable")[:count]]
+    for unit in units:
+        if not 0 <= unit < channels:
+            raise ValueError(f"unit must be in [0, {channels}) for layer {layer.name!r}, got {unit}")
     row = next(r for r in analyze(model, input_shape=tuple(batch.shape[1:])).layers if r.name == layer.name)
     field, jump = row.receptive_field[:2], row.jump[:2]
-    results = []
-    for index in np.argsort(-strongest, kind="stable")[:k]:
-        position = tuple(int(i) for i in np.unravel_index(np.argmax(maps[index]), maps.shape[1:3]))
-        projection, _ = project(model, layer, unit, batch[index], rule=rule, position=position)
-        projection = np.asarray(projection)
-        support = np.nonzero(np.abs(projection).sum(axis=-1))
-        window = [_window(axis_support, p, f, j, size) for axis_support, p, f, j, size
-                  in zip(support, position, field, jump, batch.shape[1:3])]
-        results.append({"index": int(index), "position": position, "activation": float(strongest[index]),
-                        "projection": _crop(projection, window),
-                        "patch": _crop(np.asarray(batch[index]), window)})
-    return results
+    found = {}
+    for unit in units:
+        maps = all_maps[..., unit]
+        strongest = maps.reshape(len(maps), -1).max(axis=1)
+        results = []
+        for index in np.argsort(-strongest, kind="stable")[:k]:
+            position = tuple(int(i) for i in np.unravel_index(np.argmax(maps[index]), maps.shape[1:3]))
+            projection, _ = project(model, layer, unit, batch[index], rule=rule, position=position)
+            projection = np.asarray(projection)
+            support = np.nonzero(np.abs(projection).sum(axis=-1))
+            window = [_window(axis_support, p, f, j, size) for axis_support, p, f, j, size
+                      in zip(support, position, field, jump, batch.shape[1:3])]
+            results.append({"index": int(index), "position": position, "activation": float(strongest[index]),
+                            "projection": _crop(projection, window),
+                            "patch": _crop(np.asarray(batch[index]), window)})
+        found[unit] = results
+        if on_unit is not None:
+            on_unit(unit, results)
+    return found
 
 
 def _window(support, position: int, field: int, jump: float, size: int) -> tuple:

@@ -73,6 +73,13 @@ def figure_png(figure, dpi: int = 100) -> bytes:
     return buffer.getvalue()
 
 
+def _colorbar(figure, image, axis, label: str) -> None:
+    """A slim colour bar beside ``axis`` for ``image`` (an imshow result), labelled ``label``."""
+    bar = figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
+    bar.set_label(label, fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+
+
 def panels_png(panels, titles=(), *, columns: int | None = None, size: float = 2.2, suptitle: str | None = None,
                heatmaps=None, dpi: int = 100) -> bytes:
     """Images (``[H, W]`` grey or ``[H, W, 3]`` in [0, 1]) side by side with titles, as PNG bytes.
@@ -94,9 +101,7 @@ def panels_png(panels, titles=(), *, columns: int | None = None, size: float = 2
             cmap = "jet" if i in heatmaps else ("gray" if panel.ndim == 2 else None)
             shown = axis.imshow(panel, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
             if i in heatmaps:
-                bar = figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.04)
-                bar.set_label(heatmaps[i], fontsize=8)
-                bar.ax.tick_params(labelsize=7)
+                _colorbar(figure, shown, axis, heatmaps[i])
             if i < len(titles):
                 axis.set_title(titles[i], fontsize=9)
     if suptitle:
@@ -135,9 +140,7 @@ def grid_png(grid, *, title: str | None = None, scale: int = 8, dpi: int = 100, 
             axis.text(c * (tile_w + 1) - 0.4, r * (tile_h + 1) - 0.4, short, color="yellow", fontsize=7,
                       va="top", ha="left", bbox={"facecolor": "black", "alpha": 0.55, "pad": 0.5, "linewidth": 0})
     if grey and colorbar:
-        bar = figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.04)
-        bar.set_label(colorbar, fontsize=8)
-        bar.ax.tick_params(labelsize=7)
+        _colorbar(figure, shown, axis, colorbar)
     if title:
         axis.set_title(title, fontsize=10)
     return figure_png(figure, dpi)

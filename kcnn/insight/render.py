@@ -244,21 +244,22 @@ def _top_projections(target: Target, layer, inputs, units, method: str, log, k: 
     beside the image patches (the unit's receptive field) that caused them."""
     import time
 
-    values = graph.predict(graph_model(target.model, layer), inputs)
-    if units is None:  # the channels with the strongest activations over the images
-        strength = values.reshape(-1, values.shape[-1]).max(axis=0)
-        units = [int(c) for c in np.argsort(-strength, kind="stable")[:4]]
-    rows = []
-    for count, unit in enumerate(units, start=1):
-        started = time.perf_counter()
-        found = deconv.top_projections(target.model, layer, unit, inputs, k=k, rule=method)
+    rows, started = [], [time.perf_counter()]
+    planned = len(units) if units is not None else min(4, layer.output.shape[-1])
+
+    def done(unit, found):
         columns = 3 if len(found) >= 3 else len(found)
         projections = draw.tile_image([draw.to_display(target.as_rgb(f["projection"])) for f in found], columns)
         patches = draw.tile_image([np.clip(target.as_rgb(f["patch"]) * target.std + target.mean, 0, 1)
                                    for f in found], columns)
         rows.append((unit, projections, patches, found))
-        log(f"{method}: {count}/{len(units)} {layer.name} channel {unit}: top {len(found)} of {len(inputs)} images "
-            f"({time.perf_counter() - started:.1f} s)")
+        log(f"{method}: {len(rows)}/{planned} {layer.name} channel {unit}: top {len(found)} of {len(inputs)} "
+            f"images ({time.perf_counter() - started[0]:.1f} s)")
+        started[0] = time.perf_counter()
+
+    # Without --units: the channels with the strongest activations over the images.
+    deconv.top_projections_by_unit(target.model, layer, inputs, units=units, count=4, k=k, rule=method,
+                                   on_unit=done)
     panels, titles = [], []
     for unit, projections, patches, found in rows:
         panels += [projections, patches]
@@ -268,12 +269,6 @@ def _top_projections(target: Target, layer, inputs, units, method: str, log, k: 
     return draw.panels_png(panels, titles, columns=2, size=2.6,
                            suptitle=f"{layer.name}: each unit's strongest activations over {len(inputs)} images, "
                                     f"projected to pixels ({field}-pixel receptive field)")
-
-
-def graph_model(model, layer):
-    import keras
-
-    return keras.Model(graph.functional(model).inputs[0], graph.get_layer(model, layer).output)
 
 
 def _safe(name: str) -> str:
