@@ -98,20 +98,6 @@ def figure(data: bytes, caption: str) -> str:
     return f"<figure>{png_tag(data, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>"
 
 
-_BARE_IMAGE = re.compile(r'(<figure>)?(<img\b[^>]*\balt="([^"]*)"[^>]*>)')
-
-
-def caption_bare_images(content: str) -> str:
-    """Every picture of a section in a captioned figure: an ``<img>`` a task's section hands over bare (outside a
-    ``<figure>``) gets its alt text as caption."""
-    def wrap(match):
-        if match.group(1):
-            return match.group(0)
-        return f"<figure>{match.group(2)}<figcaption>{match.group(3)}</figcaption></figure>"
-
-    return _BARE_IMAGE.sub(wrap, content)
-
-
 def plot_bytes(run: Run, name: str, draw, *args) -> bytes:
     """The run's own plot ``name`` when it has one (kcnn train draws them), else drawn now."""
     if name in run.plots:
@@ -400,7 +386,7 @@ def render_report(run: Run, *, keep_wrong: int = 8) -> str:
              ("run", "Run: dates, versions, starting weights", run_section(run)),
              ("config", "Configuration", config_section(run)),
              ("curves", "Training curves and learning rate", curves_section(run, task))]
-    parts += [(key, heading, caption_bare_images(content)) for key, heading, content in sections if key != "summary"]
+    parts += [(key, heading, content) for key, heading, content in sections if key != "summary"]
     pre = _json(os.path.join(run.path, "preprocessing.json"), None)  # the size the model sees
     size = (pre["image_size"], pre["image_size"], pre["channels"]) if pre else None
     parts += [("analysis", "Model analysis", analysis_table(run.model, size)),

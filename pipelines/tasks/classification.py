@@ -130,7 +130,7 @@ class Classification(Task):
 
     def report_sections(self, run, *, examples: int = 8):
         from pipelines import report as plots
-        from pipelines.run_report import plot_bytes, png_tag, table, unless_no_conv, wrong_section
+        from pipelines.run_report import figure, plot_bytes, table, unless_no_conv, wrong_section
 
         labels, predictions, names, wrong = test_predictions(run, keep_wrong=examples)
         names = run.class_names or names
@@ -140,7 +140,7 @@ class Classification(Task):
         accuracy = float(np.mean(labels == predictions)) if len(labels) else float("nan")
         return [
             ("summary", None, [("test images", len(labels)), ("test accuracy", f"{accuracy:.4f}")]),
-            ("confusion", "Confusion matrix", png_tag(confusion, "confusion matrix")),
+            ("confusion", "Confusion matrix", figure(confusion, "confusion matrix")),
             ("per-class", "Per-class precision, recall and F1",
              table(("class", "precision", "recall", "F1", "support"),
                    [(r["class"], f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}", r["support"])

@@ -18,7 +18,6 @@ different sizes in one request.
 
 from __future__ import annotations
 
-import html
 import os
 
 import numpy as np
@@ -280,7 +279,7 @@ class Detection(Task):
 
     # ------------------------------------------------------------------------ report
     def report_sections(self, run, *, examples: int = 8):
-        from pipelines.run_report import plot_bytes, png_tag, table
+        from pipelines.run_report import figure as captioned, plot_bytes, table
 
         metrics = run.metrics
 
@@ -299,7 +298,7 @@ class Detection(Task):
                 [tuple(figure(f"test_{key}") for key in ("map", "ap50", "ap75", "ap_small", "ap_medium",
                                                           "ap_large", "ar100"))])),
             ("per-class", "Per-class AP@[.5:.95]", table(("class", "AP"), rows)),
-            ("pr", "Precision-recall at IoU 0.5 and 0.75", png_tag(curves, "precision-recall curves")),
+            ("pr", "Precision-recall at IoU 0.5 and 0.75", captioned(curves, "precision-recall curves")),
             ("overlays", "Test images: truth (left), detections (right)", _overlay_section(run, examples)),
         ]
 
@@ -406,7 +405,7 @@ def _overlay_section(run, count: int) -> str:
     """The first ``count`` test images with their true boxes and the model's detections."""
     from pipelines.data import DataSpec
     from pipelines.run_dir import RunDir
-    from pipelines.run_report import png_tag
+    from pipelines.run_report import figure
     from pipelines.sources import load_source
 
     task = TASKS.get("detection")
@@ -430,7 +429,7 @@ def _overlay_section(run, count: int) -> str:
                                 np.full((max(1, 192 // size) * height, 4, 3), 255, np.uint8),
                                 draw_boxes(image, found, scale=max(1, 192 // size))], axis=1)
         title = f"test #{index}: {len(truth)} objects, {len(found)} detections"
-        figures.append(f"<figure>{png_tag(_png(strip), title)}<figcaption>{html.escape(title)}</figcaption></figure>")
+        figures.append(figure(_png(strip), title))
     return "".join(figures)
 
 

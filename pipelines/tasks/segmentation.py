@@ -259,7 +259,7 @@ class Segmentation(Task):
 
     # ------------------------------------------------------------------------ report
     def report_sections(self, run, *, examples: int = 8):
-        from pipelines.run_report import plot_bytes, png_tag, table
+        from pipelines.run_report import figure, plot_bytes, table
         from pipelines import report as plots
 
         names = run.class_names
@@ -272,7 +272,7 @@ class Segmentation(Task):
             ("summary", None, [("test mean IoU", f"{scores['mean_iou']:.4f}"),
                                ("test pixel accuracy", f"{scores['pixel_accuracy']:.4f}")]),
             ("per-class", "Per-class IoU", table(("class", "IoU", "pixels"), rows)),
-            ("confusion", "Confusion matrix (pixels)", png_tag(confusion, "confusion matrix of pixels")),
+            ("confusion", "Confusion matrix (pixels)", figure(confusion, "confusion matrix of pixels")),
             ("worst", "Worst test images: image, truth, prediction", _worst_section(run, names, examples)),
         ]
 
@@ -297,7 +297,7 @@ def _worst_section(run, names, count: int) -> str:
     from kcnn.insight import draw
     from pipelines.data import DataSpec
     from pipelines.run_dir import RunDir
-    from pipelines.run_report import png_tag
+    from pipelines.run_report import figure
 
     task = TASKS.get("segmentation")
     spec = task.data_spec(DataSpec.from_config(run.config.data, preprocessing=RunDir(run.path).preprocessing()),
@@ -319,7 +319,7 @@ def _worst_section(run, names, count: int) -> str:
         title = f"test #{index}: mean IoU {iou:.3f}"
         strip = draw.side_by_side([draw.to_display(image), colours[mask] / 255.0, colours[guess] / 255.0])
         picture = draw.array_png(strip, scale=max(1, 128 // image.shape[0]))
-        figures.append(f"<figure>{png_tag(picture, title)}<figcaption>{html.escape(title)}</figcaption></figure>")
+        figures.append(figure(picture, title))
     legend = ", ".join(f"{html.escape(name)} rgb{tuple(int(c) for c in colours[i])}" for i, name in enumerate(names))
     return f"<p>Colours: {legend}.</p>" + "".join(figures)
 

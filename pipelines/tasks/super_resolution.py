@@ -249,7 +249,7 @@ class SuperResolution(Task):
 
     # ------------------------------------------------------------------------ report
     def report_sections(self, run, *, examples: int = 8):
-        from pipelines.run_report import png_tag, table
+        from pipelines.run_report import figure, table
 
         metrics = run.metrics
         rows = [(row["photo"], f"{row['psnr']:.2f}", f"{row['bicubic_psnr']:.2f}",
@@ -262,7 +262,7 @@ class SuperResolution(Task):
         picture = "<p>No crops in this run.</p>"
         if os.path.exists(crops):
             with open(crops, "rb") as handle:
-                picture = png_tag(handle.read(), "bicubic, model and original crops")
+                picture = figure(handle.read(), "bicubic, model and original crops")
         return [
             ("summary", None, [("scale", f"x{metrics['scale']}"), ("test PSNR (dB)", f"{metrics['test_psnr']:.2f}"),
                                ("bicubic PSNR (dB)", f"{metrics['bicubic_psnr']:.2f}")]),

@@ -20,7 +20,7 @@ import pytest
 
 from kcnn.cli import main
 from pipelines import config as C
-from pipelines.run_report import (NOT_RECORDED, REPORT_NAME, SECTIONS, Run, caption_bare_images, readable_label,
+from pipelines.run_report import (NOT_RECORDED, REPORT_NAME, SECTIONS, Run, readable_label,
                                   run_section, summary_rows)
 from pipelines.train import train
 
@@ -241,15 +241,6 @@ def test_the_run_section_names_resumed_sessions_changed_versions_and_an_unrecord
                                                   "step, then held")
     unrecorded = rows({})
     assert unrecorded["started (UTC)"] == unrecorded["Keras version"] == NOT_RECORDED
-
-
-def test_a_task_sections_bare_picture_becomes_a_captioned_figure():
-    bare = '<p>crops</p><img src="data:image/png;base64,AA==" alt="bicubic &amp; model">'
-    captioned = '<figure><img src="data:image/png;base64,AA==" alt="x"><figcaption>x</figcaption></figure>'
-    assert caption_bare_images(bare) == ('<p>crops</p><figure><img src="data:image/png;base64,AA==" '
-                                         'alt="bicubic &amp; model"><figcaption>bicubic &amp; model</figcaption>'
-                                         '</figure>')
-    assert caption_bare_images(captioned) == captioned
 
 
 @pytest.mark.slow

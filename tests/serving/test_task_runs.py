@@ -104,6 +104,7 @@ def test_a_segmentation_run_writes_its_figures_report_and_evaluation(runs):
     assert result["mean_iou"] == pytest.approx(metrics["test_mean_iou"], abs=1e-6)
     assert format_evaluation(result).splitlines()[0].startswith("test split, 120 images: mean IoU")
     page = open(os.path.join(run_dir, "report.html"), encoding="utf-8").read()
+    assert page.count("<img") == page.count("<figure>") == page.count("<figcaption>")  # every picture captioned
     for heading in ("Per-class IoU", "Confusion matrix (pixels)", "Worst test images: image, truth, prediction"):
         assert f"<h2>{heading}</h2>" in page
     with pytest.raises(ValueError, match="test-time augmentation .* is for classification runs"):
@@ -164,6 +165,7 @@ def test_a_super_resolution_run_reports_psnr_and_ssim_beside_bicubic(runs):
     lines = format_evaluation(result).splitlines()
     assert lines[0].startswith(f"test split, {len(result['photos'])} photographs at x3: PSNR")
     page = open(os.path.join(run_dir, "report.html"), encoding="utf-8").read()
+    assert page.count("<img") == page.count("<figure>") == page.count("<figcaption>")  # every picture captioned
     assert "<h2>PSNR and SSIM against bicubic (Y channel, border cropped by the scale)</h2>" in page
     assert "<h2>Crops: bicubic, model, original</h2>" in page
 
@@ -207,6 +209,7 @@ def test_a_detection_run_scores_coco_ap_and_reports_per_class_ap_and_curves(runs
     assert format_evaluation(result).splitlines()[0].startswith(
         f"test split, 120 images, {result['objects']} objects, {result['detections']} detections: mAP@[.5:.95]")
     page = open(os.path.join(run_dir, "report.html"), encoding="utf-8").read()
+    assert page.count("<img") == page.count("<figure>") == page.count("<figcaption>")  # every picture captioned
     for heading in ("COCO box AP (pycocotools)", "Per-class AP@[.5:.95]", "Precision-recall at IoU 0.5 and 0.75",
                     "Test images: truth (left), detections (right)"):
         assert f"<h2>{heading}</h2>" in page
