@@ -1,7 +1,8 @@
 """Named crash points for fault tests: the process kills itself with SIGKILL where a test says.
 
 ``KCNN_CRASH_AT=point`` (or ``point@N`` for the N-th time the point is reached, or several separated by
-commas) makes :func:`crash_point` send SIGKILL to its own process there, so a test can kill a run or an
+commas) makes :func:`crash_point` send SIGKILL to its own process there (``point@N:TERM``: SIGTERM, as a
+preempted machine gets), so a test can kill a run or an
 export exactly in the middle of a write instead of guessing with sleeps. Unset, it costs one
 environment look-up.
 """
@@ -17,12 +18,13 @@ _reached: collections.Counter = collections.Counter()
 
 
 def crash_point(name: str) -> None:
-    """SIGKILL this process if ``KCNN_CRASH_AT`` names ``name`` (at this, its N-th, arrival)."""
+    """SIGKILL (or the signal the spec names) this process if ``KCNN_CRASH_AT`` names ``name`` (at its N-th arrival)."""
     spec = os.environ.get(ENVIRONMENT)
     if not spec:
         return
     _reached[name] += 1
     for item in spec.split(","):
-        point, _, count = item.strip().partition("@")
+        item, _, signal_name = item.strip().partition(":")
+        point, _, count = item.partition("@")
         if point == name and _reached[name] == (int(count) if count else 1):
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), getattr(signal, f"SIG{signal_name}") if signal_name else signal.SIGKILL)

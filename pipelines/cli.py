@@ -19,6 +19,7 @@ def _train(args) -> int:
     import sys
 
     from pipelines import config as configuration
+    from pipelines.preemption import TrainingPreempted
     from pipelines.train import TrainingDiverged, train
 
     config = configuration.load(args.config, args.set or [])
@@ -29,6 +30,9 @@ def _train(args) -> int:
     except TrainingDiverged as error:
         print(f"kcnn train: {error}", file=sys.stderr)
         return 1
+    except TrainingPreempted as error:  # the platform restarts the job (exit 42 is not counted as a failure)
+        print(f"kcnn train: {error}", file=sys.stderr)
+        return error.exit_code
     return 0
 
 
@@ -77,7 +81,8 @@ def register(sub) -> None:
         description="Train as CONFIG.yaml says (see pipelines/configs/ and docs/config.md). The run directory "
                     "gets the resolved config, checkpoints, TensorBoard logs, history.csv, metrics.json, plots "
                     "and model.keras. Running the same command again after an interruption resumes from the "
-                    "last epoch.")
+                    "last epoch, or from the step at which a SIGTERM (preemption) stopped it, which exits "
+                    "with code 42 once that step is saved.")
     train.add_argument("config", help="YAML config, e.g. pipelines/configs/digits.yaml")
     train.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                        help="override a config value, e.g. --set train.epochs=5 (repeatable)")

@@ -38,6 +38,8 @@ from pipelines.config import Config
 from pipelines.data import DataSpec
 from pipelines.distributed_eval import DistributedEvaluator
 from pipelines.environment import is_chief, resolve_jit, resolve_precision, resolve_strategy
+from pipelines.preemption import (EXIT_CODE, SigtermWatch, TrainingPreempted, any_worker, remove_interrupted,
+                                  restore_interrupted, save_interrupted)
 from pipelines.prune import prune_for_training, pruning_callbacks
 from pipelines.run_dir import RunDir, atomic_write, software_versions, utc_now
 from pipelines.run_report import frozen_part, pruning_schedule, write_report
@@ -140,13 +142,20 @@ def _run(session: Session, callbacks) -> dict:
         optimizer.build(model.trainable_variables)
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         best_var = tf.Variable(-math.inf, dtype=tf.float64, trainable=False, name="best_validation_figure")
+        step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step_in_epoch")  # > 0: preempted mid-epoch
     work.claim(config.to_yaml())  # the run has started: from here on the directory is this run's
     if session.chief:
         work.record_files(train_info, val_info)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var, best=best_var)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var, best=best_var,
+                                     step=step_var)
     manager = tf.train.CheckpointManager(checkpoint, work.checkpoints, max_to_keep=2)
     if _restore_newest(checkpoint, work.checkpoints):
         session.say(f"resuming {session.run} after epoch {int(epoch_var.numpy())} of {epochs}")
+    resumed_step = 0  # steps of epoch start_epoch + 1 a preempted session finished
+    if restore_interrupted(checkpoint, session.run.checkpoints, epoch_var):
+        resumed_step = int(step_var.numpy())
+        session.say(f"resuming {session.run} in epoch {int(epoch_var.numpy()) + 1} of {epochs} after step "
+                    f"{resumed_step} of {steps} (saved when it was preempted)")
     start_epoch = int(epoch_var.numpy())
     if session.chief:
         work.record_session(session.started_utc, start_epoch, software_versions())
@@ -168,54 +177,72 @@ def _run(session: Session, callbacks) -> dict:
     writers = {name: tf.summary.create_file_writer(work.logs(name)) for name in ("train", "validation")}
     model.stop_training = False  # EarlyStopping and user callbacks set it, as under fit
     callback_list.on_train_begin()
-    for epoch in range(start_epoch, epochs):
-        if finetune.starts_stage_two(config, epoch):
-            if epoch > start_epoch:  # a resumed run at the boundary was set up in stage two above
-                finetune.apply_stage(model, config, epoch)  # a new trainable set: trace the step again
-                train_step = _make_train_step(task, model, optimizer, session.strategy, global_batch,
-                                              resolve_jit(config.train), config)
-            session.say(_stage_two_message(config, epoch, float(_current_rate(optimizer))))
-        callback_list.on_epoch_begin(epoch)
-        bar = keras.utils.Progbar(steps, unit_name="step") if session.verbose and sys.stdout.isatty() else None
-        tick = time.perf_counter()
-        loss_sum = correct = seen = 0.0
-        for step, (images, labels) in enumerate(dist_train):
-            if step >= steps:
+    with SigtermWatch() as sigterm:  # SIGTERM: save the step reached and stop (pipelines/preemption.py)
+        for epoch in range(start_epoch, epochs):
+            if finetune.starts_stage_two(config, epoch):
+                if epoch > start_epoch:  # a resumed run at the boundary was set up in stage two above
+                    finetune.apply_stage(model, config, epoch)  # a new trainable set: trace the step again
+                    train_step = _make_train_step(task, model, optimizer, session.strategy, global_batch,
+                                                  resolve_jit(config.train), config)
+                session.say(_stage_two_message(config, epoch, float(_current_rate(optimizer))))
+            callback_list.on_epoch_begin(epoch)
+            bar = keras.utils.Progbar(steps, unit_name="step") if session.verbose and sys.stdout.isatty() else None
+            tick = time.perf_counter()
+            first_step = resumed_step if epoch == start_epoch else 0  # a preempted epoch runs its remaining steps
+            loss_sum = correct = seen = 0.0
+            for step, (images, labels) in enumerate(dist_train, start=first_step):
+                if step >= steps:
+                    break
+                crash_point("train_step")
+                loss, hits, stop = (float(t) for t in train_step(images, labels, sigterm.flag()))
+                if not math.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"loss became {loss} at epoch {epoch + 1}, step {step + 1}; stopped. The last good "
+                        f"checkpoint (after epoch {epoch}) is kept in {session.run.checkpoints}. Lower "
+                        "optimizer.learning_rate, add optimizer.warmup_epochs or optimizer.clip_norm, and run again")
+                loss_sum, correct, seen = loss_sum + loss, correct + hits, seen + global_batch
+                callback_list.on_train_batch_end(step, {"loss": loss})
+                if bar:
+                    bar.update(step + 1, [("loss", loss)])
+                if stop:  # a worker was told to stop: every worker saves this step and stops with it
+                    step_var.assign(step + 1)
+                    saved = save_interrupted(checkpoint, work.checkpoints)
+                    raise TrainingPreempted(
+                        f"stopped by SIGTERM in epoch {epoch + 1}/{epochs} after step {step + 1} of {steps}; saved "
+                        f"{saved if session.chief else session.run.checkpoints}. Run the same command again to "
+                        f"continue from that step (exit code {EXIT_CODE})")
+            seconds = time.perf_counter() - tick
+            bn_statistics.refresh()
+            val = evaluate_replicas(val_ds)
+            ran = max(steps - first_step, 1)
+            logs = {"epoch": epoch + 1, "loss": loss_sum / ran, task.train_metric: correct / max(seen, 1),
+                    "val_loss": val["loss"], monitor: val[task.monitor],
+                    **{key: val[key[len("val_"):]] for key in task.validation_extras},
+                    "learning_rate": float(_current_rate(optimizer)), "images_per_second": seen / seconds,
+                    "seconds": seconds}
+            logs = {key: logs[key] for key in task.history_fields()}  # history.csv's column order
+            history.append(logs)
+            _write_epoch(work, writers, history, logs, task)
+            if logs[monitor] > best_var.numpy():
+                best_var.assign(logs[monitor])
+                work.save_model(model, RunDir.BEST_MODEL)  # every worker (others in a temporary directory)
+            epoch_var.assign(epoch + 1)
+            step_var.assign(0)
+            crash_point("checkpoint")
+            manager.save(checkpoint_number=epoch + 1)
+            remove_interrupted(work.checkpoints)
+            session.say(f"epoch {epoch + 1}/{epochs}: loss {logs['loss']:.4f} {task.train_metric} "
+                        f"{logs[task.train_metric]:.4f} val_loss {logs['val_loss']:.4f} {monitor} "
+                        f"{logs[monitor]:.4f} lr {logs['learning_rate']:.3g} "
+                        f"({logs['images_per_second']:.0f} images/s)")
+            callback_list.on_epoch_end(epoch, {k: v for k, v in logs.items() if k != "epoch"})
+            if any_worker(session.strategy, sigterm.flag()):  # signalled during evaluation: the epoch is saved
+                raise TrainingPreempted(
+                    f"stopped by SIGTERM after epoch {epoch + 1}/{epochs}; its checkpoint is saved in "
+                    f"{session.run.checkpoints}. Run the same command again to continue (exit code {EXIT_CODE})")
+            if model.stop_training:
+                session.say(f"early stopping after epoch {epoch + 1}")
                 break
-            loss, hits = (float(t) for t in train_step(images, labels))
-            if not math.isfinite(loss):
-                raise TrainingDiverged(
-                    f"loss became {loss} at epoch {epoch + 1}, step {step + 1}; stopped. The last good checkpoint "
-                    f"(after epoch {epoch}) is kept in {session.run.checkpoints}. Lower optimizer.learning_rate, "
-                    "add optimizer.warmup_epochs or optimizer.clip_norm, and run again")
-            loss_sum, correct, seen = loss_sum + loss, correct + hits, seen + global_batch
-            callback_list.on_train_batch_end(step, {"loss": loss})
-            if bar:
-                bar.update(step + 1, [("loss", loss)])
-        seconds = time.perf_counter() - tick
-        bn_statistics.refresh()
-        val = evaluate_replicas(val_ds)
-        logs = {"epoch": epoch + 1, "loss": loss_sum / max(steps, 1), task.train_metric: correct / max(seen, 1),
-                "val_loss": val["loss"], monitor: val[task.monitor],
-                **{key: val[key[len("val_"):]] for key in task.validation_extras},
-                "learning_rate": float(_current_rate(optimizer)), "images_per_second": seen / seconds,
-                "seconds": seconds}
-        logs = {key: logs[key] for key in task.history_fields()}  # history.csv's column order
-        history.append(logs)
-        _write_epoch(work, writers, history, logs, task)
-        if logs[monitor] > best_var.numpy():
-            best_var.assign(logs[monitor])
-            work.save_model(model, RunDir.BEST_MODEL)  # every worker (others in a temporary directory): all test it
-        epoch_var.assign(epoch + 1)
-        crash_point("checkpoint")
-        manager.save(checkpoint_number=epoch + 1)
-        session.say(f"epoch {epoch + 1}/{epochs}: loss {logs['loss']:.4f} {task.train_metric} "
-                    f"{logs[task.train_metric]:.4f} val_loss {logs['val_loss']:.4f} {monitor} {logs[monitor]:.4f} "
-                    f"lr {logs['learning_rate']:.3g} ({logs['images_per_second']:.0f} images/s)")
-        callback_list.on_epoch_end(epoch, {k: v for k, v in logs.items() if k != "epoch"})
-        if model.stop_training:
-            session.say(f"early stopping after epoch {epoch + 1}")
-            break
     callback_list.on_train_end()
     if config.optimizer.ema is not None:
         optimizer.finalize_variable_values(model.trainable_variables)
@@ -273,7 +300,8 @@ def _stage_two_message(config: Config, epoch: int, rate: float) -> str:
 
 
 def _make_train_step(task: Task, model, optimizer, strategy, global_batch, jit, config):
-    """One distributed step: the task's per-example loss averaged over the global batch, and its score summed."""
+    """One distributed step: the task's per-example loss averaged over the global batch, its score summed, and the
+    number of replicas whose ``stop`` flag (the SIGTERM watch) was set."""
     scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     variables = model.trainable_variables
     scales = finetune.gradient_scales(model, config, variables)
@@ -294,11 +322,16 @@ def _make_train_step(task: Task, model, optimizer, strategy, global_batch, jit, 
 
     replica_step = tf.function(step, jit_compile=jit, autograph=False)
 
+    def replica_totals(inputs, targets, stop):
+        loss, score = replica_step(inputs, targets)
+        return tf.stack([tf.cast(loss, tf.float32), tf.cast(score, tf.float32), tf.cast(stop, tf.float32)])
+
     @tf.function(autograph=False)
-    def distributed_step(inputs, targets):
-        loss, score = strategy.run(replica_step, args=(inputs, targets))
-        return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
-                strategy.reduce(tf.distribute.ReduceOp.SUM, score, axis=None))
+    def distributed_step(inputs, targets, stop=0.0):
+        """The global batch's loss, its summed score, and how many replicas were asked to stop (SIGTERM)."""
+        totals = strategy.reduce(tf.distribute.ReduceOp.SUM,
+                                 strategy.run(replica_totals, args=(inputs, targets, stop)), axis=None)
+        return totals[0], totals[1], totals[2]  # one all-reduce for the three
 
     return distributed_step
 

@@ -66,6 +66,38 @@ def test_a_run_killed_mid_write_finishes_when_run_again(tmp_path, crash):
     keras.saving.load_model(os.path.join(run_dir, "model.keras"), safe_mode=True)
 
 
+@pytest.mark.slow
+def test_sigterm_mid_epoch_saves_the_step_exits_42_and_the_rerun_continues_from_that_step(tmp_path):
+    """A preempted worker gets SIGTERM, then SIGKILL after the grace period (Kubernetes' pod termination).
+
+    The 5th step of a 3-step-epoch run is epoch 2's second: the rerun continues there, not after epoch 1.
+    Exit code 42 is TensorFlow's PreemptionCheckpointHandler's, which serving/deploy/train-gke.yaml's
+    podFailurePolicy does not count as a failure.
+    """
+    import tensorflow as tf
+
+    run_dir = str(tmp_path / "run")
+    config = os.path.join(REPO, "pipelines", "configs", "digits.yaml")
+    stopped = kcnn(train_command(run_dir, config), crash="train_step@5:TERM")
+    assert stopped.returncode == 42, stopped.stderr[-3000:]
+    saved = os.path.join(run_dir, "checkpoints", "interrupted", "ckpt")
+    assert stopped.stderr.strip().splitlines()[-1] == (
+        f"kcnn train: stopped by SIGTERM in epoch 2/3 after step 2 of 3; saved {saved}. Run the same command "
+        "again to continue from that step (exit code 42)")
+    reader = tf.train.load_checkpoint(saved)
+    assert int(reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE")) == 1  # epochs finished
+    assert int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")) == 2  # steps of epoch 2 done
+    assert int(reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")) == 5
+    assert history_epochs(run_dir) == [1]
+    finished = kcnn(train_command(run_dir, config))
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert f"resuming {run_dir} in epoch 2 of 3 after step 2 of 3 (saved when it was preempted)" in finished.stdout
+    assert history_epochs(run_dir) == [1, 2, 3]
+    assert not os.path.exists(os.path.dirname(saved))  # dropped once epoch 2 was checkpointed whole
+    final = tf.train.load_checkpoint(os.path.join(run_dir, "checkpoints", "ckpt-3"))
+    assert int(final.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")) == 9  # no step run twice
+
+
 def _exported_run(tmp_path):
     from tests.serving.serving_helpers import exported
 
