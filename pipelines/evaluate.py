@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
 import warnings
 
 import numpy as np
 import yaml
 
-from pipelines import report
+from pipelines import fs, report
 from pipelines.augment import get_recipe, ten_crop_predict
 from pipelines.choices import TTA_MODES
 from pipelines.config import from_dict
@@ -104,9 +104,8 @@ def evaluate_classification(run_dir: str, *, tta: str = "none", split: str | Non
     suffix = "" if mode == "none" else f"_{mode}"
     atomic_write(run.evaluation(mode), json.dumps(result, indent=2))
     report.plot_confusion(labels, predictions, names, run.plot(f"confusion_matrix{suffix}"))
-    if os.path.exists(run.history):
-        with open(run.history, newline="") as handle:
-            history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+    if fs.exists(run.history):
+        history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(io.StringIO(fs.read_text(run.history)))]
         report.plot_curves(history, run.plot("curves"))
     return result
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 from pipelines.run_dir import staged_path
@@ -31,7 +30,6 @@ def figure_axis(name: str) -> str:
 def plot_curves(history: list[dict], path: str, train_metric: str = "accuracy", monitor: str = "accuracy") -> str:
     """Loss and the task's figure per epoch (``train_metric`` on training batches, ``monitor`` on validation)."""
     plt = _pyplot()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     epochs = [h["epoch"] for h in history]
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     left.plot(epochs, [h["loss"] for h in history], "o-", label="training (mean over the epoch)")
@@ -61,7 +59,6 @@ def plot_learning_rate(history: list[dict], path: str) -> str:
     stage shows.
     """
     plt = _pyplot()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     epochs = [h["epoch"] for h in history]
     rates = [h["learning_rate"] for h in history]
     figure, axis = plt.subplots(figsize=(5, 4))
@@ -112,7 +109,6 @@ def plot_confusion(labels, predictions, class_names, path: str) -> str:
 def plot_confusion_matrix(matrix: np.ndarray, class_names, path: str, *, what: str = "accuracy") -> str:
     """A confusion matrix (row: true class) as a PNG; ``what`` names its trace share in the title."""
     plt = _pyplot()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     matrix = np.asarray(matrix, np.int64)
     size = max(4.0, 0.45 * len(class_names) + 2)
     figure, axis = plt.subplots(figsize=(size + 1, size))

@@ -17,7 +17,8 @@
     RUN/report.html            the run's report page (pipelines/run_report.py)
 
 Every file is written atomically (a temporary name in the same directory, fsync,
-``os.replace``), so a crash never leaves half a file behind.
+``os.replace``), so a crash never leaves half a file behind. RUN may be on any TensorFlow
+filesystem (``gs://bucket/runs/x``): :mod:`pipelines.fs` then writes through ``tf.io.gfile``.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ import json
 import logging
 import os
 import platform
-import shutil
 from datetime import datetime, timezone
 
-from kcnn.files import atomic_write, remove_stale_staged_files, staged_path  # noqa: F401 (re-exported)
+from pipelines import fs
+from pipelines.fs import atomic_write, remove_stale_staged_files, staged_path  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -122,12 +123,11 @@ class RunDir:
 
         Raises ``ValueError`` when it holds a run of another config. Writes nothing.
         """
-        if not os.path.exists(self.config):
+        if not fs.exists(self.config):
             return False
-        with open(self.config) as handle:
-            if handle.read() != config_text:
-                raise ValueError(f"{self.path} holds a run with a different config; pass another run directory "
-                                 f"(--run-dir) or delete {self.path} to start over")
+        if fs.read_text(self.config) != config_text:
+            raise ValueError(f"{self.path} holds a run with a different config; pass another run directory "
+                             f"(--run-dir) or delete {self.path} to start over")
         return True
 
     def claim(self, config_text: str) -> None:
@@ -141,11 +141,10 @@ class RunDir:
             return
         for path in remove_stale_staged_files(self.path):
             log.info("removed %s, left by an interrupted run", path)
-        if os.path.isdir(self.checkpoints):
-            for name in os.listdir(self.checkpoints):
-                if name.endswith("_temp") and os.path.isdir(os.path.join(self.checkpoints, name)):
-                    shutil.rmtree(os.path.join(self.checkpoints, name), ignore_errors=True)
-                    log.info("removed checkpoints/%s, left by an interrupted checkpoint write", name)
+        for name in fs.listdir(self.checkpoints):
+            if name.endswith("_temp") and fs.isdir(fs.join(self.checkpoints, name)):
+                fs.rmtree(fs.join(self.checkpoints, name))
+                log.info("removed checkpoints/%s, left by an interrupted checkpoint write", name)
 
     def record_files(self, *infos) -> None:
         """Record which files each split used (and which were skipped), or check them against the record.
@@ -157,7 +156,7 @@ class RunDir:
         if not infos:
             return
         path = self.file(self.DATA_FILES)
-        recorded = self.read_json(self.DATA_FILES) if os.path.exists(path) else {}
+        recorded = self.read_json(self.DATA_FILES) if fs.exists(path) else {}
         for info in infos:
             entry = {"files": list(info.files), "skipped": list(info.skipped)}
             if info.split in recorded and recorded[info.split]["files"] != entry["files"]:
@@ -183,7 +182,7 @@ class RunDir:
 
     def missing(self) -> list[str]:
         """The files of a finished run this directory lacks."""
-        return [name for name in self.FINISHED if not os.path.exists(self.file(name))]
+        return [name for name in self.FINISHED if not fs.exists(self.file(name))]
 
     def require_finished(self) -> "RunDir":
         missing = self.missing()
@@ -193,19 +192,18 @@ class RunDir:
         return self
 
     def read_text(self, name: str) -> str:
-        with open(self.file(name)) as handle:
-            return handle.read()
+        return fs.read_text(self.file(name))
 
     def read_json(self, name: str):
         return json.loads(self.read_text(name))
 
     def read_config_text(self) -> str | None:
-        return self.read_text(self.CONFIG) if os.path.exists(self.config) else None
+        return self.read_text(self.CONFIG) if fs.exists(self.config) else None
 
     def run_info(self) -> dict:
         """``run_info.json`` (``sessions``: started_utc, start_epoch, versions; ``finished_utc``), or {} when the
         run predates it."""
-        return self.read_json(self.RUN_INFO) if os.path.exists(self.file(self.RUN_INFO)) else {}
+        return self.read_json(self.RUN_INFO) if fs.exists(self.file(self.RUN_INFO)) else {}
 
     def class_names(self) -> list[str]:
         return [str(name) for name in self.read_json(self.CLASS_NAMES)]

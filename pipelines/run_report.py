@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import io
 import json
 import os
 import re
@@ -29,8 +30,9 @@ from datetime import datetime
 
 import numpy as np
 
-from kcnn.files import atomic_write
+from pipelines import fs
 from pipelines import report as plots
+from pipelines.fs import atomic_write
 from pipelines.prune import pruning_densities
 from pipelines.run_dir import VERSION_NAMES, RunDir
 
@@ -67,25 +69,22 @@ def read_run(run_dir: str, model=None) -> Run:
     config, model = (read_config(run_dir), model) if model is not None else load_run(run_dir)
     history = []
     history_path = os.path.join(run_dir, "history.csv")
-    if os.path.exists(history_path):
-        with open(history_path, newline="") as handle:
-            history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+    if fs.exists(history_path):
+        history = [{k: float(v) for k, v in row.items()}
+                   for row in csv.DictReader(io.StringIO(fs.read_text(history_path)))]
     metrics = _json(os.path.join(run_dir, "metrics.json"), {})
     names = _json(os.path.join(run_dir, "class_names.json"), None)
     pictures = {name: os.path.join(run_dir, "plots", file)
                 for name, file in (("curves", "curves.png"), ("learning_rate", "learning_rate.png"),
                                    ("confusion", "confusion_matrix.png"))}
-    pictures = {name: path for name, path in pictures.items() if os.path.exists(path)}
+    pictures = {name: path for name, path in pictures.items() if fs.exists(path)}
     directory = RunDir(run_dir)
     return Run(run_dir, config, model, history, metrics, names, pictures, directory.read_config_text(),
                directory.run_info())
 
 
 def _json(path, default):
-    if not os.path.exists(path):
-        return default
-    with open(path) as handle:
-        return json.load(handle)
+    return json.loads(fs.read_text(path)) if fs.exists(path) else default
 
 
 def png_tag(data: bytes, alt: str) -> str:
@@ -101,8 +100,7 @@ def figure(data: bytes, caption: str) -> str:
 def plot_bytes(run: Run, name: str, draw, *args) -> bytes:
     """The run's own plot ``name`` when it has one (kcnn train draws them), else drawn now."""
     if name in run.plots:
-        with open(run.plots[name], "rb") as handle:
-            return handle.read()
+        return fs.read_bytes(run.plots[name])
     with tempfile.TemporaryDirectory() as scratch:
         path = draw(*args, os.path.join(scratch, "plot.png"))
         with open(path, "rb") as handle:
@@ -391,7 +389,8 @@ def render_report(run: Run, *, keep_wrong: int = 8) -> str:
     size = (pre["image_size"], pre["image_size"], pre["channels"]) if pre else None
     parts += [("analysis", "Model analysis", analysis_table(run.model, size)),
               ("filters", "First-layer filters", unless_no_conv(filters_section, run.model))]
-    title = f"kcnn run report: {os.path.basename(os.path.abspath(run.path))}"
+    where = os.path.abspath(run.path) if fs.is_local(run.path) else run.path.rstrip("/")
+    title = f"kcnn run report: {os.path.basename(where)}"
     body = "".join(f'<section id="{key}"><h2>{html.escape(heading)}</h2>{content}</section>'
                    for key, heading, content in parts)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'

@@ -24,7 +24,6 @@ Sources with object boxes (detection) also give ``Source.boxes``: ``scenes``, ``
 from __future__ import annotations
 
 import concurrent.futures
-import glob
 import logging
 import os
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from pipelines import shapes
+from pipelines import fs, shapes
 from pipelines.choices import BAD_FILE_POLICIES, SPLITS
 from pipelines.preprocess import decode_image, match_channels
 from pipelines.run_dir import atomic_write
@@ -397,7 +396,7 @@ def info_splits(name: str, data_dir: str) -> list:
 
 
 def has_split_dirs(root: str) -> bool:
-    return all(os.path.isdir(os.path.join(root, s)) for s in ("train", "test"))
+    return all(fs.isdir(os.path.join(root, s)) for s in ("train", "test"))
 
 
 def folder(root: str, *, bad_files: str = "error", workers: int = 8, split: str | None = None,
@@ -415,14 +414,14 @@ def folder(root: str, *, bad_files: str = "error", workers: int = 8, split: str 
         raise ValueError(f"bad_files must be one of {', '.join(BAD_FILE_POLICIES)}, got {bad_files!r}")
     if split is not None:
         check_split(split)
-    if not os.path.isdir(root):
+    if not fs.isdir(root):
         raise FileNotFoundError(f"folder source {root!r} does not exist or is not a directory")
-    class_names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    class_names = [d for d in fs.listdir(root) if fs.isdir(os.path.join(root, d))]
     if not class_names:
         raise ValueError(f"folder source {root!r} has no class subdirectories; expected ROOT/CLASS_NAME/IMAGE files")
     paths, labels, unsupported = [], [], []
     for label, name in enumerate(class_names):
-        for dirpath, _, files in sorted(os.walk(os.path.join(root, name))):
+        for dirpath, _, files in sorted(fs.walk(os.path.join(root, name))):
             for file in sorted(files):
                 if file.lower().endswith(IMAGE_EXTENSIONS):
                     paths.append(os.path.join(dirpath, file))
@@ -497,14 +496,13 @@ def tfrecords(pattern: str, *, class_names=None) -> Source:
     Class names come from ``class_names``, else a ``class_names.txt`` beside the
     shards (as ``write_tfrecords`` leaves), else the label numbers.
     """
-    files = sorted(glob.glob(pattern))
+    files = fs.glob(pattern)  # gs://bucket/shards-* too
     if not files:
         raise FileNotFoundError(f"no TFRecord files match {pattern!r}")
     if class_names is None:
         names_file = os.path.join(os.path.dirname(files[0]), CLASS_NAMES_FILE)
-        if os.path.exists(names_file):
-            with open(names_file) as handle:
-                class_names = [line.rstrip("\n") for line in handle if line.strip()]
+        if fs.exists(names_file):
+            class_names = [line for line in fs.read_text(names_file).splitlines() if line.strip()]
     count = sum(1 for _ in tf.data.TFRecordDataset(files))
     description = {FEATURE_IMAGE: tf.io.FixedLenFeature([], tf.string),
                    FEATURE_LABEL: tf.io.FixedLenFeature([], tf.int64)}

@@ -32,7 +32,7 @@ import keras
 import tensorflow as tf
 
 from kcnn.faults import crash_point
-from pipelines import finetune, report
+from pipelines import finetune, fs, report
 from pipelines.batchnorm import BatchNormStatistics
 from pipelines.config import Config
 from pipelines.data import DataSpec
@@ -246,8 +246,9 @@ def _run(session: Session, callbacks) -> dict:
     callback_list.on_train_end()
     if config.optimizer.ema is not None:
         optimizer.finalize_variable_values(model.trainable_variables)
-    elif os.path.exists(work.best_model):
-        model.load_weights(work.best_model)
+    elif fs.exists(session.run.best_model):  # the chief's, whole on every worker: its write preceded any_worker's all-reduce
+        with fs.local_file(session.run.best_model) as best:
+            model.load_weights(best)
     return _finish(session, model, bn_statistics, evaluate_replicas, history, train_info)
 
 
@@ -344,7 +345,7 @@ def _restore_newest(checkpoint, directory: str) -> bool:
     A checkpoint that fails to read is skipped for the one before it.
     """
     pattern = re.compile(r"ckpt-(\d+)\.index")
-    names = os.listdir(directory) if os.path.isdir(directory) else []
+    names = fs.listdir(directory)
     for number in sorted((int(m.group(1)) for m in map(pattern.fullmatch, names) if m), reverse=True):
         path = os.path.join(directory, f"ckpt-{number}")
         try:
@@ -378,10 +379,9 @@ def _current_rate(optimizer):
 
 def _read_history(work: RunDir, completed_epochs: int) -> list[dict]:
     """The history of the epochs the restored checkpoint covers (rows of a crashed later epoch are dropped)."""
-    if not os.path.exists(work.history):
+    if not fs.exists(work.history):
         return []
-    with open(work.history, newline="") as handle:
-        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+    rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(io.StringIO(fs.read_text(work.history)))]
     return [{**row, "epoch": int(row["epoch"])} for row in rows if row["epoch"] <= completed_epochs]
 
 

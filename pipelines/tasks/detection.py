@@ -394,7 +394,6 @@ def plot_precision_recall(curves: dict, path: str) -> str:
     if curves:
         axis.legend(fontsize=7, loc="lower left")
     figure.tight_layout()
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with staged_path(path) as temporary:
         figure.savefig(temporary, format="png")
     plt.close(figure)

@@ -315,7 +315,6 @@ def _save_crops(model, dataset, scale: int, path: str) -> str:
         rows.append(draw.side_by_side([np.repeat(x[window][..., None], 3, -1) for x in (bicubic, predicted, truth)]))
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, [(0, 2), (0, width - r.shape[1]), (0, 0)], constant_values=1.0) for r in rows]
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     with staged_path(path) as temporary:
         with open(temporary, "wb") as handle:
             handle.write(draw.array_png(np.concatenate(rows), scale=2))
