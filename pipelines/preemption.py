@@ -116,3 +116,14 @@ def any_worker(strategy, flag) -> bool:
     """Whether ``flag`` (a 0/1 tensor) is set on any replica of any worker: one all-reduce of a scalar."""
     total = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(flag)), axis=None)
     return float(total) > 0
+
+
+def workers_agree(strategy, *values: int) -> bool:
+    """Whether every replica of every worker holds the same ``values`` (n * sum(v^2) == sum(v)^2, exact in float64)."""
+    if strategy.num_replicas_in_sync == 1:
+        return True
+    moments = tf.constant([m for v in values for m in (float(v), float(v) ** 2)] + [1.0], tf.float64)
+    total = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(moments)), axis=None)
+    total = total.numpy().tolist()
+    count = total[-1]
+    return all(count * total[2 * i + 1] == total[2 * i] ** 2 for i in range(len(values)))

@@ -39,7 +39,7 @@ from pipelines.data import DataSpec
 from pipelines.distributed_eval import DistributedEvaluator
 from pipelines.environment import is_chief, resolve_jit, resolve_precision, resolve_strategy
 from pipelines.preemption import (EXIT_CODE, SigtermWatch, TrainingPreempted, any_worker, remove_interrupted,
-                                  restore_interrupted, save_interrupted)
+                                  restore_interrupted, save_interrupted, workers_agree)
 from pipelines.prune import prune_for_training, pruning_callbacks
 from pipelines.run_dir import RunDir, atomic_write, software_versions, utc_now
 from pipelines.run_report import frozen_part, pruning_schedule, write_report
@@ -149,7 +149,8 @@ def _run(session: Session, callbacks) -> dict:
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var, best=best_var,
                                      step=step_var)
     manager = tf.train.CheckpointManager(checkpoint, work.checkpoints, max_to_keep=2)
-    if _restore_newest(checkpoint, work.checkpoints):
+    # Every worker resumes from the chief's checkpoints (the run directory is on storage they share).
+    if _restore_newest(checkpoint, session.run.checkpoints):
         session.say(f"resuming {session.run} after epoch {int(epoch_var.numpy())} of {epochs}")
     resumed_step = 0  # steps of epoch start_epoch + 1 a preempted session finished
     if restore_interrupted(checkpoint, session.run.checkpoints, epoch_var):
@@ -157,6 +158,10 @@ def _run(session: Session, callbacks) -> dict:
         session.say(f"resuming {session.run} in epoch {int(epoch_var.numpy()) + 1} of {epochs} after step "
                     f"{resumed_step} of {steps} (saved when it was preempted)")
     start_epoch = int(epoch_var.numpy())
+    if not workers_agree(session.strategy, start_epoch, resumed_step):
+        raise ValueError(f"the workers found different checkpoints in {session.run.checkpoints}: the run "
+                         "directory must be on storage every worker reads (gs://BUCKET/..., a shared volume), not "
+                         "on each machine's own disk")
     if session.chief:
         work.record_session(session.started_utc, start_epoch, software_versions())
     history = _read_history(work, start_epoch)
@@ -246,7 +251,7 @@ def _run(session: Session, callbacks) -> dict:
     callback_list.on_train_end()
     if config.optimizer.ema is not None:
         optimizer.finalize_variable_values(model.trainable_variables)
-    elif fs.exists(session.run.best_model):  # the chief's, whole on every worker: its write preceded any_worker's all-reduce
+    elif fs.exists(session.run.best_model):  # the chief's, whole: its write came before any_worker's all-reduce
         with fs.local_file(session.run.best_model) as best:
             model.load_weights(best)
     return _finish(session, model, bn_statistics, evaluate_replicas, history, train_info)
@@ -308,7 +313,7 @@ def _make_train_step(task: Task, model, optimizer, strategy, global_batch, jit, 
     scales = finetune.gradient_scales(model, config, variables)
     options = task.bind(model, task.resolve_options(config.model.task_options))
 
-    def step(inputs, targets):
+    def step(inputs, targets, stop):
         with tf.GradientTape() as tape:
             outputs = model(inputs, training=True)
             per_example = task.loss(targets, outputs, options, config)
@@ -319,19 +324,16 @@ def _make_train_step(task: Task, model, optimizer, strategy, global_batch, jit, 
         gradients = tape.gradient(objective, variables)
         gradients = [g if scale == 1.0 else g * scale for g, scale in zip(gradients, scales)]
         optimizer.apply(gradients, variables)
-        return loss, task.train_score(targets, outputs, options)
+        score = task.train_score(targets, outputs, options)
+        return tf.stack([tf.cast(loss, tf.float32), tf.cast(score, tf.float32), tf.cast(stop, tf.float32)])
 
     replica_step = tf.function(step, jit_compile=jit, autograph=False)
-
-    def replica_totals(inputs, targets, stop):
-        loss, score = replica_step(inputs, targets)
-        return tf.stack([tf.cast(loss, tf.float32), tf.cast(score, tf.float32), tf.cast(stop, tf.float32)])
 
     @tf.function(autograph=False)
     def distributed_step(inputs, targets, stop=0.0):
         """The global batch's loss, its summed score, and how many replicas were asked to stop (SIGTERM)."""
         totals = strategy.reduce(tf.distribute.ReduceOp.SUM,
-                                 strategy.run(replica_totals, args=(inputs, targets, stop)), axis=None)
+                                 strategy.run(replica_step, args=(inputs, targets, stop)), axis=None)
         return totals[0], totals[1], totals[2]  # one all-reduce for the three
 
     return distributed_step

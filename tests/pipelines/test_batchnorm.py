@@ -199,40 +199,67 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# A worker as the cluster jobs start one: kcnn's CLI with the container's argv (kcnn.cli.main), plus a callback that
+# prints each epoch's logs and saves the worker's final weights, so the test can compare the workers.
 WORKER = textwrap.dedent("""
     import json, sys
     import keras
-    from pipelines import config as C
-    from pipelines.train import train
+    import pipelines.train as training
+    from kcnn.cli import main
 
     class Record(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             print("EPOCH", json.dumps({k: float(v) for k, v in logs.items()}), flush=True)
 
         def on_train_end(self, logs=None):
-            self.model.save_weights(sys.argv[2])
+            self.model.save_weights(sys.argv[1])
 
-    cfg = C.from_dict({"data": {"source": "digits", "image_size": 32, "channels": 1, "batch_size": 32},
-                       "model": {"name": "mobilenet_v1", "backbone_kwargs": {"width": 0.25}},
-                       "optimizer": {"learning_rate": 0.1},
-                       "train": {"epochs": 2, "steps_per_epoch": 3, "precise_bn_batches": 2, "sync_bn": True,
-                                 "strategy": "multi_worker", "precision": "float32"}})
-    metrics = train(cfg, sys.argv[1], callbacks=[Record()], verbose=False)
-    print("METRICS", json.dumps(metrics))
+    train = training.train
+
+    def recorded(config, run_dir=None, **options):
+        metrics = train(config, run_dir, callbacks=[Record()], verbose=False)
+        print("METRICS", json.dumps(metrics), flush=True)
+        return metrics
+
+    training.train = recorded
+    sys.exit(main(json.loads(sys.argv[2])))
 """)
+# The manifests' digits recipe made small: a quarter-width MobileNet with synchronised batch norm, 2 x 3 steps.
+SMALL = ["data.image_size=32", "model.name=mobilenet_v1", "model.backbone_kwargs={width: 0.25}",
+         "optimizer.learning_rate=0.1", "optimizer.warmup_epochs=0", "train.epochs=2", "train.steps_per_epoch=3",
+         "train.precise_bn_batches=2", "train.sync_bn=true", "train.precision=float32"]
+
+
+def platform_workers(platform: str, run_dir: str):
+    """Each worker's TF_CONFIG and argv as serving/deploy's Kubernetes Job or Vertex AI CustomJob starts it.
+
+    Their hosts are mapped to local ports; the chief (Vertex's pool 0, the Job's index 0) comes first.
+    """
+    from serving import deploy_manifests as manifests
+
+    if platform == "gke":
+        configs = [manifests.gke_tf_config(i) for i in range(2)]
+        argvs = [manifests.gke_train_argv(run_dir=run_dir)] * 2
+    else:
+        configs = [manifests.vertex_tf_config(0, 0), manifests.vertex_tf_config(1, 0)]
+        argvs = [manifests.vertex_train_argv(pool=pool, run_dir=run_dir) for pool in (0, 1)]
+    local = {host: f"127.0.0.1:{free_port()}" for host in manifests.cluster_hosts(configs[0])}
+    configs = [{**c, "cluster": {k: [local[h] for h in hosts] for k, hosts in c["cluster"].items()}} for c in configs]
+    return [(c, [*argv, *sum((["--set", item] for item in SMALL), [])]) for c, argv in zip(configs, argvs)]
 
 
 @pytest.mark.slow
-def test_two_local_workers_train_one_model_evaluate_it_alike_and_the_chief_checkpoint_reproduces_the_test(tmp_path):
-    cluster = {"worker": [f"127.0.0.1:{free_port()}" for _ in range(2)]}
+@pytest.mark.parametrize("platform", ["gke", "vertex"])
+def test_two_local_workers_started_as_the_cluster_jobs_train_one_model_and_only_the_chief_writes(tmp_path, platform):
+    """serving/deploy/train-gke.yaml (two workers, worker 0 the chief) and train-vertex.yaml (Vertex's TF_CONFIG:
+    a "chief" task and a "worker" task, plus "environment": "cloud"), each run on 127.0.0.1."""
     run_dir = tmp_path / "run"
     processes = []
-    for index in range(2):
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO,
-               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-        processes.append(subprocess.Popen([sys.executable, "-c", WORKER, str(run_dir),
-                                           str(tmp_path / f"worker{index}.weights.h5")], stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO))
+    for index, (tf_config, argv) in enumerate(platform_workers(platform, str(run_dir))):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO, "TF_CONFIG": json.dumps(tf_config)}
+        processes.append(subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path / f"worker{index}.weights.h5"),
+                                           json.dumps(argv)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                          text=True, env=env, cwd=REPO))
     outputs = []
     for process in processes:
         try:
