@@ -1,6 +1,16 @@
-# TensorFlow Serving image for a kcnn model: the official tensorflow/serving image, pinned to the
-# TensorFlow release kcnn exports with, plus an exported model tree and the generated configs.
+# Two images from one Dockerfile: the trainer (kcnn on the official Python image, for training on a cluster)
+# and, last and so the default, TensorFlow Serving for a kcnn model (the official tensorflow/serving image,
+# pinned to the TensorFlow release kcnn exports with, plus an exported model tree and the generated configs).
 #
+# Trainer (serving/deploy/train-gke.yaml and train-vertex.yaml run it; README "Train on a cluster"):
+#   docker build --target trainer -t kcnn-trainer .                                # CPU
+#   docker build --target trainer --build-arg VARIANT=-gpu -t kcnn-trainer:gpu .   # GPU: tensorflow[and-cuda]
+#   docker run --rm kcnn-trainer pipelines/configs/digits.yaml --run-dir gs://BUCKET/runs/digits
+#   docker tag kcnn-trainer REGION-docker.pkg.dev/PROJECT/REPOSITORY/kcnn-trainer:0.1.0
+#   docker push REGION-docker.pkg.dev/PROJECT/REPOSITORY/kcnn-trainer:0.1.0
+# The arguments are kcnn train's (the entrypoint): a config from pipelines/configs/, --run-dir, --set.
+#
+# Serving:
 #   kcnn train pipelines/configs/digits.yaml
 #   kcnn export runs/digits --base-path models/digits
 #   kcnn serving-config --model-name digits --batching --allowed-batch-sizes 1 2 4 8 16 32 --out serving/docker
@@ -13,7 +23,30 @@
 # assets.extra/tf_serving_warmup_requests are replayed when a version loads.
 ARG TF_SERVING_VERSION=2.21.0
 ARG VARIANT=
-FROM tensorflow/serving:${TF_SERVING_VERSION}${VARIANT}
+ARG PYTHON_VERSION=3.12
+
+FROM python:${PYTHON_VERSION}-slim AS trainer
+
+# VARIANT=-gpu installs kcnn's gpu extra (tensorflow[and-cuda]: CUDA and cuDNN as pip wheels).
+ARG VARIANT
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY kcnn/ kcnn/
+COPY pipelines/ pipelines/
+COPY serving/ serving/
+RUN pip install --no-cache-dir ".${VARIANT:+[gpu]}" \
+    && useradd --create-home --uid 1000 kcnn \
+    && mkdir runs && chown kcnn runs
+
+# Configs are read relative to /app (pipelines/configs/...); runs/ takes local run directories.
+USER kcnn
+ENTRYPOINT ["kcnn", "train"]
+
+FROM tensorflow/serving:${TF_SERVING_VERSION}${VARIANT} AS serving
 
 ARG MODEL_NAME=digits
 ENV MODEL_NAME=${MODEL_NAME} \
