@@ -17,7 +17,8 @@ for files).
 
 The version is built in a sibling directory whose name is not an integer and renamed
 into place only when complete and verified, so TF Serving's file-system poller never
-sees a partial version.
+sees a partial version. A base path on Cloud Storage (``gs://``) or another TensorFlow
+filesystem gets the version copied in with ``saved_model.pb`` last (:func:`_publish_remote`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import tensorflow as tf
 
 from kcnn.faults import crash_point
 from kcnn.files import process_alive
+from pipelines import fs
 from pipelines.image_header import DEFAULT_MAX_PIXELS
 from pipelines.preprocess import Preprocessing
 from pipelines.run_dir import RunDir, atomic_write
@@ -51,6 +53,7 @@ INPUT_BYTES = "image_bytes"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 METADATA_FILE = os.path.join("assets.extra", "kcnn.json")
 IMAGE_DTYPES = ("uint8", "float32")
+SAVED_MODEL_FILE = "saved_model.pb"
 
 
 @dataclass(frozen=True)
@@ -63,10 +66,8 @@ class ExportResult:
 
 def versions(base_path: str) -> list[int]:
     """The integer version directories under ``base_path``, as TF Serving sees them."""
-    if not os.path.isdir(base_path):
-        return []
-    return sorted(int(name) for name in os.listdir(base_path)
-                  if re.fullmatch(r"\d+", name) and os.path.isdir(os.path.join(base_path, name)))
+    return sorted(int(name) for name in fs.listdir(base_path)
+                  if re.fullmatch(r"\d+", name) and fs.isdir(os.path.join(base_path, name)))
 
 
 def export(model, base_path: str, *, class_names, preprocessing: Preprocessing, version: int | None = None,
@@ -133,6 +134,8 @@ def publish_version(base_path: str, version: int | None, overwrite: bool, write)
     """
     if isinstance(version, bool) or not (version is None or isinstance(version, int) and version >= 1):
         raise ValueError(f"version must be a positive integer, got {version!r}")
+    if not fs.is_local(base_path):
+        return _publish_remote(base_path, version, overwrite, write)
     os.makedirs(base_path, exist_ok=True)
     recover(base_path)
     if version is None:
@@ -163,6 +166,43 @@ def publish_version(base_path: str, version: int | None, overwrite: bool, write)
             os.rename(retired, target)
         raise
     shutil.rmtree(retired, ignore_errors=True)
+    return ExportResult(target, version, describe_signatures(target), difference)
+
+
+def _publish_remote(base_path: str, version: int | None, overwrite: bool, write) -> ExportResult:
+    """:func:`publish_version` where directories cannot be renamed atomically (``gs://``, any ``scheme://``).
+
+    The version is built and verified in a local temporary directory, then copied into
+    ``base_path/<version>/`` file by file with ``saved_model.pb`` last: TF Serving loads a version only
+    from its ``saved_model.pb`` (a load attempted before it arrives fails and is retried, TF Serving's
+    ``max_num_load_retries``), and once it is there every other file is whole. A Cloud Storage object
+    appears only when its upload is complete. A version that a killed export left without
+    ``saved_model.pb`` is removed by the next export to the base path (:func:`recover`), which then
+    writes it again. ``--overwrite`` is refused: replacing a version in place would leave TF Serving
+    a moment with half of each.
+    """
+    if overwrite:
+        raise ValueError(f"--overwrite cannot replace a version atomically on {base_path.split('://')[0]}://; "
+                         "export a new version (leave --version unset) and delete the old one once it is retired")
+    fs.makedirs(base_path)
+    recover(base_path)
+    if version is None:
+        version = (versions(base_path) or [0])[-1] + 1
+    target = fs.join(base_path, str(version))
+    if fs.exists(target):
+        raise FileExistsError(f"{target} already exists; pass a new version (--version N) or leave --version unset")
+    scratch = tempfile.mkdtemp(prefix="kcnn-export-")
+    try:
+        difference = write(scratch)
+        files = sorted(os.path.relpath(os.path.join(root, name), scratch)
+                       for root, _, names in os.walk(scratch) for name in names)
+        files.sort(key=lambda name: name == SAVED_MODEL_FILE)  # the one TF Serving loads by: last
+        for name in files:
+            crash_point("export_copy")
+            fs.makedirs(os.path.dirname(fs.join(target, name)))
+            tf.io.gfile.copy(os.path.join(scratch, name), fs.join(target, name), overwrite=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return ExportResult(target, version, describe_signatures(target), difference)
 
 
@@ -199,6 +239,11 @@ def recover(base_path: str) -> list[str]:
     ``--overwrite`` is deleted when its replacement is in place, else renamed back.
     """
     done = []
+    if not fs.is_local(base_path):  # built locally, copied in with saved_model.pb last (_publish_remote)
+        for version in versions(base_path):
+            if not fs.exists(fs.join(base_path, str(version), SAVED_MODEL_FILE)):
+                fs.rmtree(fs.join(base_path, str(version)))
+                done.append(f"removed version {version}, which an interrupted export left without {SAVED_MODEL_FILE}")
     for name in sorted(os.listdir(base_path)) if os.path.isdir(base_path) else []:
         path = os.path.join(base_path, name)
         for prefix in (STAGING_PREFIX, RETIRED_PREFIX):
@@ -296,8 +341,7 @@ def signature_defs(path: str) -> dict:
     from tensorflow.core.protobuf import saved_model_pb2
 
     proto = saved_model_pb2.SavedModel()
-    with open(os.path.join(path, "saved_model.pb"), "rb") as handle:
-        proto.ParseFromString(handle.read())
+    proto.ParseFromString(fs.read_bytes(os.path.join(path, SAVED_MODEL_FILE)))
     return dict(proto.meta_graphs[0].signature_def)
 
 

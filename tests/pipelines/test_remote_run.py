@@ -80,3 +80,37 @@ def test_a_second_run_of_the_same_command_resumes_instead_of_starting_over(remot
     assert fs.read_text(f"{top}/history.csv") == history  # no epoch trained again
     assert [s["start_epoch"] for s in RunDir(top).run_info()["sessions"]] == [0, 2]
     assert again["test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-9)
+
+
+def test_an_export_to_a_non_local_base_path_shows_saved_model_pb_only_once_the_version_is_whole(remote_run):
+    """TF Serving loads a version by its saved_model.pb: every other file must be in place before it appears."""
+    from serving import export as exporting
+
+    top, _, _ = remote_run
+    base = "ram://kcnn-tests/models/tiny"
+    copies = []
+    real = exporting.crash_point
+
+    def snapshot(point):
+        if point == "export_copy":
+            copies.append(sorted(listing(f"{base}/1")) if tf.io.gfile.exists(f"{base}/1") else [])
+        real(point)
+
+    exporting.crash_point = snapshot
+    try:
+        result = exporting.export_run(top, base)
+    finally:
+        exporting.crash_point = real
+    assert result.version == 1 and result.path == f"{base}/1"
+    files = listing(f"{base}/1")
+    assert {"saved_model.pb", "variables/variables.index", "assets.extra/tf_serving_warmup_requests"} <= files
+    assert len(copies) == len(files) and all("saved_model.pb" not in seen for seen in copies)
+    assert copies[-1] == sorted(files - {"saved_model.pb"})  # everything else was there before it
+    assert {"serving_default", "predict_image_bytes"} <= set(exporting.signature_defs(result.path))
+    with pytest.raises(ValueError, match=r"^--overwrite cannot replace a version atomically on ram://; export a "
+                                         r"new version \(leave --version unset\)"):
+        exporting.export_run(top, base, version=1, overwrite=True)
+    # A version a killed export left without saved_model.pb is removed and written again by the same command.
+    tf.io.gfile.remove(f"{base}/1/saved_model.pb")
+    again = exporting.export_run(top, base)
+    assert again.version == 1 and "saved_model.pb" in listing(f"{base}/1")
