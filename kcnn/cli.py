@@ -29,8 +29,6 @@ SUMMARY_FORMATS = ("table", "markdown", "csv", "json")
 
 
 def _summary(args) -> int:
-    import keras
-
     import kcnn
     from kcnn.analysis import FilterDoesNotFit, analyze, render
     from kcnn.analysis.format import parse_columns
@@ -38,9 +36,9 @@ def _summary(args) -> int:
     parse_columns(args.columns)  # a misspelt column fails before the model is built
     input_shape = None
     if args.model:
-        import kcnn.layers  # noqa: F401  (registers kcnn's custom layers before loading)
+        from kcnn.files import load_keras_model  # registers kcnn's custom layers before loading
 
-        model = keras.saving.load_model(args.model, safe_mode=True)
+        model = load_keras_model(args.model)
         if args.input_size:  # every spatial axis (length; height, width; depth, height, width) at that size
             spatial_axes = len(model.inputs[0].shape) - 2
             input_shape = (args.input_size,) * spatial_axes + (model.inputs[0].shape[-1],)

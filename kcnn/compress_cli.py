@@ -99,16 +99,14 @@ def compress_run(run_dir: str, out_dir: str, *, densities=None, bits=None, index
     ``top1(model) -> float`` scores a model on the run's test split: the report then has the dense
     model's, the quantised one's (before fine-tuning) and the decoded artefact's top-1.
     """
-    import keras
-
     from kcnn import compress
     from kcnn.files import atomic_write, staged_path
 
     bits, index_bits = widths_for(densities if isinstance(densities, str) else None, bits, index_bits)
     model_path = check_run(run_dir, out_dir)
-    import kcnn.layers  # noqa: F401  (registers kcnn's custom layers before loading)
+    from kcnn.files import load_keras_model  # registers kcnn's custom layers before loading
 
-    model = keras.saving.load_model(model_path, safe_mode=True)
+    model = load_keras_model(model_path)
     accuracy = {}
     if top1 is not None:
         accuracy["dense"] = top1(model)

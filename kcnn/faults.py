@@ -24,7 +24,9 @@ def crash_point(name: str) -> None:
         return
     _reached[name] += 1
     for item in spec.split(","):
-        item, _, signal_name = item.strip().partition(":")
+        item, _, signal_name = item.strip().rpartition(":")
+        if not (signal_name.isupper() and hasattr(signal, f"SIG{signal_name}")):  # a point named "replace:x.keras"
+            item, signal_name = f"{item}:{signal_name}" if item else signal_name, ""
         point, _, count = item.partition("@")
         if point == name and _reached[name] == (int(count) if count else 1):
             os.kill(os.getpid(), getattr(signal, f"SIG{signal_name}") if signal_name else signal.SIGKILL)

@@ -79,3 +79,50 @@ def _walk_shallow(directory: str):
     yield top
     for sub in top[1]:
         yield next(os.walk(os.path.join(directory, sub)))
+
+
+class DamagedFileError(ValueError):
+    """A saved file that exists but does not read back whole (truncated, zeroed, half copied)."""
+
+
+def keras_archive_problem(path: str) -> str | None:
+    """Why ``path`` is not a complete ``.keras`` archive (a zip whose every member passes its CRC check and
+    that holds ``config.json``), or None when it is whole. Reads the whole file; imports no Keras."""
+    import zipfile
+    import zlib
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            broken = archive.testzip()
+            names = archive.namelist()
+    except zipfile.BadZipFile as error:
+        return str(error)
+    except (EOFError, zlib.error, OSError) as error:
+        return f"{type(error).__name__}: {error}"
+    if broken is not None:
+        return f"{broken} fails its CRC check"
+    if "config.json" not in names:
+        return "it holds no config.json"
+    return None
+
+
+def damaged_keras_message(shown: str, problem: str, remedy: str = "") -> str:
+    """The one line that says a ``.keras`` file is damaged, and what to do."""
+    return f"{shown} is damaged (not a complete .keras zip archive: {problem})" + (f"; {remedy}" if remedy else "")
+
+
+def load_keras_model(path: str, *, shown: str | None = None, remedy: str = "", **options):
+    """``keras.saving.load_model(path, safe_mode=True)`` with kcnn's layers registered; a damaged file raises
+    :class:`DamagedFileError` in one line (``shown`` names the file, ``remedy`` says what to do) instead of
+    Keras's "File not found" or a ``BadZipFile`` traceback."""
+    import keras
+
+    import kcnn.layers  # noqa: F401  (registers kcnn's custom layers before loading)
+
+    try:
+        return keras.saving.load_model(path, safe_mode=True, **options)
+    except Exception:
+        problem = keras_archive_problem(path) if os.path.isfile(path) and path.endswith(".keras") else None
+        if problem is None:
+            raise  # a whole archive (or no file at all): Keras's own error stands
+        raise DamagedFileError(damaged_keras_message(shown or path, problem, remedy)) from None

@@ -81,9 +81,9 @@ def copy_from_run(model: keras.Model, run_dir: str) -> int:
     if not os.path.exists(path):
         raise FineTuneError(f"model.weights: {run_dir} has no model.keras; point it at a finished run directory, "
                             "'imagenet', or a checkpoint file")
-    import kcnn.layers  # noqa: F401  (registers kcnn's custom layers before loading)
+    from kcnn.files import load_keras_model  # registers kcnn's custom layers before loading
 
-    source = keras.saving.load_model(path, safe_mode=True, compile=False)
+    source = load_keras_model(path, compile=False)
     theirs = {layer.name: layer for layer in source.layers}
     copied = 0
     for layer in model.layers:

@@ -214,11 +214,14 @@ class RunDir:
         return Preprocessing.from_json(self.read_text(self.PREPROCESSING))
 
     def load_model(self):
-        import keras
+        """model.keras; a damaged one raises ``kcnn.files.DamagedFileError``, one line saying how to write it again."""
+        from kcnn.files import load_keras_model
 
-        import kcnn.layers  # noqa: F401  (registers kcnn's custom layers before loading)
-
-        return keras.saving.load_model(self.model, safe_mode=True)
+        config = self.config if fs.exists(self.config) else "CONFIG.yaml"
+        remedy = (f"write it again with `kcnn train {config} --run-dir {self.path}` (the run's checkpoints are in "
+                  f"{self.checkpoints})")
+        with fs.local_file(self.model) as local:
+            return load_keras_model(local, shown=self.model, remedy=remedy)
 
     # ------------------------------------------------------------------ writing
 

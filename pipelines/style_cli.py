@@ -65,9 +65,7 @@ def _stylize(args) -> int:
               f"{result.losses[0]['total']:.4g} -> {result.losses[-1]['total']:.4g} "
               f"({result.reduction:.1f}x lower) in {len(result.losses)} steps, {result.seconds:.1f} s")
         return 0
-    import keras
-
-    import kcnn.layers  # noqa: F401  (registers kcnn's custom layers before loading)
+    from kcnn.files import load_keras_model  # registers kcnn's custom layers before loading
     from kcnn.style import images
     from pipelines.style import STYLIZER_FILE
 
@@ -77,7 +75,7 @@ def _stylize(args) -> int:
     if not os.path.exists(path):
         raise FileNotFoundError(f"no stylizer at {path}; train one with `kcnn train-style "
                                 "pipelines/configs/style_fast.yaml --run-dir RUN_DIR`")
-    stylizer = keras.saving.load_model(path, safe_mode=True)
+    stylizer = load_keras_model(path)
     content = load_rgb(_image(args.content), "content")
     content = images.resize(content, *images.fit_size(content.shape[:2], args.size))
     import tensorflow as tf

@@ -152,13 +152,11 @@ def export_stylizer(model, base_path: str, *, version: int | None = None, overwr
 
 def export_stylizer_run(run_dir: str, base_path: str, **options):
     """Export a finished ``kcnn train-style`` run directory."""
-    import keras
-
-    import kcnn.layers  # noqa: F401  (registers kcnn's custom layers before loading)
+    from kcnn.files import load_keras_model  # registers kcnn's custom layers before loading
     from pipelines.style import STYLIZER_FILE
 
     path = os.path.join(run_dir, STYLIZER_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{run_dir} holds no {STYLIZER_FILE}; train one with "
                                 "`kcnn train-style pipelines/configs/style_fast.yaml` first")
-    return export_stylizer(keras.saving.load_model(path, safe_mode=True), base_path, **options)
+    return export_stylizer(load_keras_model(path), base_path, **options)

@@ -55,8 +55,6 @@ def load_target(path: str, *, mean=None, std=None) -> Target:
     ``mean`` and ``std`` (per channel, on pixels in [0, 1]) override a ``preprocessing.json``'s; with none
     there they default to 0 and 1 and the returned ``Target.notes`` says what was assumed.
     """
-    import keras
-
     if os.path.isdir(path):
         folder, model_path = path, os.path.join(path, "model.keras")
         if not os.path.exists(model_path):
@@ -77,9 +75,9 @@ def load_target(path: str, *, mean=None, std=None) -> Target:
     if names is None:
         names = []
         notes.append(f"no class_names.json beside {model_path}: classes are shown by number")
-    import kcnn.layers  # noqa: F401  (registers kcnn's custom layers before loading)
+    from kcnn.files import load_keras_model  # registers kcnn's custom layers before loading
 
-    model = keras.saving.load_model(model_path, safe_mode=True)
+    model = load_keras_model(model_path)
     height, width, channels = model.inputs[0].shape[1:]
     size = spec.get("image_size") or height or width
     if size is None:
