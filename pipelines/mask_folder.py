@@ -9,12 +9,14 @@ layout over the class-subfolder one when both ``images/`` and ``masks/`` are the
 from __future__ import annotations
 
 import concurrent.futures
+import io
 import logging
 import os
 
 import numpy as np
 import tensorflow as tf
 
+from pipelines import fs
 from pipelines.choices import BAD_FILE_POLICIES
 from pipelines.preprocess import decode_image
 from pipelines.sources import (CLASS_NAMES_FILE, DECODE_ERRORS, FOLDER_SPLIT_FRACTIONS, IGNORE, IMAGE_EXTENSIONS,
@@ -29,7 +31,7 @@ MASK_MODES = ("L", "P", "1")  # PIL modes of single-channel 8-bit PNGs: grey, pa
 
 def is_segmentation_folder(root: str) -> bool:
     """True when ``root`` has both ``images/`` and ``masks/`` folders (the segmentation layout)."""
-    return all(os.path.isdir(os.path.join(root, d)) for d in (IMAGES_DIR, MASKS_DIR))
+    return all(fs.isdir(os.path.join(root, d)) for d in (IMAGES_DIR, MASKS_DIR))
 
 
 def segmentation_folder(root: str, split: str = "train", *, bad_files: str = "error", workers: int = 8,
@@ -56,7 +58,7 @@ def segmentation_folder(root: str, split: str = "train", *, bad_files: str = "er
         raise FileNotFoundError(f"segmentation folder {directory!r} needs both {IMAGES_DIR}/ and {MASKS_DIR}/")
     images_dir, masks_dir = os.path.join(directory, IMAGES_DIR), os.path.join(directory, MASKS_DIR)
     paths, bad = [], []
-    for file in sorted(os.listdir(images_dir)):
+    for file in fs.listdir(images_dir):
         path = os.path.join(images_dir, file)
         if file.lower().endswith(IMAGE_EXTENSIONS):
             paths.append(path)
@@ -94,7 +96,7 @@ def segmentation_folder(root: str, split: str = "train", *, bad_files: str = "er
 
 def _check_pair(image_path: str, mask_path: str) -> tuple:
     """``(problem, largest mask value below 255, label)``; ``problem`` None for a usable pair."""
-    if not os.path.exists(mask_path):
+    if not fs.exists(mask_path):
         return f"has no mask (expected {mask_path})", 0, 0
     try:
         height, width = decode_image(tf.io.read_file(image_path)).shape[:2]
@@ -117,7 +119,7 @@ def read_mask(path: str) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(fs.read_bytes(path))) as image:
             mode = image.mode
             if mode not in MASK_MODES:
                 bands = len(image.getbands())
@@ -140,9 +142,8 @@ def _mask_class_names(root: str, directory: str, tops, mask_paths) -> tuple:
     top = max(tops, default=0)
     for folder_path in (directory, root):
         names_file = os.path.join(folder_path, CLASS_NAMES_FILE)
-        if os.path.exists(names_file):
-            with open(names_file) as handle:
-                names = tuple(line.rstrip("\n") for line in handle if line.strip())
+        if fs.exists(names_file):
+            names = tuple(line for line in fs.read_text(names_file).splitlines() if line.strip())
             if top >= len(names):
                 worst = mask_paths[int(np.argmax(tops))]
                 raise ValueError(f"mask {worst} has class {top} but {names_file} names {len(names)} classes "

@@ -71,30 +71,31 @@ def interrupted_prefix(checkpoints: str) -> str:
     return f"{checkpoints.rstrip('/')}/{INTERRUPTED}/ckpt"
 
 
-def restore_interrupted(checkpoint, checkpoints: str, epoch_var) -> bool:
+def restore_interrupted(checkpoint, checkpoints: str, epoch_var, *, required=("model", "optimizer")) -> bool:
     """Restore the step a preempted session saved, if it belongs to the epoch ``epoch_var`` says comes next.
 
     One from an epoch finished since (a kill between that epoch's checkpoint and the removal of this
     one) is stale and left alone; one that does not read back whole is skipped with a warning, and the
-    epoch checkpoint already restored stands. Every tensor is read before any is assigned, so a
-    damaged file never leaves the model half restored.
+    epoch checkpoint already restored stands (:func:`pipelines.checkpoints.restore_whole` reads every
+    tensor before it assigns any).
     """
+    from pipelines.checkpoints import first_line, restore_whole
+
     prefix = interrupted_prefix(checkpoints)
     if not tf.io.gfile.exists(prefix + ".index"):
         return False
     try:
-        reader = tf.train.load_checkpoint(prefix)
-        for key in reader.get_variable_to_shape_map():
-            reader.get_tensor(key)
-        epoch = int(reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE"))
-    except (tf.errors.OpError, ValueError, KeyError, IndexError) as error:
-        log.warning("%s did not read back (%s); resuming from the last finished epoch instead", prefix,
-                    str(error).splitlines()[0] if str(error) else type(error).__name__)
-        return False
-    if epoch != int(epoch_var.numpy()):
-        return False
-    checkpoint.restore(prefix).assert_existing_objects_matched()
-    return True
+        epoch = int(tf.compat.v1.train.NewCheckpointReader(prefix).get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE"))
+    except Exception as error:  # a damaged index: whatever TensorFlow raises for it
+        problem = f"{INTERRUPTED}/ckpt.index is damaged ({first_line(error)})"
+    else:
+        if epoch != int(epoch_var.numpy()):
+            return False
+        problem = restore_whole(checkpoint, prefix, required)
+        if problem is None:
+            return True
+    log.warning("skipped checkpoint %s: %s; resuming from the last finished epoch instead", prefix, problem)
+    return False
 
 
 def save_interrupted(checkpoint, checkpoints: str) -> str:
@@ -127,3 +128,32 @@ def workers_agree(strategy, *values: int) -> bool:
     total = total.numpy().tolist()
     count = total[-1]
     return all(count * total[2 * i + 1] == total[2 * i] ** 2 for i in range(len(values)))
+
+
+class CountedPasses:
+    """A dataset that counts the passes (iterators) started over it, so a resumed run can replay its data order.
+
+    A shuffle with ``reshuffle_each_iteration`` and a fixed seed orders its k-th pass the same way in
+    every process: the order depends only on how many iterators were created before it, not on what
+    they read. The checkpoint records the count (``data_passes``); a resumed session first creates and
+    drops that many iterators (:meth:`fast_forward`), then reads the interrupted epoch's pass from its
+    start, skipping the steps already trained, so it sees the batches the uninterrupted run would have.
+    """
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self.count = 0
+
+    def __iter__(self):
+        self.count += 1
+        return iter(self.dataset)
+
+    def fast_forward(self, passes: int) -> None:
+        for _ in range(passes - self.count):
+            iter(self)  # its shuffle draws the pass's seeds; nothing is read
+
+
+def skip_batches(iterator, count: int) -> None:
+    """Read and drop ``count`` batches (a resumed epoch's steps that were already trained)."""
+    for _ in range(count):
+        next(iterator)

@@ -528,7 +528,7 @@ def write_tfrecords(source: Source, directory: str, split: str, *, shards: int =
     """
     if shards < 1:
         raise ValueError(f"shards must be >= 1, got {shards}")
-    os.makedirs(directory, exist_ok=True)
+    fs.makedirs(directory)
     paths = [os.path.join(directory, f"{split}-{i:05d}-of-{shards:05d}.tfrecord") for i in range(shards)]
     writers = [tf.io.TFRecordWriter(p) for p in paths]
     try:

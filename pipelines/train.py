@@ -19,7 +19,6 @@ import io
 import logging
 import math
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -34,12 +33,14 @@ import tensorflow as tf
 from kcnn.faults import crash_point
 from pipelines import finetune, fs, report
 from pipelines.batchnorm import BatchNormStatistics
+from pipelines.checkpoints import restore_newest, set_aside_damaged_model
 from pipelines.config import Config
 from pipelines.data import DataSpec
 from pipelines.distributed_eval import DistributedEvaluator
 from pipelines.environment import is_chief, resolve_jit, resolve_precision, resolve_strategy
-from pipelines.preemption import (EXIT_CODE, SigtermWatch, TrainingPreempted, any_worker, remove_interrupted,
-                                  restore_interrupted, save_interrupted, workers_agree)
+from pipelines.preemption import (EXIT_CODE, CountedPasses, SigtermWatch, TrainingPreempted, any_worker,
+                                  remove_interrupted, restore_interrupted, save_interrupted, skip_batches,
+                                  workers_agree)
 from pipelines.prune import prune_for_training, pruning_callbacks
 from pipelines.run_dir import RunDir, atomic_write, software_versions, utc_now
 from pipelines.run_report import frozen_part, pruning_schedule, write_report
@@ -143,15 +144,21 @@ def _run(session: Session, callbacks) -> dict:
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         best_var = tf.Variable(-math.inf, dtype=tf.float64, trainable=False, name="best_validation_figure")
         step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step_in_epoch")  # > 0: preempted mid-epoch
+        passes_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_passes")  # CountedPasses.count
     work.claim(config.to_yaml())  # the run has started: from here on the directory is this run's
     if session.chief:
         work.record_files(train_info, val_info)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var, best=best_var,
-                                     step=step_var)
+                                     step=step_var, data_passes=passes_var, random=_seed_states(model))
+    # Every worker resumes from the chief's checkpoints (the run directory is on storage they share); the chief
+    # first rebuilds a lost state file, which the manager reads (pipelines/checkpoints.py).
+    resumed = restore_newest(checkpoint, session.run.checkpoints, required=("model", "optimizer"),
+                             repair=session.chief)
     manager = tf.train.CheckpointManager(checkpoint, work.checkpoints, max_to_keep=2)
-    # Every worker resumes from the chief's checkpoints (the run directory is on storage they share).
-    if _restore_newest(checkpoint, session.run.checkpoints):
+    if resumed:
         session.say(f"resuming {session.run} after epoch {int(epoch_var.numpy())} of {epochs}")
+    if session.chief:
+        set_aside_damaged_model(work.best_model)  # else loading it would fail the run at its very end
     resumed_step = 0  # steps of epoch start_epoch + 1 a preempted session finished
     if restore_interrupted(checkpoint, session.run.checkpoints, epoch_var):
         resumed_step = int(step_var.numpy())
@@ -173,7 +180,8 @@ def _run(session: Session, callbacks) -> dict:
     finetune.apply_stage(model, config, start_epoch)  # the optimizer was built over every variable above
     train_step = _make_train_step(task, model, optimizer, session.strategy, global_batch, resolve_jit(config.train),
                                   config)
-    dist_train = session.strategy.experimental_distribute_dataset(_auto_shard_by_data(train_ds))
+    dist_train = CountedPasses(session.strategy.experimental_distribute_dataset(_auto_shard_by_data(train_ds)))
+    dist_train.fast_forward(int(passes_var.numpy()))  # a resumed run reads the passes the first session would have
     # Batch norm (pipelines/batchnorm.py): precise statistics, identical on every replica, before each evaluation.
     bn_statistics = BatchNormStatistics(model, session.strategy, dist_train, sync=config.train.sync_bn,
                                         batches=min(config.train.precise_bn_batches, steps))
@@ -194,8 +202,11 @@ def _run(session: Session, callbacks) -> dict:
             bar = keras.utils.Progbar(steps, unit_name="step") if session.verbose and sys.stdout.isatty() else None
             tick = time.perf_counter()
             first_step = resumed_step if epoch == start_epoch else 0  # a preempted epoch runs its remaining steps
+            passes_before = dist_train.count
+            batches = iter(dist_train)
+            skip_batches(batches, first_step)  # the batches of this pass that the preempted session trained on
             loss_sum = correct = seen = 0.0
-            for step, (images, labels) in enumerate(dist_train, start=first_step):
+            for step, (images, labels) in enumerate(batches, start=first_step):
                 if step >= steps:
                     break
                 crash_point("train_step")
@@ -211,6 +222,7 @@ def _run(session: Session, callbacks) -> dict:
                     bar.update(step + 1, [("loss", loss)])
                 if stop:  # a worker was told to stop: every worker saves this step and stops with it
                     step_var.assign(step + 1)
+                    passes_var.assign(passes_before)
                     saved = save_interrupted(checkpoint, work.checkpoints)
                     raise TrainingPreempted(
                         f"stopped by SIGTERM in epoch {epoch + 1}/{epochs} after step {step + 1} of {steps}; saved "
@@ -233,6 +245,7 @@ def _run(session: Session, callbacks) -> dict:
                 work.save_model(model, RunDir.BEST_MODEL)  # every worker (others in a temporary directory)
             epoch_var.assign(epoch + 1)
             step_var.assign(0)
+            passes_var.assign(dist_train.count)
             crash_point("checkpoint")
             manager.save(checkpoint_number=epoch + 1)
             remove_interrupted(work.checkpoints)
@@ -339,23 +352,14 @@ def _make_train_step(task: Task, model, optimizer, strategy, global_batch, jit, 
     return distributed_step
 
 
-def _restore_newest(checkpoint, directory: str) -> bool:
-    """Restore the newest checkpoint that reads back whole; False if there is none (a new run).
+def _seed_states(model) -> dict:
+    """The states of the model's random-number generators (dropout, stochastic depth) by layer.
 
-    Found by its ``ckpt-N.index`` file, not by CheckpointManager's state file: that file is written
-    after the checkpoint itself, so a kill between the two leaves a newer ``ckpt-N`` it does not list.
-    A checkpoint that fails to read is skipped for the one before it.
+    tf.train.Checkpoint does not track Keras' SeedGenerator states through the model; saved beside it,
+    a resumed run draws the dropout masks the uninterrupted run would have.
     """
-    pattern = re.compile(r"ckpt-(\d+)\.index")
-    names = fs.listdir(directory)
-    for number in sorted((int(m.group(1)) for m in map(pattern.fullmatch, names) if m), reverse=True):
-        path = os.path.join(directory, f"ckpt-{number}")
-        try:
-            checkpoint.restore(path).assert_existing_objects_matched()
-            return True
-        except (tf.errors.OpError, ValueError, AssertionError, IndexError) as error:  # IndexError: truncated file
-            log.warning("checkpoint %s did not read back (%s); trying the one before it", path, error)
-    return False
+    return {f"{layer.name}/{index}": generator.state.value for layer in model._flatten_layers()
+            for index, generator in enumerate(getattr(layer, "_seed_generators", []))}
 
 
 def _auto_shard_by_data(dataset):

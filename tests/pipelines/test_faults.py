@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import keras
+import numpy as np
 import pytest
 
 from kcnn.faults import ENVIRONMENT
@@ -70,6 +71,7 @@ def test_a_run_killed_mid_write_finishes_when_run_again(tmp_path, crash):
 def test_sigterm_mid_epoch_saves_the_step_exits_42_and_the_rerun_continues_from_that_step(tmp_path):
     """A preempted worker gets SIGTERM, then SIGKILL after the grace period (Kubernetes' pod termination).
 
+    The model has dropout (digits.yaml's head); the data is shuffled each epoch.
     The 5th step of a 3-step-epoch run is epoch 2's second: the rerun continues there, not after epoch 1.
     Exit code 42 is TensorFlow's PreemptionCheckpointHandler's, which serving/deploy/train-gke.yaml's
     podFailurePolicy does not count as a failure.
@@ -96,6 +98,14 @@ def test_sigterm_mid_epoch_saves_the_step_exits_42_and_the_rerun_continues_from_
     assert not os.path.exists(os.path.dirname(saved))  # dropped once epoch 2 was checkpointed whole
     final = tf.train.load_checkpoint(os.path.join(run_dir, "checkpoints", "ckpt-3"))
     assert int(final.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")) == 9  # no step run twice
+    # The resumed epoch replays the uninterrupted run's shuffle and dropout masks: the same final weights.
+    plain = str(tmp_path / "uninterrupted")
+    assert kcnn(train_command(plain, config)).returncode == 0
+    resumed, uninterrupted = (keras.saving.load_model(os.path.join(d, "model.keras"), safe_mode=True)
+                              for d in (run_dir, plain))
+    assert any(isinstance(layer, keras.layers.Dropout) for layer in resumed._flatten_layers())
+    for a, b in zip(resumed.get_weights(), uninterrupted.get_weights()):
+        np.testing.assert_array_equal(a, b)
 
 
 def _exported_run(tmp_path):

@@ -114,3 +114,28 @@ def test_an_export_to_a_non_local_base_path_shows_saved_model_pb_only_once_the_v
     tf.io.gfile.remove(f"{base}/1/saved_model.pb")
     again = exporting.export_run(top, base)
     assert again.version == 1 and "saved_model.pb" in listing(f"{base}/1")
+
+
+def test_tfrecord_globs_class_folders_and_segmentation_folders_read_from_a_non_local_filesystem():
+    import numpy as np
+
+    from pipelines.sources import load_source, write_tfrecords
+
+    top = "ram://kcnn-tests/data"
+    digits = load_source("digits", "test")
+    write_tfrecords(digits, f"{top}/records", "test", shards=2)
+    records = load_source(f"tfrecord:{top}/records/test-*.tfrecord", "test")
+    assert (records.num_examples, records.class_names) == (digits.num_examples, digits.class_names)
+    picture = tf.io.encode_png(np.full((8, 8, 3), 200, np.uint8)).numpy()
+    mask = tf.io.encode_png(np.ones((8, 8, 1), np.uint8)).numpy()
+    for split in ("train", "test"):  # split folders: ROOT/train/, ROOT/test/
+        for name in ("cat", "dog"):
+            for i in range(2):
+                fs.atomic_write(f"{top}/pets/{split}/{name}/{i}.png", picture)
+        for i in range(3):
+            fs.atomic_write(f"{top}/scenes/{split}/images/{i}.png", picture)
+            fs.atomic_write(f"{top}/scenes/{split}/masks/{i}.png", mask)
+    folder = load_source(f"folder:{top}/pets", "test")
+    assert (folder.num_examples, folder.class_names) == (4, ["cat", "dog"])
+    scenes = load_source(f"folder:{top}/scenes", "test")
+    assert scenes.num_examples == 3
