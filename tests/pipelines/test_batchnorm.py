@@ -254,27 +254,49 @@ def test_two_local_workers_started_as_the_cluster_jobs_train_one_model_and_only_
     """serving/deploy/train-gke.yaml (two workers, worker 0 the chief) and train-vertex.yaml (Vertex's TF_CONFIG:
     a "chief" task and a "worker" task, plus "environment": "cloud"), each run on 127.0.0.1."""
     run_dir = tmp_path / "run"
-    processes = []
-    for index, (tf_config, argv) in enumerate(platform_workers(platform, str(run_dir))):
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO, "TF_CONFIG": json.dumps(tf_config)}
-        processes.append(subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path / f"worker{index}.weights.h5"),
-                                           json.dumps(argv)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                          text=True, env=env, cwd=REPO))
-    outputs = []
-    for process in processes:
-        try:
-            outputs.append(process.communicate(timeout=560)[0])
-        except subprocess.TimeoutExpired:
-            for p in processes:
-                p.kill()
-            raise
-    logs, metrics = [], []
-    for process, output in zip(processes, outputs):
-        assert process.returncode == 0, output[-3000:]
-        lines = output.splitlines()
-        logs.append([json.loads(line[6:]) for line in lines if line.startswith("EPOCH ")])
-        metrics.append([json.loads(line[8:]) for line in lines if line.startswith("METRICS ")][0])
+    workers = platform_workers(platform, str(run_dir))
+
+    def start(crash_on_worker_1=None):
+        processes = []
+        for index, (tf_config, argv) in enumerate(workers):
+            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO, "TF_CONFIG": json.dumps(tf_config)}
+            env.pop("KCNN_CRASH_AT", None)
+            if index == 1 and crash_on_worker_1:
+                env["KCNN_CRASH_AT"] = crash_on_worker_1
+            weights = str(tmp_path / f"worker{index}.weights.h5")
+            processes.append(subprocess.Popen([sys.executable, "-c", WORKER, weights, json.dumps(argv)],
+                                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                              cwd=REPO))
+        outputs = []
+        for process in processes:
+            try:
+                outputs.append(process.communicate(timeout=300)[0])
+            except subprocess.TimeoutExpired:
+                for p in processes:
+                    p.kill()
+                raise
+        return [(process.returncode, output) for process, output in zip(processes, outputs)]
+
+    sessions = []
+    if platform == "gke":
+        # A node drain: only worker 1 gets SIGTERM, at epoch 2's first step. Both save that step and exit 42 (the
+        # stop rides on the step's all-reduce), and the Job's replacement pods continue from it.
+        sessions.append(start(crash_on_worker_1="train_step@4:TERM"))
+        for code, output in sessions[0]:
+            assert code == 42, output[-3000:]
+            assert "stopped by SIGTERM in epoch 2/2 after step 1 of 3" in output
+    sessions.append(start())
+    logs, metrics = [[], []], []
+    for session in sessions:
+        for index, (code, output) in enumerate(session):
+            lines = output.splitlines()
+            logs[index] += [json.loads(line[6:]) for line in lines if line.startswith("EPOCH ")]
+    for code, output in sessions[-1]:
+        assert code == 0, output[-3000:]
+        metrics.append([json.loads(line[8:]) for line in output.splitlines() if line.startswith("METRICS ")][0])
     assert len(logs[0]) == len(logs[1]) == 2
+    final = tf.train.load_checkpoint(str(run_dir / "checkpoints" / "ckpt-2"))
+    assert int(final.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")) == 6  # no step trained twice
     assert [(m["strategy"], m["replicas"]) for m in metrics] == [("multi_worker", 2)] * 2
     # The workers trained one model together: identical weights at the end.
     weights = []
