@@ -4,14 +4,17 @@
 TF Serving exports its TensorFlow monitoring metrics with ``/`` turned into ``:``;
 kcnn keeps the ones a dashboard for a model server reads:
 
-- ``:tensorflow:serving:request_count{model_name,status}``: requests by outcome;
+- ``:tensorflow:serving:request_count{model_name,status}``: requests by outcome (gRPC's
+  Predict, Classify and Regress, every outcome, as prediction_service_impl.cc counts them;
+  REST requests naming a model);
 - ``:tensorflow:serving:request_latency{model_name,API,entrypoint}``: a histogram in
-  microseconds, API ``predict``/``classify``/``regress``/``GetModelMetadata``..., entrypoint
-  ``GRPC`` or ``REST``;
+  microseconds of *successful* requests only (TF Serving records it under ``if (status.ok())``):
+  API ``Predict``/``Classify``/``Regress`` on ``GRPC``; on ``REST`` the verb of the URL
+  (``predict``, ``classify``, ``regress``) and ``""`` for the GETs (status, metadata);
 - ``:tensorflow:cc:saved_model:load_attempt_count{model_path,status}``: SavedModel loads
-  by outcome (``success``/``fail``);
-- ``:tensorflow:serving:model_version_state{model_name,model_version}``: kcnn's gauge of
-  each version's ModelVersionStatus state number (``30`` is AVAILABLE).
+  by outcome (``success``/``fail``).
+
+Model version states are not a metric in TF Serving; they are GetModelStatus' answer.
 """
 
 from __future__ import annotations
@@ -30,24 +33,24 @@ def _labels(names: tuple, values: tuple) -> str:
 
 
 class Metrics:
-    """Counters, a latency histogram and a state gauge, rendered in Prometheus' text format."""
+    """Counters and a latency histogram, rendered in Prometheus' text format."""
 
     REQUEST_COUNT = ":tensorflow:serving:request_count"
     REQUEST_LATENCY = ":tensorflow:serving:request_latency"
     LOAD_ATTEMPTS = ":tensorflow:cc:saved_model:load_attempt_count"
-    VERSION_STATE = ":tensorflow:serving:model_version_state"
 
     def __init__(self):
         self._lock = threading.Lock()
         self._requests = defaultdict(int)
         self._loads = defaultdict(int)
-        self._states = {}
         self._latency = defaultdict(lambda: [[0] * len(LATENCY_BUCKETS_US), 0, 0.0])  # buckets, count, sum
 
     def request(self, model_name: str, api: str, entrypoint: str, status: str, seconds: float) -> None:
         micros = seconds * 1e6
         with self._lock:
             self._requests[(model_name, status)] += 1
+            if status != "OK":
+                return
             histogram = self._latency[(model_name, api, entrypoint)]
             for i, bound in enumerate(LATENCY_BUCKETS_US):
                 if micros <= bound:
@@ -58,10 +61,6 @@ class Metrics:
     def load_attempt(self, model_path: str, ok: bool) -> None:
         with self._lock:
             self._loads[(model_path, "success" if ok else "fail")] += 1
-
-    def version_state(self, model_name: str, version: int, state: int) -> None:
-        with self._lock:
-            self._states[(model_name, str(version))] = state
 
     def render(self) -> str:
         lines = []
@@ -81,7 +80,4 @@ class Metrics:
             lines.append(f"# TYPE {self.LOAD_ATTEMPTS} counter")
             lines += [f"{self.LOAD_ATTEMPTS}{_labels(('model_path', 'status'), k)} {v}"
                       for k, v in sorted(self._loads.items())]
-            lines.append(f"# TYPE {self.VERSION_STATE} gauge")
-            lines += [f"{self.VERSION_STATE}{_labels(('model_name', 'model_version'), k)} {v}"
-                      for k, v in sorted(self._states.items())]
         return "\n".join(lines) + "\n"

@@ -171,8 +171,6 @@ class ModelManager:
 
     def _set_state(self, name: str, version: int, state: int, error: str = "") -> None:
         self._status[name][version] = VersionStatus(state, error)
-        if self.metrics:
-            self.metrics.version_state(name, version, state)
 
     def poll_once(self) -> None:
         with self._polling:
@@ -196,6 +194,12 @@ class ModelManager:
                 self._load(entry, version)
             with self._lock:
                 serving = self._servables.get(name, {})
+                for version, status in sorted(self._status.get(name, {}).items()):
+                    if version not in wanted and version not in serving and status.state == State.LOADING:
+                        # A failed version still retrying that the policy no longer wants (a newer one came):
+                        # TF Serving cancels the retries and its harness ends in kError, reported as END with
+                        # the last load error (loader_harness.cc, servable_state_monitor.cc).
+                        self._set_state(name, version, State.END, status.error)
                 for version in sorted(set(serving) - set(wanted)):
                     # Unload only once a wanted version is serving, so no request finds nothing.
                     if any(v in serving for v in wanted) or not wanted:

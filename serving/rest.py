@@ -174,7 +174,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------------ dispatch
     def _handle(self, method: str) -> None:
-        started, model, api, status = time.perf_counter(), "", "", "OK"
+        started, model, api, status = time.perf_counter(), "", None, "OK"
         try:
             path = urllib.parse.unquote(self.path.split("?", 1)[0], errors="strict")
             if self.prometheus_path and path == self.prometheus_path:
@@ -198,17 +198,20 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             route = (GET_ROUTE if method == "GET" else POST_ROUTE).fullmatch(path) if method in ("GET", "POST") \
                 else None
-            if not route:
+            # The path regexes are case-insensitive ("(?i)"), the dispatch on the verb is not: ":PREDICT" matches
+            # and then stays "Malformed request" (http_rest_api_handler.cc, ProcessRequest).
+            if not route or (method == "POST" and route["verb"] not in ("classify", "regress", "predict")):
                 self._drain()
                 raise HttpError(HTTPStatus.BAD_REQUEST, f"Malformed request: {method} {shown(self.path, 100)}")
             model = route["name"] or ""
             spec = self._spec(route)
+            # Metered as TF Serving's REST server meters (http_server.cc): under the URL's verb for POSTs and
+            # API "" for the GETs, whose parse leaves the method empty; the latency only when it succeeded.
+            api = "" if method == "GET" else route["verb"]
             if method == "GET":
                 self._drain()
-                api = "GetModelMetadata" if route["metadata"] else "GetModelStatus"
                 body = self._metadata(spec) if route["metadata"] else self._status(spec)
             else:
-                api = route["verb"].lower()
                 body = self._predict(spec, self._body()) if api == "predict" else self._other(spec, api)
             self._reply(HTTPStatus.OK, body)
         except HttpError as error:
@@ -230,7 +233,7 @@ class _Handler(BaseHTTPRequestHandler):
             status = "INTERNAL"
             self._reply(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"Internal error: {type(error).__name__}"})
         finally:
-            if api:
+            if api is not None:
                 self.predictor.metrics.request(shown(model, 64), api, "REST", status, time.perf_counter() - started)
 
     def do_GET(self):

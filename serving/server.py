@@ -226,11 +226,14 @@ class Predictor:
             self.batcher.close()
 
 
-def _guarded(api: str | None):
-    """ServingError -> its status code, anything unexpected -> INTERNAL; counted in the metrics under ``api``.
+def _guarded(api: str | None, *, spec: bool = True):
+    """ServingError -> its status code, anything unexpected -> INTERNAL; metered under ``api`` as TF Serving meters.
 
-    ``api=None`` is for the RPCs whose request names no single model (MultiInference,
-    HandleReloadConfigRequest): no ModelSpec to check, and TF Serving counts them in no request metric.
+    TF Serving's PredictionServiceImpl (prediction_service_impl.cc) counts Predict, Classify and Regress in
+    request_count whatever the outcome and records their latency, as API "Predict", "Classify" or "Regress",
+    only when they succeed; GetModelMetadata, GetModelStatus, MultiInference and HandleReloadConfigRequest
+    are metered nowhere (``api=None``). ``spec=False`` is for the RPCs whose request names no single model
+    (MultiInference, HandleReloadConfigRequest): no ModelSpec to check.
     """
 
     def wrap(method):
@@ -238,7 +241,7 @@ def _guarded(api: str | None):
             started = time.perf_counter()
             status = "OK"
             try:
-                if api is not None and not request.HasField("model_spec"):
+                if spec and not request.HasField("model_spec"):
                     # The first check of TF Serving's Predict, GetModelMetadata, GetModelStatus, Classify and
                     # Regress (predict_impl.cc, get_model_metadata_impl.cc, get_model_status_impl.cc,
                     # classification_service.cc, regression_service.cc).
@@ -253,9 +256,8 @@ def _guarded(api: str | None):
                 context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}")
             finally:
                 if api is not None:
-                    name = request.model_spec.name if request.HasField("model_spec") else ""
-                    self.predictor.metrics.request(shown(name, 64), api, "GRPC", status,
-                                                   time.perf_counter() - started)
+                    name = shown(request.model_spec.name, 64)
+                    self.predictor.metrics.request(name, api, "GRPC", status, time.perf_counter() - started)
 
         handler.__name__ = method.__name__
         return handler
@@ -267,23 +269,23 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, predictor: Predictor):
         self.predictor = predictor
 
-    @_guarded("predict")
+    @_guarded("Predict")
     def Predict(self, request, context):
         return self.predictor.predict(request)
 
-    @_guarded("GetModelMetadata")
+    @_guarded(None)
     def GetModelMetadata(self, request, context):
         return self.predictor.metadata(request)
 
-    @_guarded("classify")
+    @_guarded("Classify")
     def Classify(self, request, context):
         self.predictor.check_method(request.model_spec, "classify", input_examples(request.input))
 
-    @_guarded("regress")
+    @_guarded("Regress")
     def Regress(self, request, context):
         self.predictor.check_method(request.model_spec, "regress", input_examples(request.input))
 
-    @_guarded(None)
+    @_guarded(None, spec=False)
     def MultiInference(self, request, context):
         self.predictor.multi_inference(request)
 
@@ -292,11 +294,11 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self, predictor: Predictor):
         self.predictor = predictor
 
-    @_guarded("GetModelStatus")
+    @_guarded(None)
     def GetModelStatus(self, request, context):
         return self.predictor.status(request)
 
-    @_guarded(None)
+    @_guarded(None, spec=False)
     def HandleReloadConfigRequest(self, request, context):
         # model_service_impl.cc: only a model_config_list goes on to ServerCore::ReloadConfig (the manager's).
         if request.config.WhichOneof("config") != "model_config_list":

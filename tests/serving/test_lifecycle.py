@@ -242,3 +242,24 @@ def test_a_seeded_fuzz_of_malformed_rest_requests_never_gets_a_5xx(tmp_path):
     assert len(statuses) >= 100 and not [s for s in statuses if s >= 500], sorted(set(statuses))
     assert {200, 400, 404} <= set(statuses)  # the fuzz reached the model, the checks and the router
     assert set(statuses) <= {0, 200, 400, 404, 413}
+
+
+def test_a_failed_version_a_newer_one_supersedes_ends_with_its_error(tmp_path):
+    # TF Serving un-aspires a version the policy no longer wants; one still retrying its load has its retries
+    # cancelled and its harness ends in kError, which GetModelStatus reports as END with the load error
+    # (core/loader_harness.cc, core/servable_state_monitor.cc). It used to stay LOADING for good.
+    from tensorflow_serving.apis import get_model_status_pb2
+
+    base = str(tmp_path / "toy")
+    toy(base, version=1)
+    slow_retries = Lifecycle(max_num_load_retries=50, load_retry_interval_seconds=60)
+    with Server([ModelEntry("toy", base)], port=0, poll_seconds=0, lifecycle=slow_retries) as server:
+        broken_version(base, 2)  # the newest now, and broken: version 1 keeps serving while 2 waits to retry
+        server.manager.poll_once()
+        assert states(server) == [(2, "LOADING"), (1, "AVAILABLE")] and predict_version(server) == 1
+        toy(base, version=3)
+        server.manager.poll_once()
+        assert states(server) == [(3, "AVAILABLE"), (2, "END"), (1, "END")] and predict_version(server) == 3
+        response = server.predictor.status(get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "toy"}))
+        failed = response.model_version_status[1]
+        assert failed.status.error_code == grpc.StatusCode.UNKNOWN.value[0] and failed.status.error_message

@@ -48,6 +48,7 @@ from tensorflow_serving.apis import (
     get_model_status_pb2,
     inference_pb2,
     model_management_pb2,
+    model_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -373,6 +374,12 @@ REST_ROWS = [
      {"error": 'Serving signature name: "nope" not found in signature def'}, "[rest_handler] GetInfoMap"),
     ("an unknown model in :predict", "POST", "/v1/models/nope:predict", {"instances": [1]}, 404,
      {"error": "Servable not found for request: Latest(nope)"}, "[server_core]"),
+    ("the verb's case matters", "POST", "/v1/models/toy:PREDICT", {"instances": [[1.0, 2.0]]}, 400,
+     {"error": "Malformed request: POST /v1/models/toy:PREDICT"},
+     "[rest_handler] the (?i) pattern matches, the dispatch compares method == \"predict\""),
+    ("a columnar key the signature lacks is left out", "POST", "/v1/models/toy:predict",
+     {"inputs": {"x": [[1.0, 2.0]], "extra": [1]}}, 200, {"outputs": [[2.0, 4.0]]},
+     "[json_tensor] FillTensorMapFromInputsMap looks up the signature's inputs only (gRPC refuses the alias)"),
 ]
 
 
@@ -523,16 +530,41 @@ def test_prometheus_path_answers_every_method_as_text_plain(server):
             connection.close()
 
 
-def test_prometheus_endpoint_exposes_tf_servings_metric_names(server):
-    post(server, "/v1/models/toy:predict", {"instances": [[1.0, 2.0]]})
-    grpc_call(server, "Predict", predict_request(x=typed_tensor([1.0, 2.0], types_pb2.DT_FLOAT, [1, 2])))
+def metric_values(server) -> dict:
+    """The Prometheus page as {series with labels: value}."""
     status, text = rest(server, "GET", PROMETHEUS)
     assert status == 200
-    assert ':tensorflow:serving:request_count{model_name="toy",status="OK"}' in text
-    assert ':tensorflow:serving:request_latency_count{model_name="toy",API="predict",entrypoint="REST"}' in text
-    assert ':tensorflow:serving:request_latency_count{model_name="toy",API="predict",entrypoint="GRPC"}' in text
-    assert ':tensorflow:cc:saved_model:load_attempt_count{model_path="' in text and 'status="success"} 1' in text
-    assert ':tensorflow:serving:model_version_state{model_name="toy",model_version="1"} 30' in text
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line and not line.startswith("#")}
+
+
+def test_prometheus_endpoint_meters_as_tf_serving(server):
+    """Names and labels as TF Serving's: prediction_service_impl.cc counts gRPC Predict/Classify/Regress in
+    request_count whatever the outcome and records request_latency (API "Predict"...) only under status.ok();
+    GetModelMetadata and GetModelStatus are metered nowhere. The REST server (http_server.cc) records the latency
+    of successful requests under the URL's verb, and API "" for the GETs; no model_version_state family."""
+    latency = ':tensorflow:serving:request_latency_count{{model_name="toy",API="{}",entrypoint="{}"}}'
+    count = ':tensorflow:serving:request_count{{model_name="toy",status="{}"}}'
+    before = metric_values(server)
+    post(server, "/v1/models/toy:predict", {"instances": [[1.0, 2.0]]})
+    rest(server, "GET", "/v1/models/toy")
+    grpc_call(server, "Predict", predict_request(x=typed_tensor([1.0, 2.0], types_pb2.DT_FLOAT, [1, 2])))
+    grpc_error(server, "Predict", predict_request())  # no inputs: "input size does not match signature"
+    grpc_call(server, "GetModelMetadata", get_model_metadata_pb2.GetModelMetadataRequest(
+        model_spec=model_pb2.ModelSpec(name="toy"), metadata_field=["signature_def"]))
+    after = metric_values(server)
+
+    def grew(series: str) -> float:
+        return after.get(series, 0) - before.get(series, 0)
+
+    assert grew(latency.format("predict", "REST")) == 1
+    assert grew(latency.format("", "REST")) == 1
+    assert grew(latency.format("Predict", "GRPC")) == 1  # the failed Predict is counted, not timed
+    assert grew(count.format("INVALID_ARGUMENT")) == 1
+    assert not any("GetModelMetadata" in series or 'API="predict",entrypoint="GRPC"' in series for series in after)
+    assert not any(series.startswith(":tensorflow:serving:model_version_state") for series in after)
+    assert any(series.startswith(':tensorflow:cc:saved_model:load_attempt_count{model_path="') and
+               series.endswith('status="success"}') for series in after)
 
 
 # ---------------------------------------------------------------------- Classify, Regress, MultiInference
