@@ -4,7 +4,12 @@ Each request goes to a fresh `kcnn serve` process (peak RSS, VmHWM, only grows);
 peak RSS after the request minus its peak after a warm-up request. Requests (the issue's list):
 - png8192: an all-black 8192x8192 PNG (~200 KB) to predict_image_bytes;
 - png16384: the same at 16384x16384 (~800 KB), limits on only (limits off took 5 GB and 23 s);
-- declared: a uint8 tensor declaring [1, 8192, 8192, 3] with no values (61 bytes) to serving_default.
+- declared: a uint8 tensor declaring [1, 8192, 8192, 3] with no values (61 bytes) to serving_default;
+- declared4096: the same declaring [1, 4096, 4096, 3], within the element limit (issue 28: 357 MB);
+- png4096: an all-black 4096x4096 PNG, within the pixel limit (issue 28: 260 MB);
+- strings: one 64x64 PNG in a string tensor declaring 20,000 images (issue 28: 3.5 GB);
+each of the last three also four at once ("x4", one client thread each; goal: at most 200 MB), and
+the first two four at once with kcnn's request memory bound off ("unbound").
 
     python benchmarks/bench_hostile.py            # prints a table and a final RESULT {json} line
 """
@@ -17,6 +22,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import grpc
@@ -39,6 +45,14 @@ def black_png(side: int) -> bytes:
 
 
 def request(kind: str) -> predict_pb2.PredictRequest:
+    if kind == "strings":
+        message = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name="m",
+                                                                           signature_name="predict_image_bytes"))
+        tensor = message.inputs["image_bytes"]
+        tensor.dtype = tf.string.as_datatype_enum
+        tensor.tensor_shape.dim.add(size=20_000)
+        tensor.string_val.append(black_png(64))
+        return message
     if kind.startswith("png"):
         message = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name="m",
                                                                            signature_name="predict_image_bytes"))
@@ -47,7 +61,8 @@ def request(kind: str) -> predict_pb2.PredictRequest:
     message = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name="m", signature_name="serving_default"))
     tensor = message.inputs["images"]
     tensor.dtype = tf.uint8.as_datatype_enum
-    for size in (1, 8192, 8192, 3):
+    side = 4096 if kind == "declared4096" else 8192
+    for size in (1, side, side, 3):
         tensor.tensor_shape.dim.add(size=size)
     return message
 
@@ -63,9 +78,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def measure(base: str, kind: str, limits: bool) -> dict:
+def measure(base: str, kind: str, limits: bool, concurrent: int = 1, bound: bool = True) -> dict:
     port = free_port()
     flags = [] if limits else [f"--max_request_elements={UNLIMITED}"]
+    flags += [] if bound else ["--max_request_memory_mb=1000000"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     server = subprocess.Popen([sys.executable, "-m", "kcnn.cli", "serve", f"--port={port}", "--model_name=m",
                                f"--model_base_path={base}", "--file_system_poll_wait_seconds=0", *flags],
@@ -77,15 +93,26 @@ def measure(base: str, kind: str, limits: bool) -> dict:
         idle = peak_mb(server.pid)
         message = request(kind)
         start = time.perf_counter()
-        with grpc.insecure_channel(f"localhost:{port}",
-                                   options=[("grpc.max_send_message_length", 1 << 30)]) as channel:
-            try:
-                prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(message, timeout=300)
-                code = "OK"
-            except grpc.RpcError as error:
-                code = error.code().name
-        return {"request": kind, "limits": "on" if limits else "off", "request_bytes": message.ByteSize(),
-                "code": code, "seconds": round(time.perf_counter() - start, 2),
+        codes = [None] * concurrent
+
+        def call(index: int) -> None:
+            with grpc.insecure_channel(f"localhost:{port}",
+                                       options=[("grpc.max_send_message_length", 1 << 30)]) as channel:
+                try:
+                    prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(message, timeout=300)
+                    codes[index] = "OK"
+                except grpc.RpcError as error:
+                    codes[index] = error.code().name
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(concurrent)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        label = kind + (f" x{concurrent}" if concurrent > 1 else "") + ("" if bound else " unbound")
+        return {"request": label, "limits": "on" if limits else "off",
+                "request_bytes": message.ByteSize(), "code": ",".join(sorted(set(codes))),
+                "seconds": round(time.perf_counter() - start, 2),
                 "peak_over_idle_mb": round(peak_mb(server.pid) - idle, 1)}
     finally:
         server.terminate()
@@ -108,12 +135,18 @@ def main() -> None:
             model = kcnn.build("lenet5", num_classes=3, input_shape=(32, 32, 3))
             export(model, bases[limits], class_names=["a", "b", "c"], preprocessing=Preprocessing(32, 3),
                    max_image_pixels=4096 * 4096 if limits else UNLIMITED)
-        for kind, limits in (("png8192", False), ("png8192", True), ("png16384", True), ("declared", False),
-                             ("declared", True)):
-            row = measure(bases[limits], kind, limits)
+        cases = [("png8192", False, 1), ("png8192", True, 1), ("png16384", True, 1), ("declared", False, 1),
+                 ("declared", True, 1)]
+        cases = [case + (True,) for case in cases]
+        cases += [(kind, True, n, True) for kind in ("declared4096", "png4096", "strings") for n in (1, 4)]
+        cases += [(kind, True, 4, False) for kind in ("declared4096", "png4096")]  # --max_request_memory_mb off
+        if len(sys.argv) > 1:  # a subset: python benchmarks/bench_hostile.py declared4096 png4096
+            cases = [case for case in cases if case[0] in sys.argv[1:]]
+        for kind, limits, concurrent, bound in cases:
+            row = measure(bases[limits], kind, limits, concurrent, bound)
             rows.append(row)
-            print(f"{kind:9s} limits {row['limits']:3s}: {row['request_bytes']:>8d} B request -> {row['code']:16s}"
-                  f" {row['seconds']:6.2f} s, peak RSS +{row['peak_over_idle_mb']:.0f} MB", flush=True)
+            print(f"{row['request']:23s} limits {row['limits']:3s}: {row['request_bytes']:>8d} B request -> "
+                  f"{row['code']:16s} {row['seconds']:6.2f} s, peak RSS +{row['peak_over_idle_mb']:.0f} MB", flush=True)
     print_result({"benchmark": "hostile_requests", "rows": rows})
 
 

@@ -103,16 +103,19 @@ def match_channels(images: tf.Tensor, channels: int) -> tf.Tensor:
     raise ValueError(f"cannot convert images with {have} channels to {channels}")
 
 
-def to_unit_range(images: tf.Tensor) -> tf.Tensor:
+def to_unit_range(images: tf.Tensor, *, read_from: tf.Tensor | None = None) -> tf.Tensor:
     """uint8 [0, 255] to float32 [0, 1].
 
     Float images are taken as [0, 1] unless a value exceeds 1, in which case the
     batch is read as [0, 255] pixels, so clients may send either convention.
+    ``read_from`` is the batch that convention is read from when ``images`` is already
+    a resized copy of it (the resize may lower the largest value below 1).
     """
-    if images.dtype == tf.uint8:
+    source = images if read_from is None else read_from
+    if source.dtype == tf.uint8:
         return tf.cast(images, tf.float32) / 255.0
     images = tf.cast(images, tf.float32)
-    return tf.cond(tf.reduce_max(images) > 1.0, lambda: images / 255.0, lambda: images)
+    return tf.cond(tf.reduce_max(source) > 1.0, lambda: images / 255.0, lambda: images)
 
 
 def normalize(images: tf.Tensor, spec: Preprocessing) -> tf.Tensor:
@@ -127,7 +130,9 @@ def resize_and_center_crop(images: tf.Tensor, size: int, crop_fraction: float = 
                            method: str = "bilinear") -> tf.Tensor:
     """Resize a batch (any height and width) so the shorter side is size / crop_fraction, crop the centre.
 
-    Bilinear with antialiasing for images; ``method="nearest"`` for label masks.
+    Bilinear with antialiasing for images; ``method="nearest"`` for label masks. The result is
+    float32; uint8 images are read as they are (the resize op takes them), never as a full-size
+    float copy, which is 4x their memory.
     """
     shape = tf.shape(images)
     height, width = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
@@ -135,8 +140,9 @@ def resize_and_center_crop(images: tf.Tensor, size: int, crop_fraction: float = 
     scale = target / tf.minimum(height, width)
     new_h = tf.maximum(size, tf.cast(tf.round(height * scale), tf.int32))
     new_w = tf.maximum(size, tf.cast(tf.round(width * scale), tf.int32))
-    resized = tf.image.resize(tf.cast(images, tf.float32), tf.stack([new_h, new_w]), method=method,
-                              antialias=method == "bilinear")
+    if method != "bilinear" or images.dtype not in (tf.uint8, tf.float32):
+        images = tf.cast(images, tf.float32)
+    resized = tf.image.resize(images, tf.stack([new_h, new_w]), method=method, antialias=method == "bilinear")
     top = (new_h - size) // 2
     left = (new_w - size) // 2
     return tf.ensure_shape(resized[:, top:top + size, left:left + size, :], [None, size, size, None])
@@ -147,10 +153,32 @@ def unit_images(images: tf.Tensor, channels: int) -> tf.Tensor:
     return match_channels(to_unit_range(images), channels)
 
 
+def _model_inputs(raw: tf.Tensor, resized: tf.Tensor, spec: Preprocessing) -> tf.Tensor:
+    """Unit range, channels, clip and normalisation of ``resized``, a resized copy of the raw pixels ``raw``.
+
+    Every step after the resize is per pixel (the luminance a weighted sum of channels, the scale a
+    constant), so resizing first gives the same inputs while holding a large image only once, in
+    its own dtype: a 4096x4096 uint8 image costs its 50 MB, not 50 MB per float step.
+    """
+    unit = match_channels(to_unit_range(resized, read_from=raw), spec.channels)
+    return normalize(tf.clip_by_value(unit, 0.0, 1.0), spec)
+
+
 def preprocess_images(images: tf.Tensor, spec: Preprocessing) -> tf.Tensor:
     """A batch of uint8 (or float) images ``[batch, H, W, C]`` at any size -> normalised model inputs."""
-    cropped = resize_and_center_crop(unit_images(images, spec.channels), spec.image_size, spec.crop_fraction)
-    return normalize(tf.clip_by_value(cropped, 0.0, 1.0), spec)
+    return _model_inputs(images, resize_and_center_crop(images, spec.image_size, spec.crop_fraction), spec)
+
+
+def stretched_inputs(images: tf.Tensor, spec: Preprocessing) -> tf.Tensor:
+    """uint8 (or float) images (one ``[H, W, C]`` or a batch) -> normalised inputs at ``image_size`` square.
+
+    The whole image is resized to the training size (no crop), so every input pixel has a place in
+    the model's output map (segmentation, detection); square images get the evaluation resize.
+    """
+    size = spec.image_size
+    if images.dtype not in (tf.uint8, tf.float32):
+        images = tf.cast(images, tf.float32)
+    return _model_inputs(images, tf.image.resize(images, [size, size], antialias=True), spec)
 
 
 def preprocess_encoded(encoded: tf.Tensor, spec: Preprocessing, *, max_pixels: int | None = None) -> tf.Tensor:

@@ -65,6 +65,16 @@ def tf_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"Couldn't interpret value {text!r}: TF Serving takes true or false")
 
 
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
+
+
 def _tf_integer(text: str, bits: int) -> int:
     # sscanf("%d%c") == 1: leading spaces, a sign and digits, nothing after them; within the type's range.
     limit = 1 << (bits - 1)
@@ -300,6 +310,7 @@ def _serve(args) -> int:
     server = Server(models, port=args.port, rest_api_port=args.rest_api_port or None, host=args.host,
                     batching=batching, poll_seconds=args.file_system_poll_wait_seconds,
                     max_workers=args.grpc_max_threads, lifecycle=lifecycle, max_elements=args.max_request_elements or DEFAULT_MAX_ELEMENTS,
+                    memory_mb=args.max_request_memory_mb,
                     rest_threads=args.rest_api_num_threads, rest_timeout_ms=args.rest_api_timeout_in_ms,
                     prometheus_path=prometheus_path, model_config_file=args.model_config_file,
                     config_poll_seconds=args.model_config_file_poll_wait_seconds,
@@ -520,6 +531,12 @@ def register(sub) -> None:
     serve.add_argument("--max_request_elements", type=int,
                        help="kcnn's limit on the elements one request tensor may declare, checked before allocating "
                             "(default 50331648: one 4096x4096 RGB image)")
+    from serving.memory import DEFAULT_MEMORY_MB
+
+    serve.add_argument("--max_request_memory_mb", type=positive_float, default=DEFAULT_MEMORY_MB,
+                       help="kcnn's bound on the memory the requests in flight may hold at once, estimated before "
+                            "their tensors are built (declared shapes, image headers); a request waits for room, "
+                            f"one larger than the bound runs alone (default {DEFAULT_MEMORY_MB})")
     serve.add_argument("--host", default="127.0.0.1",
                        help="kcnn's: the address both ports bind. Default 127.0.0.1, this machine only, where TF "
                             "Serving binds 0.0.0.0; --host=0.0.0.0 listens on every interface as TF Serving does "

@@ -11,6 +11,7 @@ image (see the Dockerfile).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -33,9 +34,10 @@ from tensorflow_serving.apis import (
 
 from serving.batching import Batcher
 from serving.config import Batching, ModelEntry
+from serving.memory import DEFAULT_MEMORY_MB, MemoryBusy, RequestMemory, array_bytes
 from serving.metrics import Metrics
 from serving.models import Lifecycle, ModelManager, ServingError, check_arrays, parse_inputs, run_signature, shown
-from serving.tensors import DEFAULT_MAX_ELEMENTS, to_typed_proto
+from serving.tensors import DEFAULT_MAX_ELEMENTS, request_bytes, to_typed_proto
 
 log = logging.getLogger(__name__)
 DEFAULT_SIGNATURE = "serving_default"
@@ -101,15 +103,34 @@ class Predictor:
 
     def __init__(self, manager: ModelManager, batching: Batching | None = None, *,
                  max_elements: int = DEFAULT_MAX_ELEMENTS, metrics: Metrics | None = None,
-                 method_name_check: bool = False):
+                 method_name_check: bool = False, memory_mb: float = DEFAULT_MEMORY_MB):
         self.manager = manager
+        self.memory = RequestMemory(memory_mb * 2**20)
         self.method_name_check = method_name_check  # TF Serving's --enable_signature_method_name_check
         self.batcher = Batcher(batching) if batching else None
         self.max_elements = max_elements
         self.metrics = metrics or Metrics()
 
     def run(self, servable, signature: str, arrays: dict, output_filter=()) -> dict:
-        """Numpy inputs -> the outputs ``output_filter`` asks for (all when empty), after TF Serving's checks."""
+        """Numpy inputs -> the outputs ``output_filter`` asks for (all when empty), after TF Serving's checks.
+
+        Held against the request memory bound by the arrays' estimate (REST, whose JSON is parsed already).
+        """
+        with self._held(sum(array_bytes(array) for array in arrays.values())):
+            return self._run(servable, signature, arrays, output_filter)
+
+    @contextlib.contextmanager
+    def _held(self, estimate: int):
+        try:
+            amount = self.memory.acquire(estimate)
+        except MemoryBusy as error:
+            raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)) from None
+        try:
+            yield
+        finally:
+            self.memory.release(amount)
+
+    def _run(self, servable, signature: str, arrays: dict, output_filter=()) -> dict:
         function = servable.signature(signature)
         outputs_known = servable.signature_defs[signature].outputs
         seen = set()
@@ -132,8 +153,11 @@ class Predictor:
         servable = self.manager.resolve(request.model_spec)
         signature = request.model_spec.signature_name or DEFAULT_SIGNATURE
         servable.signature(signature)
-        arrays = parse_inputs(servable, signature, request.inputs, self.max_elements)
-        outputs = self.run(servable, signature, arrays, list(request.output_filter))
+        # Held from before the tensors are built: a 61-byte request may declare 50 MB of them.
+        estimate = sum(request_bytes(proto, self.max_elements) for proto in request.inputs.values())
+        with self._held(estimate):
+            arrays = parse_inputs(servable, signature, request.inputs, self.max_elements)
+            outputs = self._run(servable, signature, arrays, list(request.output_filter))
         response = predict_pb2.PredictResponse()
         response.model_spec.name = servable.name
         response.model_spec.version.value = servable.version
@@ -329,7 +353,8 @@ class Server:
     def __init__(self, models: list[ModelEntry], *, port: int = 8500, rest_api_port: int | None = None,
                  host: str = "127.0.0.1", batching: Batching | None = None, poll_seconds: float = 1.0,
                  max_workers: int = 16, max_message_mb: int | None = None, lifecycle: Lifecycle = Lifecycle(),
-                 max_elements: int = DEFAULT_MAX_ELEMENTS, rest_threads: int = 16, rest_timeout_ms: int = 30000,
+                 max_elements: int = DEFAULT_MAX_ELEMENTS, memory_mb: float = DEFAULT_MEMORY_MB,
+                 rest_threads: int = 16, rest_timeout_ms: int = 30000,
                  rest_max_connections: int | None = None,
                  prometheus_path: str | None = None, model_config_file: str | None = None,
                  config_poll_seconds: float = 0.0, enable_signature_method_name_check: bool = False,
@@ -338,7 +363,7 @@ class Server:
         self.metrics = Metrics()
         self.manager = ModelManager(models, poll_seconds, lifecycle, self.metrics)
         self.predictor = Predictor(self.manager, batching, max_elements=max_elements, metrics=self.metrics,
-                                   method_name_check=enable_signature_method_name_check)
+                                   method_name_check=enable_signature_method_name_check, memory_mb=memory_mb)
         # TF Serving's gRPC server takes messages up to INT32_MAX bytes (server.cc: SetMaxMessageSize(kint32max)),
         # so a large request gets its own error, not RESOURCE_EXHAUSTED; max_message_mb sets a lower cap.
         limit = INT32_MAX if max_message_mb is None else max_message_mb * 1024 * 1024

@@ -56,6 +56,7 @@ def to_typed_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
 # 129-byte request holding one 69-byte PNG and declaring 20,000 images made the server decode 20,000 images
 # (3.5 GB). Filling a few is kept (it is TensorFlow's format); a request that wants more sends them.
 MAX_STRING_FILL = 64
+FILL_IN_TENSORFLOW = 1 << 20  # elements from which a tensor of one repeated value is filled by TensorFlow
 
 
 def declared_elements(proto: tensor_pb2.TensorProto, alias: str, max_elements: int) -> int:
@@ -74,9 +75,34 @@ def declared_elements(proto: tensor_pb2.TensorProto, alias: str, max_elements: i
     return count
 
 
+def request_bytes(proto: tensor_pb2.TensorProto, max_elements: int = DEFAULT_MAX_ELEMENTS) -> int:
+    """The working memory a request tensor will cost, from its declared shape and image headers, before it is built.
+
+    0 for a tensor ``from_request_proto`` will refuse (it says why, in TF Serving's order of checks).
+    """
+    from serving.memory import COPIES, decoded_bytes
+
+    try:
+        count = declared_elements(proto, "", max_elements)
+    except TensorParseError:
+        return 0
+    if proto.dtype == types_pb2.DT_STRING:
+        values = proto.string_val
+        total = sum(decoded_bytes(value) for value in values)
+        if values and len(values) < count:  # TensorFlow's fill repeats the last value
+            total += (count - len(values)) * decoded_bytes(values[-1])
+        return total
+    if proto.dtype not in TYPED_FIELDS:
+        return 0
+    return count * tf.dtypes.as_dtype(proto.dtype).size * COPIES
+
+
 def from_request_proto(proto: tensor_pb2.TensorProto, alias: str,
-                       max_elements: int = DEFAULT_MAX_ELEMENTS) -> np.ndarray:
-    """A request TensorProto as a numpy array, or TensorParseError as TF Serving reports it."""
+                       max_elements: int = DEFAULT_MAX_ELEMENTS) -> np.ndarray | tf.Tensor:
+    """A request TensorProto as a numpy array, or TensorParseError as TF Serving reports it.
+
+    A large tensor of one repeated value (none sent: zeros) comes back as a tf.Tensor TensorFlow filled.
+    """
     count = declared_elements(proto, alias, max_elements)
     if proto.dtype not in TYPED_FIELDS or proto.dtype == types_pb2.DT_BFLOAT16:
         raise TensorParseError(f"tensor parsing error: {alias}")
@@ -92,6 +118,18 @@ def from_request_proto(proto: tensor_pb2.TensorProto, alias: str,
             raise TensorParseError(
                 f"tensor parsing error: {alias} (it declares {count} strings and sends {sent}; kcnn serve repeats "
                 f"the last one for at most {MAX_STRING_FILL} more, so send every value)")
+        if proto.dtype != types_pb2.DT_STRING and sent <= 1 and count >= FILL_IN_TENSORFLOW:
+            # No values (zeros) or one for all: TensorFlow fills the tensor itself. Through numpy the array and
+            # the two copies converting it make to a tensor cost 3x (a 61-byte [1, 4096, 4096, 3] uint8 request
+            # cost 101 MB; filled here, 50 MB). check_arrays and the signature take the tensor as it is.
+            one = tensor_pb2.TensorProto(dtype=proto.dtype)  # the value read exactly as the whole would be
+            one.tensor_shape.dim.add(size=1)
+            getattr(one, TYPED_FIELDS[proto.dtype]).extend(getattr(proto, TYPED_FIELDS[proto.dtype]))
+            try:
+                value = tf.make_ndarray(one)
+            except Exception:  # noqa: BLE001 - as below
+                raise TensorParseError(f"tensor parsing error: {alias}") from None
+            return tf.fill([d.size for d in proto.tensor_shape.dim], tf.constant(value[0]))
     try:
         return tf.make_ndarray(proto)
     except Exception:  # noqa: BLE001 - anything TensorFlow cannot read is the client's malformed tensor

@@ -305,11 +305,9 @@ class Detection(Task):
 
 def _model_image(image, preprocessing):
     """One image ``[H, W, C]`` (uint8 or float) -> the normalised ``[S, S, C]`` model input (stretched)."""
-    from pipelines.preprocess import normalize, unit_images
+    from pipelines.preprocess import stretched_inputs
 
-    size = preprocessing.image_size
-    resized = tf.image.resize(unit_images(image, preprocessing.channels), [size, size], antialias=True)
-    return normalize(tf.clip_by_value(resized, 0.0, 1.0), preprocessing)
+    return stretched_inputs(image, preprocessing)
 
 
 def served(model, inputs, preprocessing, options: dict, names) -> dict:

@@ -74,11 +74,9 @@ def segmentation_inputs(images, preprocessing):
     The whole image is resized to the training size (no crop), so every input pixel has a place
     in the output map; square images get exactly the evaluation pipeline's resize.
     """
-    from pipelines.preprocess import normalize, unit_images
+    from pipelines.preprocess import stretched_inputs
 
-    size = preprocessing.image_size
-    resized = tf.image.resize(unit_images(images, preprocessing.channels), [size, size], antialias=True)
-    return normalize(tf.clip_by_value(resized, 0.0, 1.0), preprocessing)
+    return stretched_inputs(images, preprocessing)
 
 
 def segment(model, images, preprocessing) -> dict:
