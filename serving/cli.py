@@ -192,7 +192,6 @@ REFUSED_FLAGS = {
 }
 ALSO_ACCEPTED = {"num_request_iterations_for_warmup": (1,)}  # 0 and 1 both replay each record once
 # kcnn loads each version's only MetaGraph, which kcnn export tags "serve": the one tag set it can honour.
-SERVED_TAGS = {"serve"}
 
 
 def shown_flag_value(value) -> str:
@@ -206,9 +205,11 @@ def refuse_unsupported_flags(args) -> None:
         value = getattr(args, name)
         if value != defaults[name] and value not in ALSO_ACCEPTED.get(name, ()):
             raise ValueError(f"--{name}={shown_flag_value(value)} is not supported: {reason}")
-    if set(args.saved_model_tags.split(",")) != SERVED_TAGS:
-        raise ValueError(f"--saved_model_tags={args.saved_model_tags} is not supported: kcnn serve loads each "
-                         "version's only MetaGraph, which kcnn export tags 'serve'")
+
+
+def saved_model_tags(text: str) -> tuple:
+    """``--saved_model_tags`` as TF Serving reads it (main.cc: absl::StrSplit on ',' into a set)."""
+    return tuple(sorted(set(text.split(","))))
 
 
 def grpc_channel_arguments(text: str) -> list:
@@ -306,7 +307,7 @@ def _serve(args) -> int:
                 logging.warning("--monitoring_config_file enables Prometheus, which is served on the REST port; "
                                 "give --rest_api_port")
     lifecycle = Lifecycle(args.enable_model_warmup, args.max_num_load_retries,
-                          args.load_retry_interval_micros / 1e6)
+                          args.load_retry_interval_micros / 1e6, saved_model_tags(args.saved_model_tags))
     server = Server(models, port=args.port, rest_api_port=args.rest_api_port or None, host=args.host,
                     batching=batching, poll_seconds=args.file_system_poll_wait_seconds,
                     max_workers=args.grpc_max_threads, lifecycle=lifecycle, max_elements=args.max_request_elements or DEFAULT_MAX_ELEMENTS,

@@ -365,13 +365,21 @@ _DTYPE_NAMES = {tf.uint8.as_datatype_enum: "DT_UINT8", tf.float32.as_datatype_en
                 tf.int64.as_datatype_enum: "DT_INT64", tf.float16.as_datatype_enum: "DT_HALF"}
 
 
-def signature_defs(path: str) -> dict:
-    """The SignatureDefs of a SavedModel directory, read from saved_model.pb."""
+def signature_defs(path: str, tags=None) -> dict:
+    """The SignatureDefs of a SavedModel directory, read from saved_model.pb: of the MetaGraph whose tag-set
+    is ``tags`` (any order), or of the first one when ``tags`` is None."""
     from tensorflow.core.protobuf import saved_model_pb2
 
     proto = saved_model_pb2.SavedModel()
     proto.ParseFromString(fs.read_bytes(os.path.join(path, SAVED_MODEL_FILE)))
-    return dict(proto.meta_graphs[0].signature_def)
+    if tags is None:
+        return dict(proto.meta_graphs[0].signature_def)
+    for graph in proto.meta_graphs:
+        if set(graph.meta_info_def.tags) == set(tags):
+            return dict(graph.signature_def)
+    # TensorFlow's loader (tensorflow/cc/saved_model/reader.cc, FindMetaGraphDef) in its words.
+    raise ValueError(f"Could not find meta graph def matching supplied tags: {{ {' '.join(sorted(tags))} }}. To "
+                     "inspect available tag-sets in the SavedModel, please use the SavedModel CLI: `saved_model_cli`")
 
 
 def describe_signatures(path: str) -> str:

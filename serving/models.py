@@ -55,9 +55,9 @@ class Servable:
         return self.module.signatures[name]
 
 
-def load_servable(name: str, version: int, path: str, warm_up: bool = True) -> Servable:
-    module = tf.saved_model.load(path)
-    all_defs = signature_defs(path)
+def load_servable(name: str, version: int, path: str, warm_up: bool = True, tags=("serve",)) -> Servable:
+    all_defs = signature_defs(path, tags)  # first: a SavedModel without that tag-set fails with TF's message
+    module = tf.saved_model.load(path, tags=list(tags))
     defs = {k: v for k, v in all_defs.items() if not k.startswith("__")}
     inputs = {}
     for key, definition in defs.items():
@@ -99,6 +99,7 @@ class Lifecycle:
     enable_warmup: bool = True
     max_num_load_retries: int = 5
     load_retry_interval_seconds: float = 60.0
+    saved_model_tags: tuple = ("serve",)  # --saved_model_tags: the tag-set of the MetaGraph to load
 
 
 @dataclass
@@ -213,7 +214,8 @@ class ModelManager:
         with self._lock:
             self._set_state(entry.name, version, State.LOADING)
         try:
-            servable = load_servable(entry.name, version, path, warm_up=self.lifecycle.enable_warmup)
+            servable = load_servable(entry.name, version, path, warm_up=self.lifecycle.enable_warmup,
+                                     tags=self.lifecycle.saved_model_tags)
         except Exception as error:  # a broken version must not take the server down
             failure = self._failures.get((entry.name, version), _Failure(0, 0.0, ""))
             failure.attempts += 1

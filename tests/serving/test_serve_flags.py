@@ -12,6 +12,7 @@ Each test's docstring names the file its expectation comes from:
 from __future__ import annotations
 
 import http.client
+import os
 import socket
 import threading
 import time
@@ -19,7 +20,7 @@ import time
 import grpc
 import numpy as np
 import pytest
-from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc, predict_pb2
+from tensorflow_serving.apis import get_model_status_pb2, model_pb2, model_service_pb2_grpc, predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 from toy_models import toy
 
@@ -114,8 +115,7 @@ def test_a_setting_kcnn_cannot_honour_is_refused_with_one_line_naming_the_flag(c
     for name in cli.REFUSED_FLAGS:
         kind, default = kinds[name]
         cases.append((name, f"--{name}={OTHER_VALUE.get(kind, 'false' if default else 'true')}"))
-    cases += [("saved_model_tags", "--saved_model_tags=serve,gpu"),
-              ("batching_parameters_file", "--batching_parameters_file=/b.config"),
+    cases += [("batching_parameters_file", "--batching_parameters_file=/b.config"),
               ("tensorflow_session_parallelism", "--tensorflow_session_parallelism=1"),
               ("grpc_channel_arguments", "--grpc_channel_arguments=grpc.some_flag")]
     for name, flag in cases:
@@ -304,3 +304,29 @@ def test_batching_config_takes_exactly_the_protos_fields(tmp_path, capsys):
                               f"--batching_parameters_file={path}"]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and name in err and str(path) in err
+
+
+def test_saved_model_tags_choose_the_metagraph_to_load(tmp_path):
+    """[main.cc] --saved_model_tags is split on ',' into the tag-set of the MetaGraph to load; TensorFlow's
+    loader (cc/saved_model/reader.cc FindMetaGraphDef) fails a SavedModel without it, in these words."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from serving.models import Lifecycle, load_servable
+    from serving.server import Server
+
+    base = str(tmp_path / "toy")
+    path = toy(base)
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as handle:
+        proto.ParseFromString(handle.read())
+    proto.meta_graphs[0].meta_info_def.tags[:] = ["serve", "gpu"]  # as a GPU build tags its MetaGraph
+    with open(os.path.join(path, "saved_model.pb"), "wb") as handle:
+        handle.write(proto.SerializeToString())
+    with pytest.raises(ValueError, match=r"^Could not find meta graph def matching supplied tags: \{ serve \}\. "
+                                         r"To inspect available tag-sets in the SavedModel, please use the "
+                                         r"SavedModel CLI: `saved_model_cli`$"):
+        load_servable("toy", 1, path)
+    assert cli.saved_model_tags("serve,gpu") == cli.saved_model_tags("gpu,serve,gpu") == ("gpu", "serve")
+    lifecycle = Lifecycle(max_num_load_retries=0, saved_model_tags=cli.saved_model_tags("gpu,serve"))
+    with Server([ModelEntry("toy", base)], port=0, poll_seconds=0, lifecycle=lifecycle) as server:
+        assert server.manager.resolve(model_pb2.ModelSpec(name="toy")).version == 1
