@@ -16,9 +16,9 @@ import time
 
 from PIL import Image
 
-DEFAULT_MEMORY_MB = 160  # three 4096x4096x3 uint8 requests' arrays, or one beside the in-graph decode of another
+DEFAULT_MEMORY_MB = 160  # one 4096x4096x3 uint8 array request (100 MB estimated) at a time, or three such PNGs
 COPIES = 2  # a numeric input is held as the parsed array and as the tensor the signature receives
-WAIT_SECONDS = 60.0  # a request waits at most this long (or to its deadline) for room
+WAIT_SECONDS = 60.0  # a request waits at most this long for room, then gets RESOURCE_EXHAUSTED
 
 
 class MemoryBusy(Exception):
