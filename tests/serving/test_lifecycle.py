@@ -58,9 +58,10 @@ def test_a_version_caught_mid_copy_is_retried_and_then_served(tmp_path):
     server = Server([ModelEntry("toy", base)], port=0, poll_seconds=0.1, lifecycle=FAST_RETRIES)
     started = threading.Thread(target=server.start)
     started.start()
-    time.sleep(0.4)  # a few failed attempts, then the copy completes
-    shutil.rmtree(partial)
-    os.replace(complete, partial)
+    time.sleep(0.4)  # a few failed attempts, then the copy completes in place, saved_model.pb last: version 1
+    # never leaves the disk (removing it, even for a moment, would let a poll see no versions and end start-up)
+    for entry in sorted(os.listdir(complete), key=lambda e: e == "saved_model.pb"):
+        os.replace(os.path.join(complete, entry), os.path.join(partial, entry))
     started.join(timeout=60)
     try:
         assert not started.is_alive()
