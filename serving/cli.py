@@ -29,7 +29,7 @@ def _export(args) -> int:
         result = export_run(args.run_dir, args.base_path, version=args.version, top_k=args.top_k,
                             overwrite=args.overwrite, image_dtype=args.image_dtype,
                             max_image_pixels=args.max_image_pixels, fold_bn=args.fold_bn,
-                            task_options={"score_threshold": args.score_threshold,
+                            freeze=args.freeze, task_options={"score_threshold": args.score_threshold,
                                           "max_detections": args.max_detections})
     print(f"exported version {result.version} to {result.path} "
           f"(SavedModel matches the Keras model to {result.max_abs_difference:.2g})")
@@ -482,6 +482,10 @@ def register(sub) -> None:
     export.add_argument("--no-fold-bn", dest="fold_bn", action="store_false",
                         help="keep batch norm as separate ops (by default each batch norm that follows a convolution "
                              "is folded into its kernel and bias: the same outputs to float round-off, fewer ops)")
+    export.add_argument("--no-freeze", dest="freeze", action="store_false",
+                        help="keep the weights as variables in variables/ (by default the signatures hold them as "
+                             "constants, which TensorFlow's CPU convolutions run faster: the same outputs; models "
+                             "over 1 GiB of weights are never frozen)")
     export.add_argument("--format", choices=["tf_saved_model", "litert"], default="tf_saved_model",
                         help="tf_saved_model (default) or litert: int8 BASE_PATH/model.tflite with float fallback")
     export.set_defaults(func=_export)

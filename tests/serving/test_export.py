@@ -179,3 +179,59 @@ def test_export_folds_batch_norm_into_the_convolutions_and_still_matches_the_mod
     a = tf.saved_model.load(folded.path).signatures["serving_default"](images=batch)["probabilities"].numpy()
     b = tf.saved_model.load(kept.path).signatures["serving_default"](images=batch)["probabilities"].numpy()
     assert np.abs(a - b).max() < 1e-5
+
+
+def _session_outputs(path: str, batch: np.ndarray) -> dict:
+    """serving_default run as TF Serving runs it: the MetaGraph loaded into a Session (SavedModelBundle,
+    tensorflow/cc/saved_model/loader.cc), the signature's tensors fetched by name."""
+    graph = tf.Graph()
+    with tf.compat.v1.Session(graph=graph) as session:
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], path)
+        signature = meta_graph.signature_def["serving_default"]
+        names = sorted(signature.outputs)
+        values = session.run([signature.outputs[n].name for n in names], {signature.inputs["images"].name: batch})
+    return dict(zip(names, values))
+
+
+def test_export_freezes_the_weights_into_constants_that_a_session_loads_as_tf_serving_does(model, tmp_path):
+    """issue 28: the signatures read every weight through a variable; frozen into constants (faster on TensorFlow's
+    CPU convolutions, benchmarks/bench_export.py) they give the same outputs, in TF2 and in a TF1 Session."""
+    frozen = ex.export(model, str(tmp_path / "frozen"), class_names=CLASSES, preprocessing=SPEC, warmup=False)
+    kept = ex.export(model, str(tmp_path / "kept"), class_names=CLASSES, preprocessing=SPEC, warmup=False,
+                     freeze=False)
+    assert not {"VarHandleOp", "ReadVariableOp"} & _op_types(frozen.path)
+    assert {"VarHandleOp", "ReadVariableOp"} <= _op_types(kept.path)
+    batch = images(3)
+    expected = model.predict(preprocess_images(tf.constant(batch), SPEC), verbose=0)
+    for path in (frozen.path, kept.path):
+        served = tf.saved_model.load(path).signatures["serving_default"](images=tf.constant(batch))
+        np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
+        in_session = _session_outputs(path, batch)
+        np.testing.assert_allclose(in_session["probabilities"], expected, atol=1e-5)
+        np.testing.assert_array_equal(in_session["classes"], served["classes"].numpy())
+
+
+def test_weights_too_large_for_one_protobuf_stay_variables(model, tmp_path, monkeypatch):
+    # saved_model.pb is a single protobuf (2 GiB at most): past FREEZE_MAX_BYTES the weights are not frozen.
+    assert ex.weight_bytes(model) == model.count_params() * 4
+    monkeypatch.setattr(ex, "FREEZE_MAX_BYTES", ex.weight_bytes(model) - 1)
+    result = ex.export(model, str(tmp_path / "m"), class_names=CLASSES, preprocessing=SPEC, warmup=False)
+    assert "VarHandleOp" in _op_types(result.path) and result.max_abs_difference < 1e-5
+
+
+@pytest.mark.parametrize("method", ["bilinear", "nearest"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_a_resize_to_the_same_size_is_skipped_and_changes_nothing(method, dtype):
+    from pipelines.preprocess import resize
+
+    batch = tf.constant(images(2, 32, 32).astype(dtype))
+    reference = tf.image.resize(batch, [32, 32], method=method, antialias=method == "bilinear")
+    same = resize(batch, 32, 32, method=method)
+    assert same.dtype == reference.dtype and same.shape == (2, 32, 32, 3)
+    np.testing.assert_array_equal(same.numpy(), reference.numpy())
+    other = resize(batch, 20, 24, method=method)
+    np.testing.assert_array_equal(
+        other.numpy(), tf.image.resize(batch, [20, 24], method=method, antialias=method == "bilinear").numpy())
+    traced = tf.function(lambda x: resize(x, 32, 32, method=method)).get_concrete_function(
+        tf.TensorSpec([None, None, None, 3], dtype))
+    assert traced.output_shapes.as_list() == [None, 32, 32, 3]
