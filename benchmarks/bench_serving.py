@@ -2,13 +2,16 @@
 
 The model has the digits recipe's architecture (ResNet-18, fully convolutional head,
 32x32 grey input; latency does not depend on the weights, so it is exported untrained
-unless ``--base-path`` names a real export). Two ``kcnn serve`` processes serve it,
-one with batching off and one with it on; this process runs the clients. For 1, 4
+unless ``--base-path`` names a real export). Three ``kcnn serve`` processes serve it,
+one with batching off and one with it on, and a third with batching off and TensorFlow's
+thread pools at one thread each (``--tensorflow_intra_op_parallelism 1
+--tensorflow_inter_op_parallelism 1``); this process runs the clients and the in-process
+calls, with TensorFlow's default threads. For 1, 4
 and 16 concurrent clients, each mode runs a short burst per round, modes interleaved
 (rotating order each round); p50/p99 latency and requests per second are medians over
 rounds.
 
-    python benchmarks/bench_serving.py            # about 3 minutes on 2 CPU cores
+    python benchmarks/bench_serving.py            # about 4 minutes on 2 CPU cores
 
 The last line printed is ``RESULT {json}``.
 """
@@ -41,9 +44,13 @@ from result import print_result  # noqa: E402 - the RESULT line with the wall ti
 CLIENTS = (1, 4, 16)
 
 
-def start_server(base_path: str, batching_file: str | None) -> tuple[subprocess.Popen, int]:
+ONE_THREAD = ["--tensorflow_intra_op_parallelism", "1", "--tensorflow_inter_op_parallelism", "1"]
+
+
+def start_server(base_path: str, batching_file: str | None, extra=()) -> tuple[subprocess.Popen, int]:
     command = [sys.executable, "-m", "kcnn.cli", "serve", "--port", "0", "--model_name", "digits",
-               "--model_base_path", base_path, "--file_system_poll_wait_seconds", "0", "--grpc_max_threads", "32"]
+               "--model_base_path", base_path, "--file_system_poll_wait_seconds", "0", "--grpc_max_threads", "32",
+               *extra]
     if batching_file:
         command += ["--enable_batching", "--batching_parameters_file", batching_file]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -108,6 +115,7 @@ def main() -> None:
                                   monitoring=False)["batching.config"]
     plain, plain_port = start_server(base_path, None)
     batched, batched_port = start_server(base_path, batching_file)
+    single, single_port = start_server(base_path, None, ONE_THREAD)
 
     image = np.random.default_rng(0).integers(0, 256, (1, 8, 8, 3), dtype=np.uint8)  # one digits-sized image
     version = sorted(int(v) for v in os.listdir(base_path) if v.isdigit())[-1]
@@ -125,13 +133,14 @@ def main() -> None:
             return lambda: client.prediction.Predict(request, timeout=30)
         return factory
 
-    modes = {"in_process": in_process, "grpc": over_grpc(plain_port), "grpc_batching": over_grpc(batched_port)}
+    modes = {"in_process": in_process, "grpc": over_grpc(plain_port), "grpc_batching": over_grpc(batched_port),
+             "grpc_one_thread": over_grpc(single_port)}
     for factory in modes.values():  # warm up every path
         burst(factory, 1, 0.5)
     figures = {mode: {c: {"p50": [], "p99": [], "rps": []} for c in CLIENTS} for mode in modes}
     try:
         for r in range(args.rounds):
-            order = list(modes)[r % 3:] + list(modes)[:r % 3]
+            order = list(modes)[r % len(modes):] + list(modes)[:r % len(modes)]
             for clients in CLIENTS:
                 for mode in order:
                     latencies, rps = burst(modes[mode], clients, args.seconds)
@@ -139,7 +148,7 @@ def main() -> None:
                     figures[mode][clients]["p99"].append(float(np.percentile(latencies, 99)) * 1e3)
                     figures[mode][clients]["rps"].append(rps)
     finally:
-        for process in (plain, batched):
+        for process in (plain, batched, single):
             process.terminate()
             process.wait(timeout=30)
     results = {mode: {str(c): {k: statistics.median(v) for k, v in per.items()} for c, per in by.items()}
@@ -156,6 +165,8 @@ def main() -> None:
         "batching": {"max_batch_size": args.max_batch_size, "batch_timeout_micros": args.batch_timeout_micros,
                      "num_batch_threads": args.num_batch_threads},
         "grpc_p50_overhead_ms_1_client": results["grpc"]["1"]["p50"] - results["in_process"]["1"]["p50"],
+        "grpc_one_thread_p50_overhead_ms_1_client":
+            results["grpc_one_thread"]["1"]["p50"] - results["in_process"]["1"]["p50"],
         "batching_throughput_ratio_16_clients": results["grpc_batching"]["16"]["rps"] / results["grpc"]["16"]["rps"],
     }
     print_result(summary, sort_keys=True)
