@@ -19,9 +19,11 @@ def register(sub) -> None:
                     "the test figures; the run's start and finish dates (UTC), the kcnn, Keras, TensorFlow and "
                     "Python versions it ran on, its starting weights, fine-tuning and pruning; its resolved "
                     "config.yaml; the training curves beside the learning rate per epoch; the confusion matrix, "
-                    "per-class precision/recall/F1, the model's analysis table, the most confidently wrong test "
-                    "images with Grad-CAM overlays and the first-layer filters. kcnn train writes it at the end of "
-                    "every run and prints its path.")
+                    "per-class precision/recall/F1, the model's analysis table, Grad-CAM overlays on the test "
+                    "images it got wrong (the most confident first) and, after them, those it was least sure of, "
+                    "and the first-layer filters. kcnn train writes it at the end of every run and prints its path.")
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished kcnn run directory")
-    parser.add_argument("--wrong", type=int, default=8, help="how many confidently wrong images to show (default 8)")
+    parser.add_argument("--wrong", type=int, default=8,
+                        help="how many test images to show with Grad-CAM: the wrong ones first, then the right ones "
+                             "it was least sure of (default 8)")
     parser.set_defaults(func=_report)

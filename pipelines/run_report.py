@@ -4,8 +4,8 @@ Sections: the test figures; the run itself (start and finish dates in UTC, the k
 TensorFlow and Python versions it ran on, the starting weights, fine-tuning and pruning); the
 configuration (headline hyper-parameters, and the resolved config.yaml, collapsed); the training
 curves beside the learning rate per epoch; then the run's task's own sections (its
-``report_sections``: for classification the confusion matrix, per-class precision/recall/F1 and the
-most confidently wrong test images with Grad-CAM; for segmentation per-class IoU and overlays; for
+``report_sections``: for classification the confusion matrix, per-class precision/recall/F1 and
+the wrong or least sure test images with Grad-CAM; for segmentation per-class IoU and overlays; for
 super-resolution the PSNR/SSIM table against bicubic and side-by-side crops), then the model's
 analysis (totals visible, the per-layer table collapsed) and the first layer's filters. Every figure
 is a captioned inline PNG (a data: URL) with a title and labelled axes; every figure of the summary
@@ -43,7 +43,8 @@ SECTIONS = (("summary", "Summary"), ("run", "Run: dates, versions, starting weig
             ("config", "Configuration"), ("curves", "Training curves and learning rate"),
             ("confusion", "Confusion matrix"),
             ("per-class", "Per-class precision, recall and F1"),
-            ("wrong", "Most confidently wrong test images, with Grad-CAM"), ("analysis", "Model analysis"),
+            ("wrong", "Where it looked: the test images it got wrong or found hardest, with Grad-CAM"),
+            ("analysis", "Model analysis"),
             ("filters", "First-layer filters"))
 
 
@@ -314,25 +315,31 @@ def analysis_table(model, input_shape: tuple | None = None) -> str:
                                                  "MACs, receptive field, jump); click to show", layers)
 
 
-def wrong_section(model, wrong, names) -> str:
+def wrong_section(model, examples, names) -> str:
+    """Grad-CAM of the predicted class beside each of ``examples`` (confidence, index, image, label, guess):
+    the wrong ones first, then the least confident right ones (:func:`pipelines.tasks.classification.test_predictions`)."""
     from kcnn import insight
     from kcnn.insight import draw
 
-    if not wrong:
-        return "<p>Every test image is classified correctly.</p>"
-    images = np.stack([item[2] for item in wrong])
-    predicted = [item[4] for item in wrong]
+    if not examples:
+        return "<p>The test split is empty.</p>"
+    images = np.stack([item[2] for item in examples])
+    predicted = [item[4] for item in examples]
     cams = insight.grad_cam(model, images, class_index=predicted)
     figures = []
-    for (confidence, index, image, label, guess), cam in zip(wrong, cams):
-        title = f"test #{index}: true {names[label]}, predicted {names[guess]} ({confidence:.2f})"
+    for (confidence, index, image, label, guess), cam in zip(examples, cams):
+        outcome = (f"true {names[label]}, predicted {names[guess]}" if guess != label
+                   else f"{names[label]}, right")
         scale = max(1, 128 // image.shape[0])  # small images magnified to at least 128 pixels
         picture = draw.array_png(draw.side_by_side([draw.to_display(image), draw.overlay(image, cam)]), scale=scale)
-        figures.append(figure(picture, title))
+        figures.append(figure(picture, f"test #{index}: {outcome} ({confidence:.2f})"))
+    wrong = sum(guess != label for _, _, _, label, guess in examples)
+    which = ("the test images it got wrong with the highest confidence" if wrong == len(examples) else
+             "every test image it got wrong, then the right ones it was least sure of" if wrong else
+             "the test images it was least sure of (it got every one right)")
     layer = insight.last_conv_layer(model).name
     return (f"<p>Each image beside its Grad-CAM overlay (layer <code>{html.escape(layer)}</code>, predicted class; "
-            "red is where the model looked) for the test images it got wrong with the highest confidence.</p>"
-            + "".join(figures))
+            f"red is where the model looked), for {which}.</p>" + "".join(figures))
 
 
 def filters_section(model) -> str:

@@ -132,7 +132,7 @@ class Classification(Task):
         from pipelines import report as plots
         from pipelines.run_report import figure, plot_bytes, table, unless_no_conv, wrong_section
 
-        labels, predictions, names, wrong = test_predictions(run, keep_wrong=examples)
+        labels, predictions, names, shown = test_predictions(run, keep_wrong=examples)
         names = run.class_names or names
         matrix = plots.confusion_matrix(labels, predictions, len(names))
         scores = plots.per_class_scores(matrix, names)
@@ -145,8 +145,8 @@ class Classification(Task):
              table(("class", "precision", "recall", "F1", "support"),
                    [(r["class"], f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}", r["support"])
                     for r in scores])),
-            ("wrong", "Most confidently wrong test images, with Grad-CAM",
-             unless_no_conv(wrong_section, run.model, wrong, names)),
+            ("wrong", "Where it looked: the test images it got wrong or found hardest, with Grad-CAM",
+             unless_no_conv(wrong_section, run.model, shown, names)),
         ]
 
 
@@ -169,7 +169,9 @@ PREDICTION_BATCH = 128  # images per eager call when the report scores the test 
 
 
 def test_predictions(run, *, keep_wrong: int = 8):
-    """Labels, predictions and the ``keep_wrong`` most confidently wrong (confidence, index, image, label, guess)."""
+    """Labels, predictions, and the report's examples (confidence, index, image, label, guess): the
+    ``keep_wrong`` most confidently wrong test images, then, when fewer are wrong, the least confident
+    right ones up to ``keep_wrong`` (a run that gets every test image right still shows where it looked)."""
     import heapq
 
     from pipelines.data import DataSpec, make_dataset
@@ -179,19 +181,24 @@ def test_predictions(run, *, keep_wrong: int = 8):
     # One eager pass: large batches (whatever the training batch was) keep the per-call overhead small.
     spec = spec.evaluation(cache=False, batch_size=max(spec.batch_size, PREDICTION_BATCH))
     dataset, info = make_dataset(spec, spec.test_split)
-    labels, predictions, wrong, seen = [], [], [], 0
+    labels, predictions, wrong, unsure, seen = [], [], [], [], 0
     for images, batch_labels in dataset:
         probabilities = np.asarray(run.model(images, training=False))  # eager: no tracing for one pass
         truth = batch_labels.numpy()
         guess = probabilities.argmax(-1)
         labels.append(truth)
         predictions.append(guess)
-        for i in np.where(guess != truth)[0]:
-            item = (float(probabilities[i, guess[i]]), seen + int(i), images[i].numpy(), int(truth[i]), int(guess[i]))
-            (heapq.heappush if len(wrong) < keep_wrong else heapq.heappushpop)(wrong, item)
+        for i in range(len(truth)):
+            confidence = float(probabilities[i, guess[i]])
+            # Heaps of the keep_wrong largest keys: the most confident wrong, the least confident right.
+            heap, key = (wrong, confidence) if guess[i] != truth[i] else (unsure, -confidence)
+            if keep_wrong and (len(heap) < keep_wrong or key > heap[0][0]):  # ties: the index decides
+                item = (key, seen + i, confidence, images[i].numpy(), int(truth[i]), int(guess[i]))
+                (heapq.heappush if len(heap) < keep_wrong else heapq.heappushpop)(heap, item)
         seen += len(truth)
-    wrong = sorted(wrong, key=lambda item: -item[0])
-    return np.concatenate(labels), np.concatenate(predictions), list(info.class_names), wrong
+    chosen = sorted(wrong, reverse=True) + sorted(unsure, reverse=True)[:max(0, keep_wrong - len(wrong))]
+    examples = [item[2:3] + item[1:2] + item[3:] for item in chosen]  # (confidence, index, image, label, guess)
+    return np.concatenate(labels), np.concatenate(predictions), list(info.class_names), examples
 
 
 TASKS.register("classification")(Classification())

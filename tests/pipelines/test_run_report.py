@@ -11,6 +11,7 @@ import io
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 from datetime import datetime, timezone
@@ -140,8 +141,22 @@ def test_train_writes_a_self_contained_report_with_every_section(run_dir):
     assert len(page.figures) == len(page.images) and all(f["images"] == 1 and f["caption"] for f in page.figures)
     with open(os.path.join(run_dir, "metrics.json")) as handle:
         accuracy = json.load(handle)["test_accuracy"]
-    wrong = round((1 - accuracy) * 120)  # shapes' test split holds 120 images
-    assert len([f for f in page.figures if f["section"] == "wrong"]) == min(8, wrong)
+    check_grad_cam_examples(run_dir, 8)
+
+
+def check_grad_cam_examples(run_dir: str, shown: int) -> None:
+    """The Grad-CAM section shows the wrong test images first, the most confident first, then the right ones it
+    was least sure of, the least sure first, ``shown`` in all."""
+    with open(os.path.join(run_dir, "metrics.json")) as handle:
+        accuracy = json.load(handle)["test_accuracy"]
+    wrong = min(shown, round((1 - accuracy) * 120))  # shapes' test split holds 120 images
+    captions = [f["caption"] for f in read_page(run_dir).figures if f["section"] == "wrong"]
+    assert len(captions) == shown
+    assert all(re.fullmatch(r"test #\d+: true \w+, predicted \w+ \(\d\.\d\d\)", c) for c in captions[:wrong])
+    assert all(re.fullmatch(r"test #\d+: \w+, right \(\d\.\d\d\)", c) for c in captions[wrong:]), captions
+    confidence = [float(re.search(r"\((\d\.\d\d)\)$", caption).group(1)) for caption in captions]
+    assert confidence[:wrong] == sorted(confidence[:wrong], reverse=True)
+    assert confidence[wrong:] == sorted(confidence[wrong:])
 
 
 @pytest.mark.slow
@@ -248,7 +263,11 @@ def test_kcnn_report_rewrites_the_page_and_names_a_missing_run(run_dir, tmp_path
     os.remove(os.path.join(run_dir, REPORT_NAME))
     assert main(["report", run_dir, "--wrong", "3"]) == 0
     assert capsys.readouterr().out.strip() == f"wrote {os.path.join(run_dir, REPORT_NAME)}"
-    assert 0 < len([f for f in read_page(run_dir).figures if f["section"] == "wrong"]) <= 3
+    check_grad_cam_examples(run_dir, 3)
+    # More than the tiny run got wrong: every wrong test image, then the right ones it was least sure of.
+    assert main(["report", run_dir, "--wrong", "110"]) == 0
+    capsys.readouterr()
+    check_grad_cam_examples(run_dir, 110)
     assert main(["report", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == (
         f"kcnn report: error: {tmp_path} is not a finished kcnn run (missing model.keras, class_names.json, "
