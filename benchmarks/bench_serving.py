@@ -11,7 +11,7 @@ and 16 concurrent clients, each mode runs a short burst per round, modes interle
 (rotating order each round); p50/p99 latency and requests per second are medians over
 rounds.
 
-    python benchmarks/bench_serving.py            # about 4 minutes on 2 CPU cores
+    python benchmarks/bench_serving.py            # about 3 minutes on 2 CPU cores
 
 The last line printed is ``RESULT {json}``.
 """
