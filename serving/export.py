@@ -370,8 +370,8 @@ class FrozenForward:
     The exported signatures call it where they would call the model: the same kernels on the same
     values, but TensorFlow's oneDNN convolutions can keep a constant filter in the layout they compute
     with (a variable's value may change between calls, so it is reordered on each), and Grappler folds
-    what constants allow: the digits ResNet-18's signature runs 1.22x faster than the Keras model in a
-    ``tf.function`` at batch 1 and 1.63x at batch 16 (``benchmarks/bench_export.py``). TF Serving loads
+    what constants allow: the digits ResNet-18's signature runs 1.2x-1.3x faster than the Keras model in a
+    ``tf.function`` at batch 1 and 1.55x-1.63x at batch 16 (``benchmarks/bench_export.py``). TF Serving loads
     a SavedModel without variables as it is (loader.cc logs "The specified SavedModel has no
     variables; no checkpoints were restored").
     """
