@@ -35,6 +35,11 @@ from pipelines.tasks import get_task  # noqa: E402
 from pipelines.train import _make_train_step  # noqa: E402
 from result import print_result  # noqa: E402 - the RESULT line with the wall time
 
+# The step `kcnn train` runs for the digits recipe's classification task (its loss options: label smoothing...).
+CONFIG = C.load(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pipelines", "configs",
+                             "digits.yaml"))
+TASK = get_task("classification")
+
 
 def make_config(name: str, policy: str, jit: bool, args):
     keras.config.set_dtype_policy(policy)
@@ -55,11 +60,6 @@ def make_config(name: str, policy: str, jit: bool, args):
     macs = analyze(model).total_macs
     return lambda: [t.numpy() for t in step(images, labels)], macs
 
-
-# The step `kcnn train` runs for the digits recipe's classification task (its loss options: label smoothing...).
-CONFIG = C.load(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pipelines", "configs",
-                             "digits.yaml"))
-TASK = get_task("classification")
 
 
 def main() -> None:

@@ -193,11 +193,11 @@ def test_predictions(run, *, keep_wrong: int = 8):
             # Heaps of the keep_wrong largest keys: the most confident wrong, the least confident right.
             heap, key = (wrong, confidence) if guess[i] != truth[i] else (unsure, -confidence)
             if keep_wrong and (len(heap) < keep_wrong or key > heap[0][0]):  # ties: the index decides
-                item = (key, seen + i, confidence, images[i].numpy(), int(truth[i]), int(guess[i]))
-                (heapq.heappush if len(heap) < keep_wrong else heapq.heappushpop)(heap, item)
+                example = (confidence, seen + i, images[i].numpy(), int(truth[i]), int(guess[i]))
+                (heapq.heappush if len(heap) < keep_wrong else heapq.heappushpop)(heap, (key, seen + i, example))
         seen += len(truth)
     chosen = sorted(wrong, reverse=True) + sorted(unsure, reverse=True)[:max(0, keep_wrong - len(wrong))]
-    examples = [item[2:3] + item[1:2] + item[3:] for item in chosen]  # (confidence, index, image, label, guess)
+    examples = [example for _, _, example in chosen]
     return np.concatenate(labels), np.concatenate(predictions), list(info.class_names), examples
 
 
