@@ -33,7 +33,38 @@ def _train(args) -> int:
     except TrainingPreempted as error:  # the platform restarts the job (exit 42 is not counted as a failure)
         print(f"kcnn train: {error}", file=sys.stderr)
         return error.exit_code
+    except Exception as error:
+        line = _out_of_space_line(error, run_dir)
+        if line is None:
+            raise
+        print(f"kcnn train: error: {line}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _out_of_space_line(error: BaseException, run_dir: str) -> str | None:
+    """The one line for a run that filled its disk (a checkpoint, best.keras, the history...), or None.
+
+    Every file of a run is written whole or not at all (checkpoints by TensorFlow's staged SaveV2), so
+    what the run saved before is intact and the same command resumes from its newest checkpoint.
+    """
+    import re
+
+    import tensorflow as tf
+
+    from pipelines import fs
+    from pipelines.run_dir import RunDir
+
+    reason = fs.out_of_space(error)
+    if reason is None:
+        return None
+    where = fs.out_of_space_path(error, reason) or run_dir
+    state = tf.train.get_checkpoint_state(RunDir(run_dir).checkpoints)
+    newest = re.search(r"ckpt-(\d+)$", state.model_checkpoint_path) if state and state.model_checkpoint_path else None
+    saved = (f"the run's checkpoint after epoch {newest.group(1)} is intact" if newest
+             else "no epoch had been checkpointed yet")
+    return (f"{reason} writing {where}; {saved}. Free space there (or pass another --run-dir) and run the same "
+            "command again to continue")
 
 
 def _evaluate(args) -> int:

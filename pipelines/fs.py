@@ -35,6 +35,31 @@ def is_local(path: str) -> bool:
     return "://" not in os.fspath(path)
 
 
+def out_of_space(error: BaseException) -> str | None:
+    """Why writing failed, when it was for want of space (Python's OSError or TensorFlow's error of the same
+    errno: ENOSPC, EDQUOT, EFBIG); None otherwise."""
+    import errno
+    import sys
+
+    reasons = [os.strerror(code) for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)]
+    if isinstance(error, OSError):
+        return os.strerror(error.errno) if error.errno is not None and os.strerror(error.errno) in reasons else None
+    tf = sys.modules.get("tensorflow")  # a TensorFlow error can only come from a process that loaded it
+    if tf is not None and isinstance(error, tf.errors.OpError):
+        return next((reason for reason in reasons if reason in str(error)), None)
+    return None
+
+
+def out_of_space_path(error: BaseException, reason: str) -> str | None:
+    """The file a write that ran out of space was writing, where the error names it."""
+    if isinstance(error, OSError) and error.filename:
+        return os.fspath(error.filename)
+    import re
+
+    found = re.search(r"(\S+); " + re.escape(reason), str(error))  # TensorFlow: "... PATH; No space left on device"
+    return found.group(1) if found else None
+
+
 def join(path: str, *names: str) -> str:
     return os.path.join(os.fspath(path), *names)
 

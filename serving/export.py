@@ -168,7 +168,7 @@ def publish_version(base_path: str, version: int | None, overwrite: bool, write)
         shutil.rmtree(staging, ignore_errors=True)
         if os.path.exists(retired) and not os.path.exists(target):
             os.rename(retired, target)
-        reason = _out_of_space(error)
+        reason = fs.out_of_space(error)
         if reason:
             raise _out_of_space_error(target, base_path, reason, "the partial version was removed") from None
         raise
@@ -209,7 +209,7 @@ def _publish_remote(base_path: str, version: int | None, overwrite: bool, write)
             fs.makedirs(os.path.dirname(fs.join(target, name)))
             tf.io.gfile.copy(os.path.join(scratch, name), fs.join(target, name), overwrite=True)
     except BaseException as error:
-        reason = _out_of_space(error)
+        reason = fs.out_of_space(error)
         if reason:  # what was copied lacks saved_model.pb: unservable, and the next export's recover() removes it
             local = scratch in str(error) or scratch in str(getattr(error, "filename", ""))
             where = f"the local build directory {os.path.dirname(scratch)}" if local else base_path
@@ -218,19 +218,6 @@ def _publish_remote(base_path: str, version: int | None, overwrite: bool, write)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return ExportResult(target, version, describe_signatures(target), difference)
-
-
-def _out_of_space(error: BaseException) -> str | None:
-    """Why writing failed, when it was for want of space (Python's OSError or TensorFlow's error of the same
-    errno: ENOSPC, EDQUOT, EFBIG); None otherwise."""
-    import errno
-
-    reasons = [os.strerror(code) for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)]
-    if isinstance(error, OSError):
-        return os.strerror(error.errno) if error.errno is not None and os.strerror(error.errno) in reasons else None
-    if isinstance(error, tf.errors.OpError):
-        return next((reason for reason in reasons if reason in str(error)), None)
-    return None
 
 
 def _out_of_space_error(target: str, where: str, reason: str, cleanup: str) -> OSError:

@@ -2,7 +2,8 @@
 
 Damaged newest checkpoint: skipped for the one before it. Lost state file: rebuilt from the checkpoint
 files. No checkpoint reads back: stop, never start over on top of the finished epochs. Damaged
-best.keras or model.keras, and an export onto a full disk: one line each, no traceback.
+best.keras or model.keras, an export onto a full disk, and training onto one (the same command then resumes):
+one line each, no traceback.
 """
 
 from __future__ import annotations
@@ -192,3 +193,53 @@ def test_an_export_to_a_remote_base_path_onto_a_full_store_is_one_line(tiny_run,
     assert capsys.readouterr().err == (
         f"kcnn export: error: cannot export {base}/1: No space left on device in {base}; the next export removes what "
         "was copied, nothing was published. Free space there (or pass another --base-path) and export again\n")
+
+
+def _fill_the_disk_at_epoch_2(kind, monkeypatch, checkpoints):
+    """Epoch 2's write fails as a full disk fails it (the messages as a 1.6 MB tmpfs gave them)."""
+    if kind == "checkpoint":  # TensorFlow's SaveV2, part way into its staged files
+        save = tf.train.CheckpointManager.save
+
+        def full(self, checkpoint_number=None, **kwargs):
+            if checkpoint_number == 2:
+                part = f"{checkpoints}/ckpt-2_temp/part-00000-of-00001.data-00000-of-00001.tempstate1991446214257652741"
+                raise tf.errors.ResourceExhaustedError(None, None, "{{function_node __wrapped__SaveV2_dtypes_27_device_/"
+                                                       f"job:localhost/replica:0/task:0/device:CPU:0}} {part}; No "
+                                                       "space left on device [Op:SaveV2]")
+            return save(self, checkpoint_number=checkpoint_number, **kwargs)
+
+        monkeypatch.setattr(tf.train.CheckpointManager, "save", full)
+        return f"{checkpoints}/ckpt-2_temp/part-00000-of-00001.data-00000-of-00001.tempstate1991446214257652741"
+    from pipelines.run_dir import RunDir as Run  # Keras' zip writer: OSError 28 with no file name, on close
+
+    save_model, saves = Run.save_model, []
+
+    def full(self, model, name):
+        saves.append(name)
+        if len(saves) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return save_model(self, model, name)
+
+    monkeypatch.setattr(Run, "save_model", full)
+    return None
+
+
+@pytest.mark.parametrize("kind", ["checkpoint", "best.keras"])
+def test_training_onto_a_full_disk_is_one_line_and_the_same_command_resumes(tmp_path, capsys, monkeypatch, kind):
+    import yaml
+    from tiny_run import TINY
+
+    config, run_dir = str(tmp_path / "tiny.yaml"), str(tmp_path / "run")
+    with open(config, "w") as handle:
+        yaml.safe_dump({**TINY, "train": {**TINY["train"], "epochs": 3}}, handle)
+    checkpoints = os.path.join(run_dir, "checkpoints")
+    path = _fill_the_disk_at_epoch_2(kind, monkeypatch, checkpoints) or run_dir
+    assert main(["train", config, "--run-dir", run_dir]) == 2
+    assert capsys.readouterr().err == (
+        f"kcnn train: error: No space left on device writing {path}; the run's checkpoint after epoch 1 is intact. "
+        "Free space there (or pass another --run-dir) and run the same command again to continue\n")
+    monkeypatch.undo()  # space freed
+    assert main(["train", config, "--run-dir", run_dir]) == 0
+    assert f"resuming {run_dir} after epoch 1 of 3" in capsys.readouterr().out
+    assert [row["epoch"] for row in history(run_dir)] == ["1", "2", "3"]
+    assert RunDir(run_dir).load_model().output_shape == (None, 10)
