@@ -199,17 +199,17 @@ def _fill_the_disk_at_epoch_2(kind, monkeypatch, checkpoints):
     """Epoch 2's write fails as a full disk fails it (the messages as a 1.6 MB tmpfs gave them)."""
     if kind == "checkpoint":  # TensorFlow's SaveV2, part way into its staged files
         save = tf.train.CheckpointManager.save
+        part = f"{checkpoints}/ckpt-2_temp/part-00000-of-00001.data-00000-of-00001.tempstate1991446214257652741"
+        node = "{{function_node __wrapped__SaveV2_dtypes_27_device_/job:localhost/replica:0/task:0/device:CPU:0}}"
 
         def full(self, checkpoint_number=None, **kwargs):
             if checkpoint_number == 2:
-                part = f"{checkpoints}/ckpt-2_temp/part-00000-of-00001.data-00000-of-00001.tempstate1991446214257652741"
-                raise tf.errors.ResourceExhaustedError(None, None, "{{function_node __wrapped__SaveV2_dtypes_27_device_/"
-                                                       f"job:localhost/replica:0/task:0/device:CPU:0}} {part}; No "
-                                                       "space left on device [Op:SaveV2]")
+                raise tf.errors.ResourceExhaustedError(None, None,
+                                                       f"{node} {part}; No space left on device [Op:SaveV2]")
             return save(self, checkpoint_number=checkpoint_number, **kwargs)
 
         monkeypatch.setattr(tf.train.CheckpointManager, "save", full)
-        return f"{checkpoints}/ckpt-2_temp/part-00000-of-00001.data-00000-of-00001.tempstate1991446214257652741"
+        return part
     from pipelines.run_dir import RunDir as Run  # Keras' zip writer: OSError 28 with no file name, on close
 
     save_model, saves = Run.save_model, []
