@@ -211,19 +211,24 @@ def image_files(paths) -> list[str]:
 MAXIMIZE_OPTIONS = dict(jitter=2, blur_sigma=1.0, blur_every=4, l2_decay=1e-2, norm_percentile=50, octaves=3)
 
 
+def maximized(target: Target, layer, unit: int, steps: int = 150):
+    """``kcnn visualize --method maximize``'s picture of one unit (a class score when ``layer`` is None):
+    (image in the model's input scale, history), pixels kept within what the preprocessing can produce."""
+    low, high = (0.0 - target.mean) / target.std, (1.0 - target.mean) / target.std
+    return features.maximize_activation(target.model, layer, unit, steps=steps,
+                                        value_range=(float(low.min()), float(high.max())), **MAXIMIZE_OPTIONS)
+
+
 def _maximize(target: Target, layer, units, steps: int, log):
     import time
 
     model = target.model
     tensor = graph.score_tensor(model) if layer is None else graph.get_layer(model, layer).output
     units = units if units is not None else list(range(min(8, tensor.shape[-1])))
-    low, high = (0.0 - target.mean) / target.std, (1.0 - target.mean) / target.std
     panels, titles = [], []
     for count, unit in enumerate(units, start=1):
         started = time.perf_counter()
-        image, history = features.maximize_activation(model, layer, unit, steps=steps,
-                                                      value_range=(float(low.min()), float(high.max())),
-                                                      **MAXIMIZE_OPTIONS)
+        image, history = maximized(target, layer, unit, steps)
         panels.append(draw.to_display(target.as_rgb(image)))
         name = repr(target.class_name(unit)) if layer is None else f"{layer} channel {unit}"
         what = "score" if layer is None else "mean activation"
