@@ -59,13 +59,15 @@ def _out_of_space_line(error: BaseException, run_dir: str) -> str | None:
     if reason is None:
         return None
     where = fs.out_of_space_path(error, reason) or run_dir
+    checkpoints = RunDir(run_dir).checkpoints
     try:
-        state = tf.train.get_checkpoint_state(RunDir(run_dir).checkpoints)
+        state = tf.train.get_checkpoint_state(checkpoints)
+        path = state.model_checkpoint_path if state else ""
+        newest = re.search(r"ckpt-(\d+)$", path) if path else None
+        saved = (f"the run's checkpoint after epoch {newest.group(1)} is intact" if newest
+                 else "no epoch had been checkpointed yet")
     except Exception:  # a damaged state file: the resume rebuilds it from the checkpoint files
-        state = None
-    newest = re.search(r"ckpt-(\d+)$", state.model_checkpoint_path) if state and state.model_checkpoint_path else None
-    saved = (f"the run's checkpoint after epoch {newest.group(1)} is intact" if newest
-             else "no epoch had been checkpointed yet")
+        saved = f"the checkpoints in {checkpoints} are kept"
     return (f"{reason} writing {where}; {saved}. Free space there (or pass another --run-dir) and run the same "
             "command again to continue")
 
