@@ -48,8 +48,6 @@ def _out_of_space_line(error: BaseException, run_dir: str) -> str | None:
     Every file of a run is written whole or not at all (checkpoints by TensorFlow's staged SaveV2), so
     what the run saved before is intact and the same command resumes from its newest checkpoint.
     """
-    import re
-
     import tensorflow as tf
 
     from pipelines import fs
@@ -60,13 +58,14 @@ def _out_of_space_line(error: BaseException, run_dir: str) -> str | None:
         return None
     where = fs.out_of_space_path(error, reason) or run_dir
     checkpoints = RunDir(run_dir).checkpoints
-    try:
-        state = tf.train.get_checkpoint_state(checkpoints)
-        path = state.model_checkpoint_path if state else ""
-        newest = re.search(r"ckpt-(\d+)$", path) if path else None
-        saved = (f"the run's checkpoint after epoch {newest.group(1)} is intact" if newest
-                 else "no epoch had been checkpointed yet")
-    except Exception:  # a damaged state file: the resume rebuilds it from the checkpoint files
+    try:  # the epoch the newest checkpoint holds (ckpt-N need not be epoch N: pipelines.checkpoints)
+        newest = tf.train.latest_checkpoint(checkpoints)
+        if newest:
+            epoch = int(tf.train.load_checkpoint(newest).get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE"))
+            saved = f"the run's checkpoint after epoch {epoch} is intact"
+        else:
+            saved = "no epoch had been checkpointed yet"
+    except Exception:  # a damaged state file or checkpoint: the resume skips or rebuilds it
         saved = f"the checkpoints in {checkpoints} are kept"
     return (f"{reason} writing {where}; {saved}. Free space there (or pass another --run-dir) and run the same "
             "command again to continue")
