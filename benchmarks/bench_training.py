@@ -61,7 +61,6 @@ def make_config(name: str, policy: str, jit: bool, args):
     return lambda: [t.numpy() for t in step(images, labels)], macs
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="resnet18")
